@@ -1,0 +1,62 @@
+"""What the suite needs from a backend: a descriptor and isolated options per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyncette.abc import Backend, Repository
+
+#: Option suffixes that select an isolated namespace inside shared storage.
+_ISOLATING_SUFFIXES = ("_namespace", "_table_name", "_partition_prefix")
+
+
+@dataclass
+class BackendUnderTest:
+    """A backend plus the options that point it at fresh, empty, isolated storage.
+
+    ``base_options`` are shared settings (server URL, credentials).
+    :meth:`isolated_options` adds a unique namespace, table name or prefix on
+    every call, so two calls give two apps that cannot see each other; every
+    namespace handed out is purged when the test ends (see :meth:`aclose`).
+    """
+
+    backend: Backend
+    base_options: Mapping[str, Any] = field(default_factory=dict)
+    _issued: list[dict[str, Any]] = field(default_factory=list)
+    _tempdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def isolated_options(self) -> dict[str, Any]:
+        """Options for a new isolated namespace; call once and share the result between apps that must share storage."""
+        unique = "t" + uuid.uuid4().hex[:12]
+        options = dict(self.base_options)
+        for key in self.backend.options:
+            if key.endswith(_ISOLATING_SUFFIXES) and key not in self.base_options:
+                options[key] = unique
+        if self.backend.name == "sqlite" and "sqlite_database" not in self.base_options:
+            if self._tempdir is None:
+                self._tempdir = tempfile.TemporaryDirectory(prefix="pyncette-conformance-")
+            options["sqlite_database"] = os.path.join(self._tempdir.name, f"{unique}.db")
+        self._issued.append(options)
+        return options
+
+    @contextlib.asynccontextmanager
+    async def repository(self, options: Mapping[str, Any] | None = None) -> AsyncIterator[Repository]:
+        """Open a repository directly (no app) on ``options`` or on a fresh namespace."""
+        async with self.backend.open(options if options is not None else self.isolated_options()) as repository:
+            yield repository
+
+    async def aclose(self) -> None:
+        """Purge every namespace handed out."""
+        for options in self._issued:
+            with contextlib.suppress(Exception):
+                await self.backend.purge(options)
+        self._issued.clear()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None

@@ -1,0 +1,70 @@
+"""The pytest plugin (``pytest11`` entry point): command-line options and marker registration.
+
+Run the whole suite against an installed backend::
+
+    pytest --pyargs pyncette_conformance --pyncette-backend redis \\
+        --pyncette-option redis_url=redis://localhost:6379/0
+
+Options can also come from the environment as ``PYNCETTE_OPTION_<NAME>``
+(for example ``PYNCETTE_OPTION_REDIS_URL``), and the backend from
+``PYNCETTE_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from pyncette import backends
+
+from .harness import BackendUnderTest
+
+_ENV_PREFIX = "PYNCETTE_OPTION_"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pyncette", "Pyncette backend conformance")
+    group.addoption(
+        "--pyncette-backend",
+        default=None,
+        help="entry-point name of the backend to test (default: $PYNCETTE_BACKEND or 'sqlite')",
+    )
+    group.addoption(
+        "--pyncette-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend option, repeatable (e.g. redis_url=redis://localhost)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pyncette_requires(*capabilities): needs these backend capabilities")
+    config.addinivalue_line("markers", "realtime: uses real time or real OS processes on purpose")
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(raw)
+    except ValueError:
+        return raw
+
+
+def backend_from_config(config: pytest.Config) -> BackendUnderTest:
+    """Build the backend under test from ``--pyncette-backend`` / ``--pyncette-option`` and the environment."""
+    name = config.getoption("--pyncette-backend") or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
+    options: dict[str, Any] = {}
+    for key, value in os.environ.items():
+        if key.startswith(_ENV_PREFIX):
+            options[key[len(_ENV_PREFIX) :].lower()] = _parse_value(value)
+    for item in config.getoption("--pyncette-option"):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"--pyncette-option expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = _parse_value(value)
+    return BackendUnderTest(backends.load(name), options)

@@ -1,0 +1,199 @@
+"""Contract tests for :class:`pyncette.abc.Repository`, independent of the runtime.
+
+They exercise each atomic transition directly, so a failure points at the
+backend method that broke the contract.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import anyio
+import pytest
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+
+from .base import ConformanceBase
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+LEASE = timedelta(seconds=30)
+
+
+def rec(name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '{"v": 1}') -> Record:
+    return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
+
+
+async def claim(repo: Repository, parent: str = "p", *, now: datetime = T0, limit: int = 100, token: str = "tok") -> list[Record]:
+    return await repo.claim(parent, now=now, limit=limit, lease_until=now + LEASE, token=token)
+
+
+class RepositoryContract(ConformanceBase):
+    """Subclass (or run through the plugin) to check a repository's atomic operations."""
+
+    async def test_register_create_keeps_existing(self, repository: Repository) -> None:
+        assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
+        later = rec("a", T0 + timedelta(hours=1), spec='{"v": 2}')
+        assert await repository.register([later], now=T0, mode=RegisterMode.CREATE) == [False]
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.spec == '{"v": 1}' and stored.scheduled_at == T0
+
+    async def test_register_update_keeps_sooner_time_and_replaces_spec(self, repository: Repository) -> None:
+        await repository.register([rec("a", T0 + timedelta(hours=1))], now=T0, mode=RegisterMode.UPDATE)
+        await repository.register([rec("a", T0 + timedelta(hours=2), spec='{"v": 2}')], now=T0, mode=RegisterMode.UPDATE)
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert stored.scheduled_at == T0 + timedelta(hours=1)
+        assert stored.spec == '{"v": 2}'
+        await repository.register([rec("a", T0 + timedelta(minutes=5))], now=T0, mode=RegisterMode.UPDATE)
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == T0 + timedelta(minutes=5)
+
+    async def test_register_update_refuses_locked_and_force_clears_lock(self, repository: Repository) -> None:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        assert len(await claim(repository)) == 1
+        assert await repository.register([rec("a", spec="{}")], now=T0, mode=RegisterMode.UPDATE) == [False]
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.locked_by == "tok" and stored.spec == '{"v": 1}'
+        # Once the lease has expired the record is no longer locked.
+        after = T0 + LEASE + timedelta(seconds=1)
+        assert await repository.register([rec("a", spec="{}")], now=after, mode=RegisterMode.UPDATE) == [True]
+        assert len(await claim(repository, now=after, token="t2")) == 1
+        assert await repository.register([rec("a", T0 + timedelta(days=1), spec='"f"')], now=after, mode=RegisterMode.FORCE) == [True]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.locked_by, stored.locked_until, stored.spec) == (None, None, '"f"')
+        assert stored.scheduled_at == T0 + timedelta(days=1)
+        assert await repository.commit([Completion("p", "a", "t2", T0)]) == [False]
+
+    async def test_claim_leases_only_due_unlocked_records_earliest_first(self, repository: Repository) -> None:
+        records = [rec(f"r{i}", T0 - timedelta(seconds=i)) for i in range(5)]
+        records.append(rec("future", T0 + timedelta(seconds=1)))
+        await repository.register(records, now=T0, mode=RegisterMode.UPDATE)
+        first = await claim(repository, limit=2)
+        assert [r.name for r in first] == ["r4", "r3"]
+        for r in first:
+            assert r.locked_by == "tok" and r.locked_until == T0 + LEASE and r.spec == '{"v": 1}'
+        rest = await claim(repository, token="other")
+        assert sorted(r.name for r in rest) == ["r0", "r1", "r2"]
+        assert await claim(repository, token="third") == []
+        stored = await repository.get("p", "r4")
+        assert stored is not None and stored.locked_by == "tok"
+
+    async def test_expired_lease_can_be_claimed_again(self, repository: Repository) -> None:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository, token="first")
+        assert await claim(repository, now=T0 + LEASE - timedelta(milliseconds=1), token="second") == []
+        again = await claim(repository, now=T0 + LEASE, token="second")
+        assert [r.locked_by for r in again] == ["second"]
+        assert await repository.commit([Completion("p", "a", "first", T0 + timedelta(hours=1))]) == [False]
+        assert await repository.extend(Lease("p", "a", "first"), lease_until=T0 + timedelta(hours=1)) is False
+
+    async def test_commit_reschedules_deletes_and_reports_lost_leases(self, repository: Repository) -> None:
+        await repository.register([rec("a"), rec("b"), rec("c")], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository)
+        results = await repository.commit(
+            [
+                Completion("p", "a", "tok", T0 + timedelta(minutes=1)),
+                Completion("p", "b", "tok", None),
+                Completion("p", "c", "wrong", T0 + timedelta(minutes=1)),
+                Completion("p", "missing", "tok", None),
+            ]
+        )
+        assert results == [True, True, False, False]
+        a = await repository.get("p", "a")
+        assert a is not None and (a.scheduled_at, a.locked_by, a.locked_until) == (T0 + timedelta(minutes=1), None, None)
+        assert await repository.get("p", "b") is None
+        c = await repository.get("p", "c")
+        assert c is not None and c.locked_by == "tok" and c.scheduled_at == T0
+        # "a" is due again; "c" was never committed, and its lease has expired by then.
+        assert sorted(r.name for r in await claim(repository, now=T0 + timedelta(minutes=1), token="n")) == ["a", "c"]
+
+    async def test_unlock_and_extend(self, repository: Repository) -> None:
+        await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository)
+        assert await repository.extend(Lease("p", "a", "tok"), lease_until=T0 + timedelta(minutes=10)) is True
+        a = await repository.get("p", "a")
+        assert a is not None and a.locked_until == T0 + timedelta(minutes=10)
+        assert await repository.unlock([Lease("p", "b", "tok"), Lease("p", "a", "nope")]) == [True, False]
+        assert [r.name for r in await claim(repository, token="x")] == ["b"]
+        assert await repository.extend(Lease("p", "gone", "tok"), lease_until=T0) is False
+
+    async def test_delete_get_and_parent_isolation(self, repository: Repository) -> None:
+        await repository.register([rec("a", parent="one"), rec("a", parent="two")], now=T0, mode=RegisterMode.UPDATE)
+        assert [r.parent for r in await claim(repository, "one")] == ["one"]
+        assert await repository.delete("two", "a") is True
+        assert await repository.delete("two", "a") is False
+        assert await repository.get("two", "a") is None
+        assert await repository.get("one", "a") is not None
+        assert await claim(repository, "two") == []
+
+    async def test_list_pages_cover_every_record_once(self, repository: Repository) -> None:
+        names = [f"instance-{i:05d}" for i in range(1050)]
+        for start in range(0, len(names), 500):
+            chunk = [rec(n, parent="big") for n in names[start : start + 500]]
+            await repository.register(chunk, now=T0, mode=RegisterMode.UPDATE)
+        await repository.register([rec("other", parent="small")], now=T0, mode=RegisterMode.UPDATE)
+        seen: list[str] = []
+        token: str | None = None
+        pages = 0
+        while True:
+            page, token = await repository.list_page("big", limit=100, continuation=token)
+            assert len(page) <= 100
+            seen.extend(r.name for r in page)
+            pages += 1
+            if token is None:
+                break
+            assert pages < 100
+        assert sorted(seen) == names
+        assert len(seen) == len(set(seen))
+        empty, token = await repository.list_page("nothing-here", limit=10, continuation=None)
+        assert (empty, token) == ([], None)
+
+    async def test_concurrent_claims_never_share_a_record(self, repository: Repository) -> None:
+        await repository.register([rec(f"r{i}") for i in range(300)], now=T0, mode=RegisterMode.UPDATE)
+        results: dict[int, list[Record]] = {}
+
+        async def worker(i: int) -> None:
+            got: list[Record] = []
+            while batch := await claim(repository, limit=7, token=f"w{i}"):
+                got.extend(batch)
+            results[i] = got
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(worker, i)
+        names = [r.name for got in results.values() for r in got]
+        assert len(names) == 300
+        assert len(set(names)) == 300
+
+    async def test_times_round_trip_with_millisecond_precision(self, repository: Repository) -> None:
+        at = datetime(2031, 6, 30, 23, 59, 59, 123000, tzinfo=timezone.utc)
+        await repository.register([rec("a", at)], now=T0, mode=RegisterMode.UPDATE)
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert stored.scheduled_at.utcoffset() == timedelta(0)
+        assert abs(stored.scheduled_at - at) < timedelta(milliseconds=1)
+        assert await claim(repository, now=at - timedelta(milliseconds=2)) == []
+        assert len(await claim(repository, now=at + timedelta(milliseconds=1))) == 1
+
+    async def test_static_record_without_spec(self, repository: Repository) -> None:
+        await repository.register([rec("s", spec=None)], now=T0, mode=RegisterMode.CREATE)
+        claimed = await claim(repository)
+        assert [(r.name, r.spec) for r in claimed] == [("s", None)]
+
+    async def test_names_with_unusual_characters(self, repository: Repository) -> None:
+        names = ["with space", "ünïcødé-名前", "colon:and/slash", "{braces}", "quote'\"", "x" * 200]
+        await repository.register([rec(n, parent="odd/parent:1") for n in names], now=T0, mode=RegisterMode.UPDATE)
+        claimed = await claim(repository, "odd/parent:1")
+        assert sorted(r.name for r in claimed) == sorted(names)
+        for n in names:
+            assert await repository.get("odd/parent:1", n) is not None
+
+    async def test_write_raw_spec_hook(self, repository: Repository) -> None:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        try:
+            await repository.write_raw_spec("p", "a", "{not json")
+        except NotImplementedError:
+            pytest.skip("backend does not implement the write_raw_spec testing hook")
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.spec == "{not json"

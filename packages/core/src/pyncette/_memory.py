@@ -1,0 +1,150 @@
+"""The in-memory repository: the default when no storage is configured.
+
+No persistence and no coordination between processes. Each parent keeps a
+heap ordered by the time its records next become claimable, so claiming is
+O(k log n) for k claimed records rather than a scan of everything stored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from .abc import Completion, Lease, Record, RegisterMode, Repository
+
+
+@dataclass
+class _Parent:
+    records: dict[str, Record] = field(default_factory=dict)
+    # (claimable_at, sequence, name, version); stale entries are skipped lazily.
+    heap: list[tuple[datetime, int, str, int]] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryRepository(Repository):
+    """Keeps records in dictionaries of the running process."""
+
+    def __init__(self) -> None:
+        self._parents: dict[str, _Parent] = {}
+        self._sequence = itertools.count()
+
+    def _parent(self, parent: str) -> _Parent:
+        group = self._parents.get(parent)
+        if group is None:
+            group = self._parents[parent] = _Parent()
+        return group
+
+    def _store(self, group: _Parent, record: Record) -> None:
+        version = group.versions.get(record.name, 0) + 1
+        group.versions[record.name] = version
+        group.records[record.name] = record
+        claimable_at = record.scheduled_at
+        if record.locked_until is not None and record.locked_until > claimable_at:
+            claimable_at = record.locked_until
+        heapq.heappush(group.heap, (claimable_at, next(self._sequence), record.name, version))
+
+    def _remove(self, group: _Parent, name: str) -> None:
+        del group.records[name]
+        group.versions[name] = group.versions.get(name, 0) + 1
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        results = []
+        for record in records:
+            group = self._parent(record.parent)
+            existing = group.records.get(record.name)
+            fresh = replace(record, locked_until=None, locked_by=None)
+            if existing is None or mode is RegisterMode.FORCE:
+                self._store(group, fresh)
+                results.append(True)
+            elif mode is RegisterMode.CREATE or (existing.locked_until is not None and existing.locked_until > now):
+                results.append(False)
+            else:
+                scheduled_at = min(existing.scheduled_at, record.scheduled_at)
+                self._store(group, replace(existing, spec=record.spec, scheduled_at=scheduled_at))
+                results.append(True)
+        return results
+
+    async def claim(
+        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
+    ) -> list[Record]:
+        group = self._parents.get(parent)
+        claimed: list[Record] = []
+        if group is None:
+            return claimed
+        heap = group.heap
+        while heap and len(claimed) < limit and heap[0][0] <= now:
+            _, _, name, version = heapq.heappop(heap)
+            if group.versions.get(name) != version or name not in group.records:
+                continue
+            record = replace(group.records[name], locked_until=lease_until, locked_by=token)
+            self._store(group, record)
+            claimed.append(record)
+        return claimed
+
+    def _leased(self, parent: str, name: str, token: str) -> tuple[_Parent, Record] | None:
+        group = self._parents.get(parent)
+        if group is None:
+            return None
+        record = group.records.get(name)
+        if record is None or record.locked_by != token:
+            return None
+        return group, record
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        results = []
+        for item in completions:
+            found = self._leased(item.parent, item.name, item.token)
+            if found is None:
+                results.append(False)
+                continue
+            group, record = found
+            if item.next_at is None:
+                self._remove(group, item.name)
+            else:
+                self._store(group, replace(record, scheduled_at=item.next_at, locked_until=None, locked_by=None))
+            results.append(True)
+        return results
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        results = []
+        for lease in leases:
+            found = self._leased(lease.parent, lease.name, lease.token)
+            if found is not None:
+                group, record = found
+                self._store(group, replace(record, locked_until=None, locked_by=None))
+            results.append(found is not None)
+        return results
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        found = self._leased(lease.parent, lease.name, lease.token)
+        if found is None:
+            return False
+        group, record = found
+        self._store(group, replace(record, locked_until=lease_until))
+        return True
+
+    async def delete(self, parent: str, name: str) -> bool:
+        group = self._parents.get(parent)
+        if group is None or name not in group.records:
+            return False
+        self._remove(group, name)
+        return True
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        group = self._parents.get(parent)
+        return None if group is None else group.records.get(name)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        group = self._parents.get(parent)
+        if group is None:
+            return [], None
+        names = sorted(n for n in group.records if continuation is None or n > continuation)
+        page = [group.records[n] for n in names[:limit]]
+        return page, (page[-1].name if len(names) > limit else None)
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        group = self._parent(parent)
+        group.records[name] = replace(group.records[name], spec=raw)

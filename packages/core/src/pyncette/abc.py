@@ -1,0 +1,279 @@
+"""The storage backend contract.
+
+A backend is two objects:
+
+* a :class:`Backend` descriptor, published through the ``pyncette.backends``
+  entry-point group. It names the backend, declares its
+  :class:`Capabilities` and opens repositories. Importing it must not connect
+  to anything.
+* a :class:`Repository`, the open connection to storage, used by the runtime
+  through the handful of methods below.
+
+The runtime keeps every scheduling rule (cron, intervals, time zones, failure
+modes) to itself; a repository is a store of :class:`Record` rows with a few
+*atomic* state transitions. Every method that takes ``now`` must use that
+value and never read a clock of its own: the runtime may run on a virtual
+clock (see :mod:`pyncette.testing`), and all instances of an app must agree on
+what "now" means.
+
+Records are grouped by ``parent`` (a static task, a dynamic task template or
+one partition of a partitioned template) and identified within a parent by
+``name``. All times are timezone-aware UTC :class:`~datetime.datetime` values;
+a backend must keep at least millisecond precision.
+
+A third party implements :class:`Repository` and :class:`Backend`, registers
+the descriptor under ``pyncette.backends`` and runs the conformance suite::
+
+    pytest --pyargs pyncette_conformance --pyncette-backend NAME
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, ClassVar
+
+from .errors import BackendError, ConfigurationError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. The runtime and the conformance suite read these; declare them honestly.
+
+    Attributes:
+        persistent: state survives closing and reopening the repository.
+        coordinated: several processes (or hosts) sharing the storage never
+            run one due task twice; claims are atomic across connections.
+        asyncio_only: the driver only works on asyncio (not trio).
+        notifications: the backend can wake other instances when work is
+            scheduled sooner (optional; the runtime polls regardless).
+    """
+
+    persistent: bool = False
+    coordinated: bool = False
+    asyncio_only: bool = False
+    notifications: bool = False
+
+    def describe(self) -> list[str]:
+        """The names of the capabilities that are set, for listings."""
+        return [name for name, value in self.__dict__.items() if value]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One task's stored state.
+
+    Attributes:
+        parent: the group the record belongs to (opaque to the backend).
+        name: the record's name, unique within ``parent``.
+        spec: JSON text describing a dynamic instance, ``None`` for a static task.
+        scheduled_at: when the next run is due.
+        locked_until: when the current lease expires, ``None`` if not leased.
+        locked_by: the token of the current lease, ``None`` if not leased.
+    """
+
+    parent: str
+    name: str
+    spec: str | None
+    scheduled_at: datetime
+    locked_until: datetime | None = None
+    locked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Identifies one leased record: the token must still be the record's ``locked_by``."""
+
+    parent: str
+    name: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The outcome of a run to store: reschedule to ``next_at``, or delete the record when it is ``None``."""
+
+    parent: str
+    name: str
+    token: str
+    next_at: datetime | None
+
+
+class RegisterMode(Enum):
+    """How :meth:`Repository.register` treats a record that already exists."""
+
+    #: Insert when missing; leave an existing record untouched (static tasks).
+    CREATE = "create"
+    #: Insert when missing; otherwise, unless it is locked (``locked_until > now``),
+    #: replace ``spec`` and set ``scheduled_at`` to the sooner of the stored and
+    #: the new value, keeping the lock fields as they are.
+    UPDATE = "update"
+    #: Insert or overwrite ``spec`` and ``scheduled_at``, and clear any lock.
+    FORCE = "force"
+
+
+class Repository(ABC):
+    """An open connection to task storage. Methods are called from one event loop, possibly concurrently.
+
+    Errors: a method may raise :class:`~pyncette.errors.BackendError` for a
+    transient storage failure (the runtime logs it and retries with backoff)
+    and :class:`~pyncette.errors.ConfigurationError` for a problem the user must
+    fix. Any other exception is a bug in the backend. Wrap driver calls in
+    :func:`map_exceptions` to translate them.
+    """
+
+    @abstractmethod
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        """Create or update records, in one round trip where the storage allows it.
+
+        ``locked_until`` and ``locked_by`` of the given records are ignored.
+        Returns one flag per record, in order: ``True`` where the record was
+        written, ``False`` where it was left as it was (already present in
+        ``CREATE`` mode; locked in ``UPDATE`` mode). Each record is updated
+        atomically; the batch as a whole need not be.
+        """
+
+    @abstractmethod
+    async def claim(
+        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
+    ) -> list[Record]:
+        """Atomically lease up to ``limit`` due records of ``parent``, in one round trip.
+
+        A record is due when ``scheduled_at <= now`` and it is not leased
+        (``locked_until`` is ``None`` or ``<= now``). Each claimed record gets
+        ``locked_until = lease_until`` and ``locked_by = token`` and is returned
+        with those values. Records due earliest should be claimed first.
+        Concurrent claims, from any process, must never both return one record
+        with overlapping leases: this is the guarantee that prevents double runs.
+        The cost must depend on the number of due records, not on how many exist.
+        """
+
+    @abstractmethod
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        """Finish runs: for each completion whose ``token`` still matches ``locked_by``,
+        set ``scheduled_at = next_at`` and clear the lease, or delete the record
+        when ``next_at`` is ``None``.
+
+        Returns one flag per completion: ``False`` where the lease was lost
+        (token mismatch or record gone), in which case nothing is written.
+        Each completion is atomic on its own.
+        """
+
+    @abstractmethod
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        """Release leases without rescheduling (the run is retried as soon as it is claimed again).
+
+        Returns ``False`` for leases that were already lost.
+        """
+
+    @abstractmethod
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        """Move a held lease's expiry to ``lease_until``; ``False`` when the lease is lost."""
+
+    @abstractmethod
+    async def delete(self, parent: str, name: str) -> bool:
+        """Remove a record whatever its lease; ``False`` when it did not exist."""
+
+    @abstractmethod
+    async def get(self, parent: str, name: str) -> Record | None:
+        """Read one record, or ``None``."""
+
+    @abstractmethod
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        """Page through every record of ``parent``: at most ``limit`` per page.
+
+        ``continuation`` is ``None`` for the first page, then the value the
+        previous page returned; the last page returns ``None``. Paging must
+        neither skip nor repeat records that exist throughout the iteration.
+        """
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        """Testing hook: store ``raw`` verbatim as the record's spec, bypassing validation.
+
+        The conformance suite uses it to check that a corrupt record is
+        skipped, not fatal. Optional: the default skips that test.
+        """
+        raise NotImplementedError
+
+
+class Backend(ABC):
+    """A backend descriptor: what the ``pyncette.backends`` entry point refers to.
+
+    Calling the descriptor with keyword options (``backend(redis_url=...)``)
+    returns an async context manager yielding a :class:`Repository`; this makes
+    it usable as a Pyncette 1.x ``repository_factory``.
+    """
+
+    #: The entry-point name; also the prefix of its options (``redis`` -> ``redis_url``).
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    #: Option names this backend accepts (with their prefix) mapped to a one-line description.
+    options: ClassVar[Mapping[str, str]] = {}
+
+    @abstractmethod
+    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
+        """Validate ``options`` and connect.
+
+        Must raise :class:`~pyncette.errors.ConfigurationError` for a missing
+        or bad option and :class:`~pyncette.errors.BackendError` when storage
+        cannot be reached, promptly (bounded by a timeout), with a message that
+        names the option or the server (never a password).
+        """
+
+    async def purge(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Remove all storage these options point at (table, key namespace, prefix).
+
+        Used by the conformance suite to clean up after each test. The default does nothing.
+        """
+
+    def select_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The subset of ``options`` meant for this backend, checked against :attr:`options`."""
+        prefix = f"{self.name}_"
+        mine = {k: v for k, v in options.items() if k.startswith(prefix)}
+        unknown = sorted(set(mine) - set(self.options))
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise ConfigurationError(f"unknown {self.name} option(s) {', '.join(unknown)}; allowed: {allowed}")
+        return mine
+
+    def __call__(self, **options: Any) -> AbstractAsyncContextManager[Repository]:
+        return self.open(options)
+
+    def __repr__(self) -> str:
+        return f"<pyncette backend {self.name!r}>"
+
+
+@contextlib.contextmanager
+def map_exceptions(mapping: Mapping[type[BaseException], type[Exception]], what: str) -> Iterator[None]:
+    """Translate driver exceptions into Pyncette's hierarchy at the backend boundary.
+
+    ``mapping`` maps driver exception types to Pyncette ones (usually
+    :class:`~pyncette.errors.BackendError`); ``what`` names the operation in the
+    message. Pyncette's own exceptions pass through unchanged.
+    """
+    try:
+        yield
+    except (BackendError, ConfigurationError):
+        raise
+    except Exception as exc:
+        for source, target in mapping.items():
+            if isinstance(exc, source):
+                raise target(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "Completion",
+    "Lease",
+    "Record",
+    "RegisterMode",
+    "Repository",
+    "map_exceptions",
+]

@@ -1,0 +1,215 @@
+"""The :class:`Pyncette` app: task registration, configuration and the process entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import anyio
+
+from . import backends
+from .abc import Backend, Capabilities, Repository
+from .clock import Clock
+from .errors import ConfigurationError
+from .model import MiddlewareFunc, TaskFunc
+from .runtime import PyncetteContext, validate_context_names
+from .task import Task
+
+logger = logging.getLogger("pyncette")
+
+RepositoryFactory = Callable[..., AbstractAsyncContextManager[Repository]]
+FixtureFunc = Callable[[PyncetteContext], AsyncGenerator[Any, None]]
+F = TypeVar("F", bound=FixtureFunc)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"invalid {name} {value!r}: must be an integer >= 1")
+    return value
+
+
+class Pyncette:
+    """A scheduler app: declare tasks with the decorators, then ``async with app.create() as ctx: await ctx.run()``.
+
+    Args:
+        repository_factory: a backend (e.g. ``pyncette.redis.redis_repository``)
+            or any callable taking the backend options and returning an async
+            context manager that yields a :class:`~pyncette.abc.Repository`.
+        backend: the entry-point name of an installed backend (``"redis"``, ...),
+            instead of ``repository_factory``. With neither, ``$PYNCETTE_BACKEND``
+            is used, else the embedded ``sqlite`` backend (in memory by default).
+        poll_interval: the longest the loop sleeps before looking for new work.
+        concurrency_limit: the most runs in progress at once; no more work is claimed than fits.
+        batch_size: the most dynamic instances claimed in one storage call.
+        **backend_options: options of the backend, prefixed with its name (``redis_url=...``).
+    """
+
+    def __init__(
+        self,
+        repository_factory: RepositoryFactory | None = None,
+        poll_interval: timedelta = timedelta(seconds=1),
+        concurrency_limit: int = 100,
+        batch_size: int = 100,
+        *,
+        backend: str | None = None,
+        **backend_options: Any,
+    ) -> None:
+        if repository_factory is not None and backend is not None:
+            raise ConfigurationError("pass either repository_factory= or backend=, not both")
+        if not isinstance(poll_interval, timedelta) or poll_interval <= timedelta(0):
+            raise ConfigurationError(f"invalid poll_interval {poll_interval!r}: must be a positive timedelta")
+        self.repository_factory = repository_factory
+        self.backend_name = backend
+        self.poll_interval = poll_interval
+        self.concurrency_limit = _positive_int("concurrency_limit", concurrency_limit)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.backend_options = backend_options
+        self.tasks: list[Task] = []
+        self.fixtures: dict[str, FixtureFunc] = {}
+        self.middlewares: list[MiddlewareFunc] = []
+
+    # -- declaring tasks ---------------------------------------------------------------------------
+
+    def _register(self, task: Task) -> Task:
+        if any(t.name == task.name for t in self.tasks):
+            raise ConfigurationError(f"duplicate task name {task.name!r}: give each task a unique name=")
+        self.tasks.append(task)
+        return task
+
+    def task(self, **options: Any) -> Callable[[TaskFunc], Task]:
+        """Declare a static task: ``@app.task(schedule="*/5 * * * *")`` or ``interval=timedelta(...)``."""
+
+        def decorator(func: TaskFunc) -> Task:
+            return self._register(Task(_unwrap(func), **options))
+
+        return decorator
+
+    def dynamic_task(self, **options: Any) -> Callable[[TaskFunc], Task]:
+        """Declare a dynamic task template; instances are created with ``ctx.schedule_task``."""
+
+        def decorator(func: TaskFunc) -> Task:
+            return self._register(Task(_unwrap(func), dynamic=True, **options))
+
+        return decorator
+
+    def partitioned_task(self, partition_count: int = 8, **options: Any) -> Callable[[TaskFunc], Task]:
+        """Declare a dynamic template whose instances are spread over ``partition_count`` shards.
+
+        ``partition_selector(partition_count, instance_name) -> shard`` (SHA-1 by
+        default) must be stable; ``enabled_partitions=[...]`` limits which shards
+        this process polls.
+        """
+
+        def decorator(func: TaskFunc) -> Task:
+            return self._register(Task(_unwrap(func), dynamic=True, partition_count=partition_count, **options))
+
+        return decorator
+
+    def fixture(self, name: str | None = None) -> Callable[[F], F]:
+        """Declare a fixture: an async generator taking the app context; its value becomes ``context.<name>``."""
+
+        def decorator(func: F) -> F:
+            self.use_fixture(name or func.__name__, func)
+            return func
+
+        return decorator
+
+    def use_fixture(self, name: str, func: FixtureFunc) -> None:
+        """Register ``func`` as the fixture ``name``."""
+        validate_context_names([name])
+        if name in self.fixtures:
+            raise ConfigurationError(f"duplicate fixture name {name!r}")
+        self.fixtures[name] = func
+
+    def middleware(self, func: MiddlewareFunc) -> MiddlewareFunc:
+        """Declare a middleware ``async def mw(context, next)``; middlewares run in declaration order."""
+        self.use_middleware(func)
+        return func
+
+    def use_middleware(self, func: MiddlewareFunc) -> None:
+        """Register a middleware."""
+        self.middlewares.append(func)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
+        """The repository factory to use and what it declares it can do."""
+        factory = self.repository_factory
+        if factory is None:
+            name = self.backend_name or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
+            factory = backends.load(name)
+        capabilities = factory.capabilities if isinstance(factory, Backend) else Capabilities()
+        return factory, capabilities
+
+    @contextlib.asynccontextmanager
+    async def create(self, *, clock: Clock | None = None) -> AsyncIterator[PyncetteContext]:
+        """Open storage and set up fixtures; yields the context to ``run()``. Fixtures are torn down in reverse."""
+        factory, capabilities = self.resolve_backend()
+        if capabilities.asyncio_only:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise ConfigurationError(
+                    f"backend {getattr(factory, 'name', factory)!r} only works on asyncio, not on this event loop"
+                ) from None
+        async with factory(**self.backend_options) as repository, contextlib.AsyncExitStack() as stack:
+            ctx = PyncetteContext(self, repository, clock or Clock(), {})
+            for name, fixture in self.fixtures.items():
+                value = await stack.enter_async_context(contextlib.asynccontextmanager(fixture)(ctx))
+                ctx.add_to_context(name, value)
+            yield ctx
+
+    def main(self) -> None:
+        """Run the app as a process: logging to stdout (level from ``$LOG_LEVEL``), graceful shutdown on
+        SIGINT/SIGTERM, immediate exit on a second signal."""
+        logging.basicConfig(
+            stream=sys.stdout,
+            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        anyio.run(self.run_until_signalled)
+
+    async def run_until_signalled(self, seconds: float | None = None) -> None:
+        """Run until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second cancels."""
+        async with self.create() as ctx, anyio.create_task_group() as tg:
+
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        if ctx._shutting_down:
+                            logger.warning("Second %s: cancelling running tasks", signal.Signals(signum).name)
+                            ctx.cancel()
+                            return
+                        logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
+                        ctx.shutdown()
+
+            async def stop_later(delay: float) -> None:
+                await anyio.sleep(delay)
+                ctx.shutdown()
+
+            tg.start_soon(watch_signals)
+            if seconds is not None:
+                tg.start_soon(stop_later, seconds)
+            await ctx.run()
+            tg.cancel_scope.cancel()
+
+
+def _unwrap(func: Any) -> TaskFunc:
+    # Several decorators may be stacked on one coroutine (each with its own name=).
+    while isinstance(func, Task):
+        func = func.func
+    if not callable(func):
+        raise ConfigurationError(f"a task must be an async function, got {func!r}")
+    result: TaskFunc = func
+    return result
+
+
+__all__ = ["Pyncette"]

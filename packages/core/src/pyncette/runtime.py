@@ -1,0 +1,490 @@
+"""The scheduler runtime: :class:`PyncetteContext`, the object ``app.create()`` yields.
+
+Read top to bottom:
+
+1. the public API used by applications (schedule, inspect, shut down);
+2. :meth:`PyncetteContext.run`, the main loop: claim due work, start it,
+   sleep until the earliest next run (never longer than ``poll_interval``);
+3. one run of one task, from claim to commit;
+4. the committer, which batches commits and unlocks into few round trips;
+5. retries of storage calls.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .abc import Completion, Lease, Record, RegisterMode, Repository
+from .clock import Clock, set_current_clock
+from .errors import ConfigurationError, LeaseLostException, RecordDecodeError, TaskLockedException
+from .model import Context, ExecutionMode, FailureMode, ListTasksResponse, MiddlewareFunc, TaskState
+from .task import Task
+
+if TYPE_CHECKING:
+    from .app import Pyncette
+
+logger = logging.getLogger("pyncette")
+
+T = TypeVar("T")
+
+#: Names a task context already uses; fixtures and injected values may not take them.
+RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat"})
+_REGISTER_CHUNK = 1000
+_MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Pending:
+    """A commit or unlock waiting for the committer."""
+
+    lease: Lease
+    next_at: datetime | None
+    unlock: bool
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: bool = False
+
+
+class PyncetteContext:
+    """A running (or ready to run) Pyncette app bound to open storage."""
+
+    def __init__(self, app: Pyncette, repository: Repository, clock: Clock, context_values: dict[str, Any]) -> None:
+        self.app = app
+        self.repository = repository
+        self.clock = clock
+        self.last_tick: datetime | None = None
+        self._values = context_values
+        self._poll_interval = app.poll_interval.total_seconds()
+        self._concurrency_limit = app.concurrency_limit
+        self._batch_size = app.batch_size
+        self._static = [t for t in app.tasks if not t.dynamic]
+        self._templates = [t for t in app.tasks if t.dynamic]
+        self._template_of_parent = {parent: t for t in self._templates for parent in t.parents()}
+        self._static_due: dict[str, datetime | None] = {}
+        self._running = 0
+        self._starved = False
+        self._shutting_down = False
+        self._wake_scope: anyio.CancelScope | None = None
+        self._wake_pending = False
+        self._run_scope: anyio.CancelScope | None = None
+        self._pending: list[_Pending] = []
+        self._pending_event = anyio.Event()
+        self._drained = anyio.Event()
+        self._middlewares: list[MiddlewareFunc] = list(app.middlewares)
+
+    # ---------------------------------------------------------------------------------------------
+    # 1. Public API
+    # ---------------------------------------------------------------------------------------------
+
+    def add_to_context(self, name: str, value: Any) -> None:
+        """Make ``value`` available as ``context.<name>`` in every task."""
+        if name in RESERVED_CONTEXT_NAMES or name.startswith("_"):
+            raise ConfigurationError(f"context name {name!r} is reserved")
+        if name in self._values:
+            raise ConfigurationError(f"context name {name!r} is already in use")
+        self._values[name] = value
+
+    def shutdown(self) -> None:
+        """Stop claiming work; running tasks finish and their commits land, then :meth:`run` returns."""
+        if not self._shutting_down:
+            logger.info("Shutting down: no new work is claimed; waiting for %d running task(s)", self._running)
+        self._shutting_down = True
+        self._wakeup()
+
+    def cancel(self) -> None:
+        """Stop at once, cancelling running tasks (their leases expire and they are retried elsewhere)."""
+        self._shutting_down = True
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    async def schedule_task(self, task: Task, instance_name: str, *, force: bool = False, **options: Any) -> Task:
+        """Create or update a dynamic instance and return it.
+
+        An existing instance keeps the sooner of its stored and its new next run.
+        Raises :class:`TaskLockedException` while the instance is running, unless
+        ``force=True``, which overwrites it and its lease (the running one then cannot commit).
+        """
+        [instance] = await self.schedule_tasks(task, {instance_name: options}, force=force)
+        return instance
+
+    async def schedule_tasks(
+        self, task: Task, instances: Mapping[str, Mapping[str, Any]], *, force: bool = False
+    ) -> list[Task]:
+        """Bulk :meth:`schedule_task`: ``{instance_name: options}``, written in as few round trips as possible.
+
+        Every instance that is not running is written. If some were running (and
+        ``force`` is false), :class:`TaskLockedException` is raised afterwards,
+        naming them.
+        """
+        now = self.clock.now()
+        concrete = [task.instantiate(name, **dict(options)) for name, options in instances.items()]
+        records = []
+        for instance in concrete:
+            parent, name = instance.storage_key()
+            assert instance.schedule is not None
+            records.append(Record(parent, name, instance.to_spec(), instance.schedule.first(now)))
+        mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
+        locked: list[Task] = []
+        for start in range(0, len(records), _REGISTER_CHUNK):
+            chunk = records[start : start + _REGISTER_CHUNK]
+            written = await self.repository.register(chunk, now=now, mode=mode)
+            locked.extend(t for t, ok in zip(concrete[start : start + _REGISTER_CHUNK], written) if not ok)
+        self._wakeup()
+        if locked:
+            names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
+            raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
+        return concrete
+
+    async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
+        """Remove a dynamic instance (pass the instance, or the template and the instance name)."""
+        parent, name = self._key(task, instance_name)
+        await self.repository.delete(parent, name)
+
+    async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
+        """The stored state of a static task or a dynamic instance, or ``None``."""
+        parent, name = self._key(task, instance_name)
+        record = await self.repository.get(parent, name)
+        if record is None:
+            return None
+        if not task.dynamic:
+            return self._state(task, record)
+        return self._state(self._decode(record, task.template or task), record)
+
+    async def list_tasks(
+        self, task: Task, limit: int | None = None, continuation_token: str | None = None
+    ) -> ListTasksResponse:
+        """Page through every instance of a dynamic task (order unspecified)."""
+        if not task.dynamic:
+            raise ValueError(f"{task!r} is not a dynamic task; only dynamic tasks can be listed")
+        page_size = limit if limit is not None else self._batch_size
+        if page_size < 1:
+            raise ConfigurationError(f"invalid limit {limit!r}: must be >= 1")
+        parents = task.parents() if task.partition_count is None else self._all_parents(task)
+        index, inner = 0, None
+        if continuation_token is not None:
+            try:
+                index, inner = json.loads(continuation_token)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(f"invalid continuation_token {continuation_token!r}") from exc
+        states: list[TaskState] = []
+        while index < len(parents) and len(states) < page_size:
+            records, inner = await self.repository.list_page(
+                parents[index], limit=page_size - len(states), continuation=inner
+            )
+            for record in records:
+                try:
+                    states.append(self._state(self._decode(record, task), record))
+                except RecordDecodeError as exc:
+                    logger.error("Skipping undecodable record while listing: %s", exc)
+            if inner is None:
+                index += 1
+        token = json.dumps([index, inner]) if index < len(parents) else None
+        return ListTasksResponse(states, token)
+
+    @staticmethod
+    def _all_parents(task: Task) -> list[str]:
+        assert task.partition_count is not None
+        return [f"{task.name}/{shard}" for shard in range(task.partition_count)]
+
+    @staticmethod
+    def _key(task: Task, instance_name: str | None) -> tuple[str, str]:
+        """The record of a static task, an instance, or a template's named instance."""
+        if instance_name is None:
+            if task.dynamic and task.template is None:
+                raise ConfigurationError(f"{task!r} is a dynamic template: pass the instance name too")
+            return task.storage_key()
+        if not task.dynamic or task.template is not None:
+            raise ConfigurationError(f"{task!r} is not a dynamic template; it has no instance {instance_name!r}")
+        return task.instance_key(instance_name)
+
+    def _state(self, task: Task, record: Record) -> TaskState:
+        return TaskState(task, record.scheduled_at.astimezone(task.tz), record.locked_until, record.locked_by)
+
+    def _decode(self, record: Record, template: Task | None = None) -> Task:
+        template = template or self._template_of_parent.get(record.parent)
+        if template is None:
+            raise RecordDecodeError(f"record {record.parent}/{record.name} belongs to no known task")
+        if record.spec is None:
+            raise RecordDecodeError(f"record {record.parent}/{record.name} of a dynamic task has no spec")
+        return template.from_spec(record.name, record.spec)
+
+    # ---------------------------------------------------------------------------------------------
+    # 2. The main loop
+    # ---------------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown`: claim due work, run it, sleep until the next run or ``poll_interval``."""
+        set_current_clock(self.clock)
+        with self.clock.busy(), anyio.CancelScope() as self._run_scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._committer)
+                await self._retrying("register static tasks", self._register_static)
+                task_status.started()
+                while not self._shutting_down:
+                    next_wake = await self._retrying("poll", lambda: self._tick(tg))
+                    self.last_tick = self.clock.now()
+                    if not self._shutting_down:
+                        await self._sleep_until(next_wake)
+                await self._drain()
+                tg.cancel_scope.cancel()
+        logger.info("Pyncette stopped")
+
+    async def _register_static(self) -> None:
+        now = self.clock.now()
+        records = []
+        for task in self._static:
+            if task.enabled:
+                parent, name = task.storage_key()
+                assert task.schedule is not None
+                records.append(Record(parent, name, None, task.schedule.first(now)))
+        if records:
+            await self.repository.register(records, now=now, mode=RegisterMode.CREATE)
+
+    async def _tick(self, tg: TaskGroup) -> datetime:
+        """Claim and start everything due that fits in the free slots; return when to look again."""
+        now = self.clock.now()
+        next_wake = now + timedelta(seconds=self._poll_interval)
+        self._starved = False
+        for task in self._static:
+            if not task.enabled or self._shutting_down:
+                continue
+            due = self._static_due.get(task.name)
+            if due is not None and due > now:
+                next_wake = min(next_wake, due)
+                continue
+            if self._free_slots() < 1:
+                self._starved = True
+                break
+            parent, name = task.storage_key()
+            claimed = await self.repository.claim(
+                parent, now=now, limit=1, lease_until=now + task.lease_duration, token=self._token()
+            )
+            if claimed:
+                self._static_due[task.name] = None
+                self._start(tg, task, claimed[0])
+                continue
+            # Someone else ran it or holds it: learn when to look again instead of polling blindly.
+            record = await self.repository.get(parent, name)
+            if record is not None:
+                due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
+                self._static_due[task.name] = due
+                next_wake = min(next_wake, due)
+        for parent, template in self._template_of_parent.items():
+            if not template.enabled or self._shutting_down:
+                continue
+            while True:
+                limit = min(self._free_slots(), self._batch_size)
+                if limit < 1:
+                    self._starved = True
+                    break
+                claimed = await self.repository.claim(
+                    parent, now=now, limit=limit, lease_until=now + template.lease_duration, token=self._token()
+                )
+                for record in claimed:
+                    try:
+                        instance = self._decode(record, template)
+                    except RecordDecodeError as exc:
+                        logger.error("Skipping undecodable record (left leased until it expires): %s", exc)
+                        continue
+                    self._start(tg, instance, record)
+                if len(claimed) < limit:
+                    break
+        return max(next_wake, now)
+
+    def _free_slots(self) -> int:
+        return self._concurrency_limit - self._running
+
+    @staticmethod
+    def _token() -> str:
+        return uuid.uuid4().hex
+
+    async def _sleep_until(self, deadline: datetime) -> None:
+        delay = (deadline - self.clock.now()).total_seconds()
+        with anyio.CancelScope() as scope:
+            self._wake_scope = scope
+            if self._wake_pending:
+                scope.cancel()
+            await self.clock.sleep(delay)
+        self._wake_scope = None
+        self._wake_pending = False
+
+    def _wakeup(self) -> None:
+        """Cut the loop's current sleep short (or the next one, if it is not sleeping)."""
+        if self._wake_scope is not None:
+            self._wake_scope.cancel()
+        else:
+            self._wake_pending = True
+
+    async def _drain(self) -> None:
+        """Wait for running tasks; their commits land before they count as finished."""
+        if self._running:
+            self._drained = anyio.Event()
+            self.clock.release()  # waiting for tasks is not work: a virtual clock may move meanwhile
+            try:
+                await self._drained.wait()
+            finally:
+                self.clock.hold()
+
+    # ---------------------------------------------------------------------------------------------
+    # 3. One run
+    # ---------------------------------------------------------------------------------------------
+
+    def _start(self, tg: TaskGroup, task: Task, record: Record) -> None:
+        self._running += 1
+        self.clock.hold()
+        tg.start_soon(self._execute, task, record)
+
+    async def _execute(self, task: Task, record: Record) -> None:
+        assert record.locked_by is not None
+        lease = Lease(record.parent, record.name, record.locked_by)
+        lost = False
+
+        async def heartbeat() -> None:
+            nonlocal lost
+            if task.execution_mode is ExecutionMode.AT_MOST_ONCE:
+                return
+            extended = await self.repository.extend(lease, lease_until=self.clock.now() + task.lease_duration)
+            if not extended:
+                lost = True
+                raise LeaseLostException(task)
+
+        context = Context(
+            app_context=self,
+            task=task,
+            scheduled_at=record.scheduled_at.astimezone(task.tz),
+            args=task.extra_args,
+            _heartbeat=heartbeat,
+            **self._values,
+        )
+        try:
+            if task.execution_mode is ExecutionMode.AT_MOST_ONCE:
+                if not await self._finish(lease, self._next_run(task, record.scheduled_at)):
+                    logger.warning("Not running %r: its lease was lost before it started", task)
+                    return
+                try:
+                    await self._invoke(context)
+                except Exception:
+                    logger.exception("Task %r failed (at-most-once: not retried)", task)
+                return
+            try:
+                await self._invoke(context)
+            except LeaseLostException:
+                logger.warning("Task %r lost its lease; neither committing nor unlocking", task)
+                return
+            except Exception:
+                logger.exception("Task %r failed", task)
+                if lost or task.failure_mode is FailureMode.NONE:
+                    return
+                if task.failure_mode is FailureMode.UNLOCK:
+                    await self._finish(lease, None, unlock=True)
+                    if task.template is None:
+                        self._static_due[task.name] = self.clock.now() + timedelta(seconds=self._poll_interval)
+                    return
+            if lost:
+                logger.warning("Task %r lost its lease while running; not committing", task)
+                return
+            if not await self._finish(lease, self._next_run(task, record.scheduled_at)):
+                logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._drained.set()
+            if task.template is None:
+                # A static task's next run is known now; make sure the loop plans for it.
+                self._wakeup()
+            elif self._starved:
+                self._starved = False
+                self._wakeup()
+            self.clock.release()
+
+    async def _invoke(self, context: Context) -> None:
+        middlewares = self._middlewares
+        if not middlewares:
+            await context.task.func(context)
+            return
+
+        async def call(index: int) -> None:
+            if index == len(middlewares):
+                await context.task.func(context)
+            else:
+                await middlewares[index](context, lambda: call(index + 1))
+
+        await call(0)
+
+    def _next_run(self, task: Task, scheduled_at: datetime) -> datetime | None:
+        assert task.schedule is not None
+        if task.fast_forward:
+            nxt = task.schedule.fast_forward(scheduled_at, self.clock.now())
+        else:
+            nxt = task.schedule.next_after(scheduled_at)
+        if task.template is None:
+            self._static_due[task.name] = nxt
+        return nxt
+
+    # ---------------------------------------------------------------------------------------------
+    # 4. The committer: batches commits and unlocks
+    # ---------------------------------------------------------------------------------------------
+
+    async def _finish(self, lease: Lease, next_at: datetime | None, *, unlock: bool = False) -> bool:
+        """Queue a commit (or unlock) and wait until it has landed; ``False`` if the lease was lost."""
+        item = _Pending(lease, next_at, unlock)
+        self._pending.append(item)
+        self._pending_event.set()
+        await item.done.wait()
+        return item.result
+
+    async def _committer(self) -> None:
+        while True:
+            await self._pending_event.wait()
+            self._pending_event = anyio.Event()
+            batch, self._pending = self._pending, []
+            commits = [p for p in batch if not p.unlock]
+            unlocks = [p for p in batch if p.unlock]
+            if commits:
+                completions = [Completion(p.lease.parent, p.lease.name, p.lease.token, p.next_at) for p in commits]
+                results = await self._retrying("commit", lambda: self.repository.commit(completions))
+                for item, ok in zip(commits, results):
+                    item.result = ok
+                    item.done.set()
+            if unlocks:
+                leases = [p.lease for p in unlocks]
+                results = await self._retrying("unlock", lambda: self.repository.unlock(leases))
+                for item, ok in zip(unlocks, results):
+                    item.result = ok
+                    item.done.set()
+
+    # ---------------------------------------------------------------------------------------------
+    # 5. Retries
+    # ---------------------------------------------------------------------------------------------
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Call storage until it succeeds, logging each failure and backing off exponentially."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                attempt += 1
+                delay = min(_MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
+                logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
+                with self.clock.busy():
+                    await self.clock.sleep(delay)
+
+
+def validate_context_names(names: Iterable[str]) -> None:
+    """Refuse fixture or context names that clash with the context's own attributes."""
+    for name in names:
+        if name in RESERVED_CONTEXT_NAMES or name.startswith("_"):
+            raise ConfigurationError(f"context name {name!r} is reserved")
+
+
+__all__ = ["PyncetteContext"]

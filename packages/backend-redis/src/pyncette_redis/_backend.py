@@ -1,0 +1,203 @@
+"""The ``redis`` backend descriptor: option validation, connecting and purging."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
+
+from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
+from pyncette.errors import BackendError, ConfigurationError
+
+from ._repository import ERRORS, RedisRepository, namespace_pattern
+
+DEFAULT_URL = "redis://localhost:6379/0"
+_SCHEMES = ("redis", "rediss", "unix")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_]{0,64}")
+_PURGE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Validated options of one repository."""
+
+    url: str
+    namespace: str
+    timeout: float
+    connect_timeout: float
+    pool_size: int
+
+    @property
+    def server(self) -> str:
+        """The server as shown in messages: host:port/db or the socket path, never credentials."""
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return f"unix:{parts.path}"
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            port = 6379
+        database = parts.path.lstrip("/") or "0"
+        return f"{parts.hostname or 'localhost'}:{port}/{database}"
+
+    @property
+    def password(self) -> str | None:
+        """The URL's password, so it can be scrubbed from driver messages."""
+        password = urlsplit(self.url).password
+        return unquote(password) if password else None
+
+
+def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{key} must be a positive number of seconds or a timedelta, got {options[key]!r}")
+    return float(value)
+
+
+def _positive_int(options: Mapping[str, Any], key: str, default: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{key} must be a positive integer, got {options[key]!r}")
+    return value
+
+
+def _url(options: Mapping[str, Any]) -> str:
+    url = options.get("redis_url", DEFAULT_URL)
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError(f"redis_url must be a non-empty string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        # Not echoing the URL: it may carry a password.
+        raise ConfigurationError(
+            f"redis_url must start with redis://, rediss:// or unix://, got scheme {parts.scheme or '(none)'!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ConfigurationError("redis_url has an invalid port") from None
+    database = parts.path.lstrip("/") if parts.scheme != "unix" else "0"
+    if database and not database.isdigit():
+        raise ConfigurationError(f"redis_url database must be a number, got {database!r}")
+    return url
+
+
+def parse_options(options: Mapping[str, Any]) -> RedisSettings:
+    """Validate the ``redis_*`` options (already selected) into settings."""
+    namespace = options.get("redis_namespace", "")
+    if namespace is None:
+        namespace = ""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"redis_namespace must be at most 64 letters, digits or underscores, got {namespace!r}"
+        )
+    return RedisSettings(
+        url=_url(options),
+        namespace=namespace,
+        timeout=_seconds(options, "redis_timeout", 10.0),
+        connect_timeout=_seconds(options, "redis_connect_timeout", 5.0),
+        pool_size=_positive_int(options, "redis_pool_size", 10),
+    )
+
+
+def _client(settings: RedisSettings) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=settings.pool_size,
+        timeout=settings.timeout,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        decode_responses=True,
+        # No automatic command retries: a script that ran before the connection
+        # broke must not run twice. The runtime retries on BackendError instead.
+        retry=Retry(NoBackoff(), 0),
+        client_name="pyncette",
+    )
+    return Redis.from_pool(pool)
+
+
+@contextlib.asynccontextmanager
+async def _connected(settings: RedisSettings) -> AsyncIterator[Redis]:
+    client = _client(settings)
+    try:
+        try:
+            await asyncio.wait_for(client.ping(), settings.connect_timeout + settings.timeout)
+        except (AuthenticationError, ResponseError) as exc:
+            message = _scrub(str(exc), settings)
+            raise ConfigurationError(f"redis_url: Redis at {settings.server} refused the session: {message}") from exc
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            message = _scrub(str(exc), settings) or type(exc).__name__
+            raise BackendError(f"cannot connect to Redis at {settings.server}: {message}") from exc
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+def _scrub(message: str, settings: RedisSettings) -> str:
+    password = settings.password
+    return message.replace(password, "***") if password else message
+
+
+class RedisBackend(Backend):
+    """``redis``: Redis (or a protocol-compatible server) through ``redis.asyncio``."""
+
+    name = "redis"
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
+    options = {
+        "redis_url": f"redis://, rediss:// (TLS) or unix:// URL with credentials and database (default {DEFAULT_URL})",
+        "redis_namespace": "isolates apps sharing a server: letters, digits, underscores (default '')",
+        "redis_timeout": "seconds a command (or waiting for a pooled connection) may take (default 10)",
+        "redis_connect_timeout": "seconds to wait when connecting (default 5)",
+        "redis_pool_size": "maximum connections kept by the repository (default 10)",
+    }
+
+    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
+        return self._open(parse_options(self.select_options(options)))
+
+    @contextlib.asynccontextmanager
+    async def _open(self, settings: RedisSettings) -> AsyncIterator[Repository]:
+        async with _connected(settings) as client:
+            repository = RedisRepository(client, settings.namespace)
+            with map_exceptions(ERRORS, f"redis at {settings.server}: loading scripts"):
+                await repository.load_scripts()
+            yield repository
+
+    async def purge(self, options: Mapping[str, Any]) -> None:
+        """Delete every key of the namespace (SCAN MATCH + UNLINK)."""
+        settings = parse_options(self.select_options(options))
+        async with _connected(settings) as client:
+            with map_exceptions(ERRORS, "redis purge"):
+                batch: list[str] = []
+                async for key in client.scan_iter(match=namespace_pattern(settings.namespace), count=1000):
+                    batch.append(key)
+                    if len(batch) >= _PURGE_BATCH:
+                        await client.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    await client.unlink(*batch)
+
+
+backend = RedisBackend()
+#: Pyncette 1.x name of the factory.
+redis_repository = backend

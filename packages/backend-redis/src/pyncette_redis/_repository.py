@@ -1,0 +1,234 @@
+"""The Redis repository: records of one parent live in three keys sharing a hash tag."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.errors import BackendError, RecordDecodeError
+
+from . import _scripts
+from ._scripts import Script
+
+#: Every key starts with this, then the hash tag ``{<namespace>:<hex of parent>}``.
+KEY_PREFIX = "pyncette:"
+
+ERRORS: dict[type[BaseException], type[Exception]] = {
+    RedisError: BackendError,
+    OSError: BackendError,
+    asyncio.TimeoutError: BackendError,
+}
+
+_MODES = {RegisterMode.CREATE: "c", RegisterMode.UPDATE: "u", RegisterMode.FORCE: "f"}
+_DELETE = ""
+_UNLOCK = "-"
+_KEY_CACHE_SIZE = 4096
+
+
+def parent_tag(namespace: str, parent: str) -> str:
+    """The hash tag of a parent: hex keeps ``{``, ``}`` and glob characters out of key names."""
+    return "{" + namespace + ":" + parent.encode("utf-8", "surrogatepass").hex() + "}"
+
+
+def namespace_pattern(namespace: str) -> str:
+    """A SCAN MATCH pattern for every key of ``namespace`` (namespaces are ``[A-Za-z0-9_]*``)."""
+    return KEY_PREFIX + "{" + namespace + ":*"
+
+
+def _at(value: datetime) -> str:
+    return repr(value.timestamp())
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromtimestamp(float(text), tz=timezone.utc)
+
+
+def _encode(spec: str | None, at: str) -> str:
+    body = {"s": at} if spec is None else {"s": at, "d": spec}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _decode(parent: str, name: str, raw: str) -> Record:
+    try:
+        body = json.loads(raw)
+        locked_until = body.get("l")
+        return Record(
+            parent=parent,
+            name=name,
+            spec=body.get("d"),
+            scheduled_at=_time(body["s"]),
+            locked_until=None if locked_until is None else _time(locked_until),
+            locked_by=body.get("t"),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RecordDecodeError(f"redis record {parent!r}/{name!r} is corrupt: {exc}") from exc
+
+
+def _pairs(parent: str, flat: Sequence[str]) -> list[Record]:
+    return [_decode(parent, flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+class RedisRepository(Repository):
+    """A repository on one Redis server, in one namespace.
+
+    Scripts are loaded when the repository opens and called with EVALSHA; a
+    server that lost them (``SCRIPT FLUSH``, restart, failover) gets them again
+    on the first ``NOSCRIPT`` reply, transparently.
+    """
+
+    def __init__(self, client: Redis, namespace: str) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._keys: dict[str, tuple[str, str, str]] = {}
+
+    @property
+    def namespace(self) -> str:
+        """The namespace whose keys this repository reads and writes."""
+        return self._namespace
+
+    def keys(self, parent: str) -> tuple[str, str, str]:
+        """The ``due``, ``rec`` and ``idx`` keys of ``parent``."""
+        found = self._keys.get(parent)
+        if found is None:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            base = KEY_PREFIX + parent_tag(self._namespace, parent)
+            found = self._keys[parent] = (base + ":due", base + ":rec", base + ":idx")
+        return found
+
+    async def load_scripts(self) -> None:
+        """Load every script into the server's script cache (one round trip)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script in _scripts.ALL:
+                pipe.script_load(script.source)
+            await pipe.execute()
+
+    async def _command(self, *args: Any) -> Any:
+        return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _call_many(self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several script calls in one pipelined round trip (each stays atomic on its own)."""
+        if len(calls) == 1:
+            return [await self._call(*calls[0])]
+        results = await self._pipeline(calls)
+        lost = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if lost:
+            # NOSCRIPT means the call did not run at all, so repeating it is safe.
+            await self.load_scripts()
+            for i, result in zip(lost, await self._pipeline([calls[i] for i in lost]), strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    async def _pipeline(self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        if not records:
+            return []
+        by_parent: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            by_parent.setdefault(record.parent, []).append(i)
+        head = [_MODES[mode], _at(now)]
+        calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
+        for parent, indexes in by_parent.items():
+            args = list(head)
+            for i in indexes:
+                record = records[i]
+                at = _at(record.scheduled_at)
+                args += (record.name, at, _encode(record.spec, at))
+            calls.append((_scripts.REGISTER, self.keys(parent), args))
+        with map_exceptions(ERRORS, "redis register"):
+            results = await self._call_many(calls)
+        return _scatter(len(records), by_parent.values(), results)
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        if limit <= 0:
+            return []
+        due, rec, _ = self.keys(parent)
+        with map_exceptions(ERRORS, "redis claim"):
+            flat = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
+        return _pairs(parent, flat)
+
+    async def _settle(self, items: Sequence[tuple[str, str, str, str]], what: str) -> list[bool]:
+        """Finish leases; each item is (parent, name, token, action) as the ``settle`` script takes it."""
+        if not items:
+            return []
+        by_parent: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_parent.setdefault(item[0], []).append(i)
+        calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
+        for parent, indexes in by_parent.items():
+            args: list[str] = []
+            for i in indexes:
+                args += items[i][1:]
+            calls.append((_scripts.SETTLE, self.keys(parent), args))
+        with map_exceptions(ERRORS, what):
+            results = await self._call_many(calls)
+        return _scatter(len(items), by_parent.values(), results)
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        return await self._settle(
+            [(c.parent, c.name, c.token, _DELETE if c.next_at is None else _at(c.next_at)) for c in completions],
+            "redis commit",
+        )
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        items = [(lease.parent, lease.name, lease.token, _UNLOCK) for lease in leases]
+        return await self._settle(items, "redis unlock")
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        due, rec, _ = self.keys(lease.parent)
+        with map_exceptions(ERRORS, "redis extend"):
+            done = await self._call(_scripts.EXTEND, (due, rec), (lease.name, lease.token, _at(lease_until)))
+        return bool(done)
+
+    async def delete(self, parent: str, name: str) -> bool:
+        with map_exceptions(ERRORS, "redis delete"):
+            done = await self._call(_scripts.DELETE, self.keys(parent), (name,))
+        return bool(done)
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        with map_exceptions(ERRORS, "redis get"):
+            raw = await self._command("HGET", self.keys(parent)[1], name)
+        return None if raw is None else _decode(parent, name, raw)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        _, rec, idx = self.keys(parent)
+        start = "-" if continuation is None else "(" + continuation
+        with map_exceptions(ERRORS, "redis list"):
+            flat = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
+        more, last = flat[0], flat[1]
+        return _pairs(parent, flat[2:]), (last if more else None)
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        with map_exceptions(ERRORS, "redis write_raw_spec"):
+            await self._call(_scripts.RAW_SPEC, (self.keys(parent)[1],), (name, raw))
+
+
+def _scatter(size: int, groups: Iterable[Sequence[int]], results: Sequence[Sequence[int]]) -> list[bool]:
+    """Put per-parent script results back in the order of the caller's batch."""
+    flags = [False] * size
+    for indexes, flags_of_parent in zip(groups, results, strict=True):
+        for i, flag in zip(indexes, flags_of_parent, strict=True):
+            flags[i] = bool(flag)
+    return flags

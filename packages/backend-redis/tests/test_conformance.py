@@ -1,0 +1,25 @@
+"""The standard conformance suites, run against the Redis service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pyncette_conformance.harness import BackendUnderTest
+from pyncette_conformance.repository import RepositoryContract
+from pyncette_redis import backend
+
+
+class RedisBackendMixin:
+    @pytest.fixture
+    async def pyncette_backend(self, redis_url: str) -> AsyncIterator[BackendUnderTest]:
+        under_test = BackendUnderTest(backend, {"redis_url": redis_url})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class TestRedisRepository(RedisBackendMixin, RepositoryContract):
+    pass

@@ -1,0 +1,213 @@
+"""The PostgreSQL repository: every batch operation is one prepared statement over ``unnest()`` arrays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import asyncpg.exceptions
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.errors import BackendError
+
+from ._schema import CLAIMABLE_AT, quote
+
+#: Driver exceptions that become :class:`~pyncette.errors.BackendError`.
+DRIVER_ERRORS: Mapping[type[BaseException], type[Exception]] = {
+    asyncpg.PostgresError: BackendError,
+    asyncpg.InterfaceError: BackendError,
+    asyncpg.exceptions.InternalClientError: BackendError,
+    OSError: BackendError,
+    asyncio.TimeoutError: BackendError,
+}
+
+
+def _record(parent: str, row: Any) -> Record:
+    return Record(
+        parent=parent,
+        name=row["name"],
+        spec=row["spec"],
+        scheduled_at=row["scheduled_at"],
+        locked_until=row["locked_until"],
+        locked_by=row["locked_by"],
+    )
+
+
+def _first_occurrences(keys: Iterable[tuple[str, ...]]) -> tuple[list[int], list[int]]:
+    """Split positions into first occurrences of each key (sorted by key, for a stable lock order) and repeats."""
+    first: dict[tuple[str, ...], int] = {}
+    repeats: list[int] = []
+    for position, key in enumerate(keys):
+        if key in first:
+            repeats.append(position)
+        else:
+            first[key] = position
+    return [first[key] for key in sorted(first)], repeats
+
+
+class _Statements:
+    """The SQL of one table, built once from its validated, quoted name."""
+
+    def __init__(self, table: str) -> None:
+        t = quote(table)
+        columns = "name, spec, scheduled_at, locked_until, locked_by"
+        source = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS i(parent, name, spec, scheduled_at)"
+        insert = (
+            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at) SELECT * FROM {source} ON CONFLICT (parent, name)"
+        )
+        self.register = {
+            RegisterMode.CREATE: f"{insert} DO NOTHING RETURNING t.parent, t.name",
+            RegisterMode.UPDATE: (
+                f"{insert} DO UPDATE SET spec = EXCLUDED.spec,"
+                " scheduled_at = LEAST(t.scheduled_at, EXCLUDED.scheduled_at)"
+                " WHERE t.locked_until IS NULL OR t.locked_until <= $5"
+                " RETURNING t.parent, t.name"
+            ),
+            RegisterMode.FORCE: (
+                f"{insert} DO UPDATE SET spec = EXCLUDED.spec, scheduled_at = EXCLUDED.scheduled_at,"
+                " locked_until = NULL, locked_by = NULL"
+                " RETURNING t.parent, t.name"
+            ),
+        }
+        # The inner SELECT walks the (parent, claimable_at) index from the oldest
+        # due entry and stops after $3 rows it could lock, so its cost depends on
+        # the due rows only; SKIP LOCKED lets concurrent claimers pass each other.
+        self.claim = f"""
+            WITH due AS (
+                SELECT name, {CLAIMABLE_AT} AS due_at FROM {t}
+                WHERE parent = $1 AND {CLAIMABLE_AT} <= $2
+                ORDER BY {CLAIMABLE_AT}
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE {t} AS t SET locked_until = $4, locked_by = $5
+                FROM due WHERE t.parent = $1 AND t.name = due.name
+                RETURNING t.name, t.spec, t.scheduled_at, t.locked_until, t.locked_by, due.due_at
+            )
+            SELECT {columns} FROM claimed ORDER BY due_at, name"""
+        self.commit = f"""
+            WITH i AS (
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[])
+                    AS i(parent, name, token, next_at, pos)
+            ), deleted AS (
+                DELETE FROM {t} AS t USING i
+                WHERE i.next_at IS NULL AND t.parent = i.parent AND t.name = i.name AND t.locked_by = i.token
+                RETURNING i.pos
+            ), updated AS (
+                UPDATE {t} AS t SET scheduled_at = i.next_at, locked_until = NULL, locked_by = NULL
+                FROM i
+                WHERE i.next_at IS NOT NULL AND t.parent = i.parent AND t.name = i.name AND t.locked_by = i.token
+                RETURNING i.pos
+            )
+            SELECT pos FROM deleted UNION ALL SELECT pos FROM updated"""
+        self.unlock = f"""
+            UPDATE {t} AS t SET locked_until = NULL, locked_by = NULL
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[]) AS i(parent, name, token, pos)
+            WHERE t.parent = i.parent AND t.name = i.name AND t.locked_by = i.token
+            RETURNING i.pos"""
+        self.extend = (
+            f"UPDATE {t} SET locked_until = $4 WHERE parent = $1 AND name = $2 AND locked_by = $3 RETURNING true"
+        )
+        self.delete = f"DELETE FROM {t} WHERE parent = $1 AND name = $2 RETURNING true"
+        self.get = f"SELECT {columns} FROM {t} WHERE parent = $1 AND name = $2"
+        self.first_page = f"SELECT {columns} FROM {t} WHERE parent = $1 ORDER BY name LIMIT $2"
+        self.next_page = f"SELECT {columns} FROM {t} WHERE parent = $1 AND name > $3 ORDER BY name LIMIT $2"
+        self.write_raw_spec = f"UPDATE {t} SET spec = $3 WHERE parent = $1 AND name = $2"
+
+
+class PostgresRepository(Repository):
+    """Task records in one PostgreSQL table, reached through an asyncpg connection pool."""
+
+    def __init__(self, pool: Any, table_name: str) -> None:
+        self._pool = pool
+        self.table_name = table_name
+        self._sql = _Statements(table_name)
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        results = [False] * len(records)
+        pending = list(range(len(records)))
+        # ON CONFLICT cannot touch one row twice in a statement: a key repeated in
+        # the batch goes into a later round, which sees the earlier write.
+        while pending:
+            batch, repeats = _first_occurrences((records[i].parent, records[i].name) for i in pending)
+            chosen = [records[pending[i]] for i in batch]
+            args: list[Any] = [
+                [r.parent for r in chosen],
+                [r.name for r in chosen],
+                [r.spec for r in chosen],
+                [r.scheduled_at for r in chosen],
+            ]
+            if mode is RegisterMode.UPDATE:
+                args.append(now)
+            with map_exceptions(DRIVER_ERRORS, "postgres register"):
+                rows = await self._pool.fetch(self._sql.register[mode], *args)
+            written = {(row["parent"], row["name"]) for row in rows}
+            for r, i in zip(chosen, batch, strict=True):
+                results[pending[i]] = (r.parent, r.name) in written
+            pending = [pending[i] for i in repeats]
+        return results
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        if limit <= 0:
+            return []
+        with map_exceptions(DRIVER_ERRORS, "postgres claim"):
+            rows = await self._pool.fetch(self._sql.claim, parent, now, limit, lease_until, token)
+        return [_record(parent, row) for row in rows]
+
+    async def _positions(self, what: str, sql: str, args: list[list[Any]], order: list[int]) -> set[int]:
+        with map_exceptions(DRIVER_ERRORS, f"postgres {what}"):
+            rows = await self._pool.fetch(sql, *args, order)
+        return {row["pos"] for row in rows}
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        if not completions:
+            return []
+        # A repeated (record, token) can match once: the first one clears the lease.
+        order, _ = _first_occurrences((c.parent, c.name, c.token) for c in completions)
+        chosen = [completions[i] for i in order]
+        args: list[list[Any]] = [[c.parent for c in chosen], [c.name for c in chosen], [c.token for c in chosen]]
+        args.append([c.next_at for c in chosen])
+        done = await self._positions("commit", self._sql.commit, args, order)
+        return [i in done for i in range(len(completions))]
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        if not leases:
+            return []
+        order, _ = _first_occurrences((x.parent, x.name, x.token) for x in leases)
+        chosen = [leases[i] for i in order]
+        args: list[list[Any]] = [[x.parent for x in chosen], [x.name for x in chosen], [x.token for x in chosen]]
+        done = await self._positions("unlock", self._sql.unlock, args, order)
+        return [i in done for i in range(len(leases))]
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        with map_exceptions(DRIVER_ERRORS, "postgres extend"):
+            found = await self._pool.fetchval(self._sql.extend, lease.parent, lease.name, lease.token, lease_until)
+        return found is not None
+
+    async def delete(self, parent: str, name: str) -> bool:
+        with map_exceptions(DRIVER_ERRORS, "postgres delete"):
+            found = await self._pool.fetchval(self._sql.delete, parent, name)
+        return found is not None
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        with map_exceptions(DRIVER_ERRORS, "postgres get"):
+            row = await self._pool.fetchrow(self._sql.get, parent, name)
+        return None if row is None else _record(parent, row)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        with map_exceptions(DRIVER_ERRORS, "postgres list"):
+            if continuation is None:
+                rows = await self._pool.fetch(self._sql.first_page, parent, limit + 1)
+            else:
+                rows = await self._pool.fetch(self._sql.next_page, parent, limit + 1, continuation)
+        page = [_record(parent, row) for row in rows[:limit]]
+        return page, (page[-1].name if len(rows) > limit else None)
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        with map_exceptions(DRIVER_ERRORS, "postgres write_raw_spec"):
+            await self._pool.execute(self._sql.write_raw_spec, parent, name, raw)

@@ -1,0 +1,25 @@
+"""The shared conformance suite, run against PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pyncette_conformance import BackendUnderTest, RepositoryContract
+
+from pyncette_postgres import backend
+
+
+class PostgresBackendMixin:
+    @pytest.fixture
+    async def pyncette_backend(self, postgres_url: str) -> AsyncIterator[BackendUnderTest]:
+        under_test = BackendUnderTest(backend, {"postgres_url": postgres_url})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class TestPostgresRepository(PostgresBackendMixin, RepositoryContract):
+    pass
+

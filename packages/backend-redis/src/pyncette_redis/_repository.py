@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError, RecordDecodeError
@@ -111,7 +112,17 @@ class RedisRepository(Repository):
             await pipe.execute()
 
     async def _command(self, *args: Any) -> Any:
-        return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        try:
+            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except ConnectionError:
+            await self._drop_idle_connections()
+            raise
+
+    async def _drop_idle_connections(self) -> None:
+        # One broken connection (server restart, CLIENT KILL) means the idle ones
+        # are most likely broken too: reconnect them all rather than failing once per connection.
+        with contextlib.suppress(Exception):
+            await self._client.connection_pool.disconnect(inuse_connections=False)
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
@@ -137,10 +148,14 @@ class RedisRepository(Repository):
         return results
 
     async def _pipeline(self, calls: Sequence[tuple[Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return list(await pipe.execute(raise_on_error=False))
+        except ConnectionError:
+            await self._drop_idle_connections()
+            raise
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         if not records:

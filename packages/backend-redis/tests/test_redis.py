@@ -1,0 +1,442 @@
+"""Redis-specific behaviour: options, connection failures, key layout, script reloading, purge."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.errors import BackendError, ConfigurationError
+from pyncette_redis import RedisRepository, backend, redis_repository
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+LEASE = T0 + timedelta(seconds=30)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def rec(name: str, parent: str = "p", at: datetime = T0, spec: str | None = '{"v": 1}') -> Record:
+    return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def options(redis_url: str, namespace: str) -> AsyncIterator[dict[str, Any]]:
+    opts: dict[str, Any] = {"redis_url": redis_url, "redis_namespace": namespace}
+    try:
+        yield opts
+    finally:
+        await backend.purge(opts)
+
+
+@pytest.fixture
+async def repo(options: dict[str, Any]) -> AsyncIterator[Repository]:
+    async with backend.open(options) as repository:
+        yield repository
+
+
+async def open_fails(options: dict[str, Any]) -> BaseException:
+    with pytest.raises((ConfigurationError, BackendError)) as info:
+        async with backend.open(options):
+            pass
+    return info.value
+
+
+# --- descriptor and options -------------------------------------------------------------
+
+
+def test_descriptor() -> None:
+    assert backend.name == "redis"
+    assert redis_repository is backend
+    caps = backend.capabilities
+    assert (caps.persistent, caps.coordinated, caps.asyncio_only) == (True, True, True)
+    # The 1.x option names are all accepted.
+    assert {"redis_url", "redis_namespace", "redis_timeout"} <= set(backend.options)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("redis_namespace", "has-dash", "'has-dash'"),
+        ("redis_namespace", "x}:{y", "'x}:{y'"),
+        ("redis_namespace", "a" * 65, "at most 64"),
+        ("redis_namespace", 5, "5"),
+        ("redis_url", "http://localhost:6379", "'http'"),
+        ("redis_url", "localhost:6379", "redis://"),
+        ("redis_url", "redis://localhost:abc/0", "port"),
+        ("redis_url", "redis://localhost:6379/db", "'db'"),
+        ("redis_url", 42, "int"),
+        ("redis_timeout", 0, "0"),
+        ("redis_timeout", -1.5, "-1.5"),
+        ("redis_timeout", "soon", "'soon'"),
+        ("redis_timeout", True, "True"),
+        ("redis_connect_timeout", float("inf"), "inf"),
+        ("redis_pool_size", 0, "0"),
+        ("redis_pool_size", "many", "'many'"),
+    ],
+)
+async def test_bad_option_values_are_refused(key: str, value: Any, expected: str) -> None:
+    error = await open_fails({key: value})
+    assert isinstance(error, ConfigurationError)
+    assert key in str(error)
+    assert expected in str(error)
+
+
+async def test_unknown_option_is_refused() -> None:
+    error = await open_fails({"redis_host": "localhost"})
+    assert isinstance(error, ConfigurationError)
+    assert "redis_host" in str(error)
+
+
+async def test_url_with_password_is_never_echoed() -> None:
+    error = await open_fails({"redis_url": "http://user:s3cret-pw@localhost:6379/0"})
+    assert isinstance(error, ConfigurationError)
+    assert "s3cret-pw" not in str(error)
+
+
+async def test_options_accept_strings_and_timedeltas(redis_url: str, namespace: str) -> None:
+    options = {
+        "redis_url": redis_url,
+        "redis_namespace": namespace,
+        "redis_timeout": "2.5",
+        "redis_connect_timeout": timedelta(seconds=2),
+        "redis_pool_size": "3",
+    }
+    async with backend.open(options) as repository:
+        assert await repository.get("p", "missing") is None
+
+
+async def test_unreachable_server_fails_fast_without_password() -> None:
+    started = time.monotonic()
+    error = await open_fails({"redis_url": "redis://user:s3cret-pw@127.0.0.1:1/0", "redis_connect_timeout": 2})
+    assert time.monotonic() - started < 5
+    assert isinstance(error, BackendError)
+    assert "127.0.0.1:1" in str(error)
+    assert "s3cret-pw" not in str(error)
+
+
+async def test_connect_timeout_bounds_a_silent_server() -> None:
+    # A listening socket that never answers: the handshake must time out.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        error = await open_fails(
+            {"redis_url": f"redis://127.0.0.1:{port}/0", "redis_connect_timeout": 0.5, "redis_timeout": 0.5}
+        )
+        assert time.monotonic() - started < 4
+    assert isinstance(error, BackendError)
+    assert f"127.0.0.1:{port}" in str(error)
+
+
+async def test_wrong_credentials_are_a_configuration_error(redis_url: str) -> None:
+    parts = redis_url.split("://", 1)
+    url = f"{parts[0]}://nobody-{uuid.uuid4().hex[:6]}:s3cret-pw@{parts[1].split('@')[-1]}"
+    error = await open_fails({"redis_url": url})
+    assert isinstance(error, ConfigurationError)
+    assert "s3cret-pw" not in str(error)
+
+
+async def test_database_out_of_range_is_a_configuration_error(redis_url: str) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    error = await open_fails({"redis_url": f"{base}/100000"})
+    assert isinstance(error, ConfigurationError)
+    assert "redis_url" in str(error)
+
+
+def test_importing_does_not_connect() -> None:
+    code = (
+        "import sys\n"
+        "def hook(event, args):\n"
+        "    if event in ('socket.connect', 'socket.getaddrinfo'):\n"
+        "        raise RuntimeError(event)\n"
+        "sys.addaudithook(hook)\n"
+        "import pyncette_redis\n"
+        "print(pyncette_redis.backend.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "redis"
+
+
+# --- storage layout ---------------------------------------------------------------------
+
+
+def tag(namespace: str, parent: str) -> str:
+    return "{" + namespace + ":" + parent.encode().hex() + "}"
+
+
+async def test_key_layout(repo: Repository, admin: redis.asyncio.Redis, namespace: str) -> None:
+    parent = "odd}{parent:1"
+    await repo.register([rec("a", parent), rec("b", parent, spec=None)], now=T0, mode=RegisterMode.UPDATE)
+    base = f"pyncette:{tag(namespace, parent)}"
+    keys = sorted(await admin.keys(f"pyncette:{{{namespace}:*"))
+    assert keys == [f"{base}:due", f"{base}:idx", f"{base}:rec"]
+    assert await admin.zrange(f"{base}:due", 0, -1, withscores=True) == [("a", T0.timestamp()), ("b", T0.timestamp())]
+    assert await admin.zrange(f"{base}:idx", 0, -1, withscores=True) == [("a", 0.0), ("b", 0.0)]
+    stored = await admin.hgetall(f"{base}:rec")
+    assert json.loads(stored["a"]) == {"s": repr(T0.timestamp()), "d": '{"v": 1}'}
+    assert json.loads(stored["b"]) == {"s": repr(T0.timestamp())}
+    # Claiming moves the claimable time to the lease expiry and stores the lease in the record.
+    await repo.claim(parent, now=T0, limit=1, lease_until=LEASE, token="tok")
+    assert await admin.zscore(f"{base}:due", "a") == LEASE.timestamp()
+    assert json.loads(await admin.hget(f"{base}:rec", "a") or "") == {
+        "s": repr(T0.timestamp()),
+        "d": '{"v": 1}',
+        "l": repr(LEASE.timestamp()),
+        "t": "tok",
+    }
+
+
+async def test_keys_of_a_parent_share_a_cluster_slot_and_partitions_spread(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    parents = [f"template:{i}" for i in range(16)]
+    await repo.register([rec("x", p) for p in parents], now=T0, mode=RegisterMode.UPDATE)
+    slots_by_parent: dict[str, set[int]] = {}
+    for p in parents:
+        keys = await admin.keys(f"pyncette:{tag(namespace, p)}:*")
+        assert len(keys) == 3
+        slots_by_parent[p] = {key_slot(str(k).encode()) for k in keys}
+    assert all(len(slots) == 1 for slots in slots_by_parent.values())
+    assert len(set.union(*slots_by_parent.values())) > 8
+
+
+async def test_namespaces_isolate_apps_and_purge_deletes_only_its_own(
+    redis_url: str, admin: redis.asyncio.Redis
+) -> None:
+    one = {"redis_url": redis_url, "redis_namespace": "t" + uuid.uuid4().hex[:12]}
+    two = {"redis_url": redis_url, "redis_namespace": one["redis_namespace"] + "x"}
+    default = {"redis_url": redis_url}
+    bystander = f"not-pyncette:{uuid.uuid4().hex}"
+    await admin.set(bystander, "keep")
+    try:
+        async with backend.open(one) as r1, backend.open(two) as r2:
+            await r1.register([rec(f"n{i}", f"p{i % 3}") for i in range(1200)], now=T0, mode=RegisterMode.UPDATE)
+            await r2.register([rec("n0", "p0")], now=T0, mode=RegisterMode.UPDATE)
+            assert len(await r2.claim("p0", now=T0, limit=10, lease_until=LEASE, token="t")) == 1
+            assert await r2.get("p1", "n1") is None
+            await backend.purge(one)
+            assert await admin.keys(f"pyncette:{{{one['redis_namespace']}:*") == []
+            assert await r1.get("p1", "n1") is None
+            assert await r2.get("p0", "n0") is not None
+            assert await admin.get(bystander) == "keep"
+        # Purging the default (empty) namespace leaves named namespaces alone.
+        await backend.purge(default)
+        assert len(await admin.keys(f"pyncette:{{{two['redis_namespace']}:*")) == 3
+    finally:
+        await backend.purge(two)
+        await admin.delete(bystander)
+
+
+# --- scripts and round trips ------------------------------------------------------------
+
+
+async def test_calls_survive_script_flush(repo: Repository, admin: redis.asyncio.Redis) -> None:
+    await admin.script_flush()
+    assert await repo.register([rec("a", "p1"), rec("a", "p2")], now=T0, mode=RegisterMode.UPDATE) == [True, True]
+    await admin.script_flush()
+    claimed = await repo.claim("p1", now=T0, limit=10, lease_until=LEASE, token="t")
+    claimed += await repo.claim("p2", now=T0, limit=10, lease_until=LEASE, token="t")
+    assert len(claimed) == 2
+    await admin.script_flush()
+    # Completions spanning parents go out in one pipeline: every call must be re-run after NOSCRIPT.
+    assert await repo.commit([Completion("p1", "a", "t", None), Completion("p2", "a", "t", None)]) == [True, True]
+    assert await repo.get("p1", "a") is None
+    await admin.script_flush()
+    page, _ = await repo.list_page("p1", limit=10, continuation=None)
+    assert page == []
+
+
+class RoundTrips:
+    """Counts the packets the client writes: one per command, one per pipeline."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn: AbstractConnection, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            await original(conn, command, check_health)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+
+
+async def test_batches_take_one_round_trip(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    trips = RoundTrips(monkeypatch)
+    records = [rec(f"n{i}", f"p{i % 4}") for i in range(400)]
+    assert all(await repo.register(records, now=T0, mode=RegisterMode.UPDATE))
+    assert trips.count == 1
+    claimed: list[Record] = []
+    for p in range(4):
+        claimed += await repo.claim(f"p{p}", now=T0, limit=1000, lease_until=LEASE, token="t")
+    assert (len(claimed), trips.count) == (400, 5)
+    assert all(await repo.unlock([Lease(r.parent, r.name, "t") for r in claimed[:100]]))
+    assert trips.count == 6
+    claimed = await repo.claim("p0", now=T0, limit=1000, lease_until=LEASE, token="u")
+    assert trips.count == 7
+    done = await repo.commit([Completion(r.parent, r.name, r.locked_by or "", T0 + timedelta(1)) for r in claimed])
+    assert all(done)
+    assert trips.count == 8
+
+
+# --- connection loss --------------------------------------------------------------------
+
+
+async def retry_once(call: Any) -> Any:
+    """Run ``call``; a single BackendError (the connection that broke) is allowed."""
+    try:
+        return await call()
+    except BackendError:
+        return await call()
+
+
+async def test_recovers_after_client_kill(repo: Repository, admin: redis.asyncio.Redis) -> None:
+    await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+    # Leave several pooled connections open, then kill every client but the admin one.
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(repo.get, "p", "a")
+    killed = await admin.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    claimed = await retry_once(lambda: repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t"))
+    assert sorted(r.name for r in claimed) == ["a", "b"]
+    await admin.client_kill_filter(_type="normal", skipme=True)
+    done = await retry_once(lambda: repo.commit([Completion("p", "a", "t", None), Completion("p", "b", "t", None)]))
+    assert done == [True, True]
+    assert await repo.get("p", "a") is None
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A redis-server of our own (AOF on, so data survives a restart); yields its URL and a restart function."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server binary not found")
+        pytest.skip("redis-server binary not found")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
+    command += ["--dir", str(tmp_path), "--daemonize", "no", "--protected-mode", "no"]
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop() -> None:
+        process = processes[-1]
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+
+    def restart() -> None:
+        stop()
+        start()
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", (stop, start, restart)
+    finally:
+        stop()
+
+
+async def test_recovers_after_server_restart(private_server: tuple[str, Any]) -> None:
+    url, (stop, start, restart) = private_server
+    async with backend.open({"redis_url": url, "redis_connect_timeout": 1, "redis_timeout": 2}) as repo:
+        await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+        stop()
+        with pytest.raises(BackendError):
+            await repo.get("p", "a")
+        start()
+        # The restarted server kept the data (AOF) but lost the scripts: both must be transparent.
+        claimed = await retry_once(lambda: repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t"))
+        assert sorted(r.name for r in claimed) == ["a", "b"]
+        restart()
+        assert await retry_once(lambda: repo.commit([Completion("p", "a", "t", None)])) == [True]
+        assert await repo.unlock([Lease("p", "b", "t")]) == [True]
+
+
+# --- data details -----------------------------------------------------------------------
+
+
+async def test_microseconds_and_unicode_round_trip(repo: Repository) -> None:
+    at = datetime(2031, 6, 30, 23, 59, 59, 123456, tzinfo=timezone.utc)
+    spec = '{"emoji": "😀", "slash": "a/b", "nl": "x\\ny"}'
+    await repo.register([rec("名前 😀", "père/{x}", at, spec)], now=T0, mode=RegisterMode.UPDATE)
+    claimed = await repo.claim("père/{x}", now=at, limit=1, lease_until=LEASE, token="tök\n|")
+    assert [(r.name, r.spec, r.scheduled_at, r.locked_by) for r in claimed] == [("名前 😀", spec, at, "tök\n|")]
+    assert await repo.commit([Completion("père/{x}", "名前 😀", "tök\n|", at + timedelta(microseconds=1))]) == [True]
+    stored = await repo.get("père/{x}", "名前 😀")
+    assert stored is not None
+    assert stored.scheduled_at == at + timedelta(microseconds=1)
+
+
+async def test_list_page_does_not_repeat_or_skip_while_records_change(repo: Repository) -> None:
+    names = [f"n{i:04d}" for i in range(500)]
+    await repo.register([rec(n) for n in names], now=T0, mode=RegisterMode.UPDATE)
+    seen: list[str] = []
+    token: str | None = None
+    step = 0
+    while True:
+        page, token = await repo.list_page("p", limit=37, continuation=token)
+        seen.extend(r.name for r in page)
+        # Churn between pages: claims, reschedules and extra records must not disturb the order.
+        step += 1
+        claimed = await repo.claim("p", now=T0 + timedelta(days=step), limit=20, lease_until=LEASE, token="t")
+        await repo.commit([Completion("p", r.name, "t", T0 + timedelta(days=step + 1)) for r in claimed])
+        await repo.register([rec(f"zz{step}")], now=T0, mode=RegisterMode.CREATE)
+        if token is None:
+            break
+    assert len(seen) == len(set(seen))
+    assert set(names) <= set(seen)
+
+
+async def test_repository_exposes_namespace(repo: Repository, namespace: str) -> None:
+    assert isinstance(repo, RedisRepository)
+    assert repo.namespace == namespace

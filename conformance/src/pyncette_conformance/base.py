@@ -55,7 +55,7 @@ class ConformanceBase:
 
     @pytest.fixture(autouse=True)
     def _check_capabilities(self, request: pytest.FixtureRequest, pyncette_backend: BackendUnderTest) -> None:
-        declared = pyncette_backend.backend.capabilities
+        declared = pyncette_backend.capabilities
         for mark in request.node.iter_markers(_CAPABILITY_MARK):
             for capability in mark.args:
                 if not getattr(declared, capability):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyncette.abc import Backend, Repository
+from pyncette.abc import Backend, Capabilities, Repository
 
 #: Option suffixes that select an isolated namespace inside shared storage.
 _ISOLATING_SUFFIXES = ("_namespace", "_table_name", "_partition_prefix")
@@ -31,9 +31,12 @@ class BackendUnderTest:
     _issued: list[dict[str, Any]] = field(default_factory=list)
     _tempdir: tempfile.TemporaryDirectory[str] | None = None
 
-    def isolated_options(self) -> dict[str, Any]:
-        """Options for a new isolated namespace; call once and share the result between apps that must share storage."""
-        unique = "t" + uuid.uuid4().hex[:12]
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend declares for these options."""
+        return self.backend.capabilities_for(self._options_for("probe"))
+
+    def _options_for(self, unique: str) -> dict[str, Any]:
         options = dict(self.base_options)
         for key in self.backend.options:
             if key.endswith(_ISOLATING_SUFFIXES) and key not in self.base_options:
@@ -42,6 +45,11 @@ class BackendUnderTest:
             if self._tempdir is None:
                 self._tempdir = tempfile.TemporaryDirectory(prefix="pyncette-conformance-")
             options["sqlite_database"] = os.path.join(self._tempdir.name, f"{unique}.db")
+        return options
+
+    def isolated_options(self) -> dict[str, Any]:
+        """Options for a new isolated namespace; call once and share the result between apps that must share storage."""
+        options = self._options_for("t" + uuid.uuid4().hex[:12])
         self._issued.append(options)
         return options
 

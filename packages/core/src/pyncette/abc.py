@@ -225,6 +225,10 @@ class Backend(ABC):
         names the option or the server (never a password).
         """
 
+    def capabilities_for(self, options: Mapping[str, Any]) -> Capabilities:
+        """The capabilities with these options (for backends whose abilities depend on them)."""
+        return self.capabilities
+
     async def purge(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
         """Remove all storage these options point at (table, key namespace, prefix).
 

@@ -146,7 +146,7 @@ class Pyncette:
         if factory is None:
             name = self.backend_name or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
             factory = backends.load(name)
-        capabilities = factory.capabilities if isinstance(factory, Backend) else Capabilities()
+        capabilities = factory.capabilities_for(self.backend_options) if isinstance(factory, Backend) else Capabilities()
         return factory, capabilities
 
     @contextlib.asynccontextmanager

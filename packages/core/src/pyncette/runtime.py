@@ -70,6 +70,9 @@ class PyncetteContext:
         self._templates = [t for t in app.tasks if t.dynamic]
         self._template_of_parent = {parent: t for t in self._templates for parent in t.parents()}
         self._static_due: dict[str, datetime | None] = {}
+        # The earliest next run of a dynamic instance this process knows of (from its own commits and
+        # registrations), so it wakes for it instead of waiting for the next poll.
+        self._dynamic_hint: datetime | None = None
         self._running = 0
         self._starved = False
         self._shutting_down = False
@@ -133,6 +136,8 @@ class PyncetteContext:
             assert instance.schedule is not None
             records.append(Record(parent, name, instance.to_spec(), instance.schedule.first(now)))
         mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
+        if records:
+            self._hint(min(r.scheduled_at for r in records))
         locked: list[Task] = []
         for start in range(0, len(records), _REGISTER_CHUNK):
             chunk = records[start : start + _REGISTER_CHUNK]
@@ -278,6 +283,8 @@ class PyncetteContext:
                 due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
                 self._static_due[task.name] = due
                 next_wake = min(next_wake, due)
+        if self._dynamic_hint is not None and self._dynamic_hint <= now:
+            self._dynamic_hint = None
         for parent, template in self._template_of_parent.items():
             if not template.enabled or self._shutting_down:
                 continue
@@ -298,7 +305,13 @@ class PyncetteContext:
                     self._start(tg, instance, record)
                 if len(claimed) < limit:
                     break
+        if self._dynamic_hint is not None:
+            next_wake = min(next_wake, self._dynamic_hint)
         return max(next_wake, now)
+
+    def _hint(self, moment: datetime | None) -> None:
+        if moment is not None and (self._dynamic_hint is None or moment < self._dynamic_hint):
+            self._dynamic_hint = moment
 
     def _free_slots(self) -> int:
         return self._concurrency_limit - self._running
@@ -428,6 +441,8 @@ class PyncetteContext:
             nxt = task.schedule.next_after(scheduled_at)
         if task.template is None:
             self._static_due[task.name] = nxt
+        else:
+            self._hint(nxt)
         return nxt
 
     # ---------------------------------------------------------------------------------------------

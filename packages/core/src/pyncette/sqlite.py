@@ -1,16 +1,252 @@
-"""The embedded backend: in memory by default, or a SQLite file (``sqlite_database="pyncette.db"``)."""
+"""The embedded backend: in memory by default, or a SQLite file (``sqlite_database="pyncette.db"``).
+
+The file backend uses the standard library's :mod:`sqlite3` in a worker
+thread, so the event loop never blocks on disk. Several processes can share
+one file: every state change runs in a ``BEGIN IMMEDIATE`` transaction, which
+SQLite serializes across processes, so a due record is claimed by one of
+them only. Times are stored as integer microseconds since the epoch.
+
+Schema (``{table}`` is ``sqlite_table_name``)::
+
+    CREATE TABLE {table} (
+        parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT,
+        scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT,
+        ready_at INTEGER NOT NULL,  -- max(scheduled_at, locked_until): when it can next be claimed
+        PRIMARY KEY (parent, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX {table}_ready ON {table} (parent, ready_at);
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
 
-from .abc import Backend, Capabilities, Repository
+import anyio
+import anyio.to_thread
+
+from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from .errors import BackendError, ConfigurationError
 from ._memory import MemoryRepository
 
 MEMORY = ":memory:"
+DEFAULT_TABLE = "pyncette_tasks"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ERRORS = {sqlite3.Error: BackendError}
+
+T = TypeVar("T")
+
+
+def _to_int(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_int(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc).replace(microsecond=micros % 1_000_000)
+
+
+def validate_table_name(option: str, name: object) -> str:
+    """Accept only plain identifiers, so a table name can be put into SQL safely."""
+    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid {option} {name!r}: use 1-63 letters, digits and underscores, not starting with a digit"
+        )
+    return name
+
+
+class SqliteRepository(Repository):
+    """Records in one table of a SQLite file."""
+
+    def __init__(self, connection: sqlite3.Connection, table: str) -> None:
+        self._db = connection
+        self._table = table
+        self._lock = anyio.Lock()
+
+    async def _call(self, what: str, func: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._lock:
+            with map_exceptions(_ERRORS, f"sqlite {what}"):
+                return await anyio.to_thread.run_sync(func, self._db)
+
+    def _row(self, row: tuple[Any, ...]) -> Record:
+        parent, name, spec, scheduled_at, locked_until, locked_by = row
+        return Record(
+            parent,
+            name,
+            spec,
+            _from_int(scheduled_at),
+            None if locked_until is None else _from_int(locked_until),
+            locked_by,
+        )
+
+    _COLUMNS = "parent, name, spec, scheduled_at, locked_until, locked_by"
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        t = self._table
+        now_i = _to_int(now)
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            results = []
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for r in records:
+                    at = _to_int(r.scheduled_at)
+                    if mode is RegisterMode.FORCE:
+                        db.execute(
+                            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at) VALUES (?, ?, ?, ?, ?) "
+                            "ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
+                            "scheduled_at = excluded.scheduled_at, ready_at = excluded.scheduled_at, "
+                            "locked_until = NULL, locked_by = NULL",
+                            (r.parent, r.name, r.spec, at, at),
+                        )
+                        results.append(True)
+                        continue
+                    cursor = db.execute(
+                        f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (parent, name) DO NOTHING",
+                        (r.parent, r.name, r.spec, at, at),
+                    )
+                    if cursor.rowcount == 1 or mode is RegisterMode.CREATE:
+                        results.append(cursor.rowcount == 1)
+                        continue
+                    cursor = db.execute(
+                        f"UPDATE {t} SET spec = ?, scheduled_at = min(scheduled_at, ?), "
+                        "ready_at = max(min(scheduled_at, ?), coalesce(locked_until, 0)) "
+                        "WHERE parent = ? AND name = ? AND (locked_until IS NULL OR locked_until <= ?)",
+                        (r.spec, at, at, r.parent, r.name, now_i),
+                    )
+                    results.append(cursor.rowcount == 1)
+            return results
+
+        return await self._call("register", work)
+
+    async def claim(
+        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
+    ) -> list[Record]:
+        t = self._table
+        now_i, until_i = _to_int(now), _to_int(lease_until)
+
+        def work(db: sqlite3.Connection) -> list[Record]:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute(
+                    f"SELECT {self._COLUMNS} FROM {t} WHERE parent = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+                    (parent, now_i, limit),
+                ).fetchall()
+                db.executemany(
+                    f"UPDATE {t} SET locked_until = ?, locked_by = ?, ready_at = max(scheduled_at, ?) "
+                    "WHERE parent = ? AND name = ?",
+                    [(until_i, token, until_i, parent, row[1]) for row in rows],
+                )
+            return [self._row((*row[:4], until_i, token)) for row in rows]
+
+        return await self._call("claim", work)
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        t = self._table
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            results = []
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for c in completions:
+                    if c.next_at is None:
+                        cursor = db.execute(
+                            f"DELETE FROM {t} WHERE parent = ? AND name = ? AND locked_by = ?",
+                            (c.parent, c.name, c.token),
+                        )
+                    else:
+                        at = _to_int(c.next_at)
+                        cursor = db.execute(
+                            f"UPDATE {t} SET scheduled_at = ?, ready_at = ?, locked_until = NULL, locked_by = NULL "
+                            "WHERE parent = ? AND name = ? AND locked_by = ?",
+                            (at, at, c.parent, c.name, c.token),
+                        )
+                    results.append(cursor.rowcount == 1)
+            return results
+
+        return await self._call("commit", work)
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        t = self._table
+
+        def work(db: sqlite3.Connection) -> list[bool]:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                return [
+                    db.execute(
+                        f"UPDATE {t} SET locked_until = NULL, locked_by = NULL, ready_at = scheduled_at "
+                        "WHERE parent = ? AND name = ? AND locked_by = ?",
+                        (lease.parent, lease.name, lease.token),
+                    ).rowcount
+                    == 1
+                    for lease in leases
+                ]
+
+        return await self._call("unlock", work)
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        t = self._table
+        until_i = _to_int(lease_until)
+
+        def work(db: sqlite3.Connection) -> bool:
+            with db:
+                cursor = db.execute(
+                    f"UPDATE {t} SET locked_until = ?, ready_at = max(scheduled_at, ?) "
+                    "WHERE parent = ? AND name = ? AND locked_by = ?",
+                    (until_i, until_i, lease.parent, lease.name, lease.token),
+                )
+            return cursor.rowcount == 1
+
+        return await self._call("extend", work)
+
+    async def delete(self, parent: str, name: str) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            with db:
+                cursor = db.execute(f"DELETE FROM {self._table} WHERE parent = ? AND name = ?", (parent, name))
+            return cursor.rowcount == 1
+
+        return await self._call("delete", work)
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        def work(db: sqlite3.Connection) -> Record | None:
+            row = db.execute(
+                f"SELECT {self._COLUMNS} FROM {self._table} WHERE parent = ? AND name = ?", (parent, name)
+            ).fetchone()
+            return None if row is None else self._row(row)
+
+        return await self._call("get", work)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        def work(db: sqlite3.Connection) -> list[Record]:
+            rows = db.execute(
+                f"SELECT {self._COLUMNS} FROM {self._table} WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
+                (parent, continuation or "", limit + 1),
+            ).fetchall()
+            return [self._row(row) for row in rows]
+
+        records = await self._call("list", work)
+        if len(records) > limit:
+            return records[:limit], records[limit - 1].name
+        return records, None
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(f"UPDATE {self._table} SET spec = ? WHERE parent = ? AND name = ?", (raw, parent, name))
+
+        await self._call("write_raw_spec", work)
+
+
+#: What the in-memory default can do: nothing beyond this process.
+IN_MEMORY = Capabilities()
 
 
 class SqliteBackend(Backend):
@@ -19,25 +255,70 @@ class SqliteBackend(Backend):
     name = "sqlite"
     capabilities = Capabilities(persistent=True, coordinated=True)
     options = {
-        "sqlite_database": "path of the database file; ':memory:' (default) keeps state in the process only",
-        "sqlite_table_name": "table name (letters, digits, underscores; default 'pyncette_tasks')",
+        "sqlite_database": "path of the database file; ':memory:' (default) keeps state in this process only",
+        "sqlite_table_name": f"table name (letters, digits, underscores; default {DEFAULT_TABLE!r})",
         "sqlite_timeout": "seconds to wait for another process's write lock (default 30)",
     }
 
     def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
         return self._open(self.select_options(options))
 
+    def capabilities_for(self, options: Mapping[str, Any]) -> Capabilities:
+        if options.get("sqlite_database", MEMORY) == MEMORY:
+            return IN_MEMORY
+        return self.capabilities
+
+    @staticmethod
+    def _settings(options: Mapping[str, Any]) -> tuple[str, str, float]:
+        database = options.get("sqlite_database", MEMORY)
+        if not isinstance(database, (str, Path)) or not str(database):
+            raise ConfigurationError(f"invalid sqlite_database {database!r}: expected a file path or ':memory:'")
+        table = validate_table_name("sqlite_table_name", options.get("sqlite_table_name", DEFAULT_TABLE))
+        timeout = options.get("sqlite_timeout", 30)
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(f"invalid sqlite_timeout {timeout!r}: must be a positive number of seconds")
+        return str(database), table, float(timeout)
+
     @contextlib.asynccontextmanager
     async def _open(self, options: dict[str, Any]) -> AsyncIterator[Repository]:
-        database = options.get("sqlite_database", MEMORY)
+        database, table, timeout = self._settings(options)
         if database == MEMORY:
             yield MemoryRepository()
             return
-        raise NotImplementedError("sqlite files are not supported yet")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT, "
+                "scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT, ready_at INTEGER NOT NULL, "
+                "PRIMARY KEY (parent, name)) WITHOUT ROWID"
+            )
+            db.execute(f"CREATE INDEX IF NOT EXISTS {table}_ready ON {table} (parent, ready_at)")
+            return db
+
+        with map_exceptions(_ERRORS, f"opening sqlite database {database!r}"):
+            connection = await anyio.to_thread.run_sync(connect)
+        try:
+            yield SqliteRepository(connection, table)
+        finally:
+            await anyio.to_thread.run_sync(connection.close)
+
+    async def purge(self, options: Mapping[str, Any]) -> None:
+        database, table, timeout = self._settings(self.select_options(options))
+        if database == MEMORY:
+            return
+
+        def drop() -> None:
+            with contextlib.closing(sqlite3.connect(database, timeout=timeout, isolation_level=None)) as db:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+
+        await anyio.to_thread.run_sync(drop)
 
 
 backend = SqliteBackend()
 #: Pyncette 1.x name of the factory.
 sqlite_repository = backend
 
-__all__ = ["SqliteBackend", "backend", "sqlite_repository"]
+__all__ = ["SqliteBackend", "SqliteRepository", "backend", "sqlite_repository"]

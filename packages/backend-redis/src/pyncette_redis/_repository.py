@@ -51,14 +51,13 @@ def _time(text: str) -> datetime:
     return datetime.fromtimestamp(float(text), tz=timezone.utc)
 
 
-def _encode(spec: str | None, at: str) -> str:
-    body = {"s": at} if spec is None else {"s": at, "d": spec}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _decode(parent: str, name: str, raw: str) -> Record:
+def _record(parent: str, name: str, body: Any) -> Record:
+    """Build a record from its stored JSON object (already parsed)."""
     try:
-        body = json.loads(raw)
         locked_until = body.get("l")
         return Record(
             parent=parent,
@@ -72,8 +71,11 @@ def _decode(parent: str, name: str, raw: str) -> Record:
         raise RecordDecodeError(f"redis record {parent!r}/{name!r} is corrupt: {exc}") from exc
 
 
-def _pairs(parent: str, flat: Sequence[str]) -> list[Record]:
-    return [_decode(parent, flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+def _parse(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RecordDecodeError(f"{what}: the server returned malformed JSON: {exc}") from exc
 
 
 class RedisRepository(Repository):
@@ -163,15 +165,11 @@ class RedisRepository(Repository):
         by_parent: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             by_parent.setdefault(record.parent, []).append(i)
-        head = [_MODES[mode], _at(now)]
+        code, at_now = _MODES[mode], _at(now)
         calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
         for parent, indexes in by_parent.items():
-            args = list(head)
-            for i in indexes:
-                record = records[i]
-                at = _at(record.scheduled_at)
-                args += (record.name, at, _encode(record.spec, at))
-            calls.append((_scripts.REGISTER, self.keys(parent), args))
+            batch = [(records[i].name, _at(records[i].scheduled_at), records[i].spec) for i in indexes]
+            calls.append((_scripts.REGISTER, self.keys(parent), (code, at_now, _json(batch))))
         with map_exceptions(ERRORS, "redis register"):
             results = await self._call_many(calls)
         return _scatter(len(records), by_parent.values(), results)
@@ -181,8 +179,8 @@ class RedisRepository(Repository):
             return []
         due, rec, _ = self.keys(parent)
         with map_exceptions(ERRORS, "redis claim"):
-            flat = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
-        return _pairs(parent, flat)
+            text = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
+        return [_record(parent, name, body) for name, body in _parse(text, "redis claim")]
 
     async def _settle(self, items: Sequence[tuple[str, str, str, str]], what: str) -> list[bool]:
         """Finish leases; each item is (parent, name, token, action) as the ``settle`` script takes it."""
@@ -193,10 +191,7 @@ class RedisRepository(Repository):
             by_parent.setdefault(item[0], []).append(i)
         calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
         for parent, indexes in by_parent.items():
-            args: list[str] = []
-            for i in indexes:
-                args += items[i][1:]
-            calls.append((_scripts.SETTLE, self.keys(parent), args))
+            calls.append((_scripts.SETTLE, self.keys(parent), (_json([items[i][1:] for i in indexes]),)))
         with map_exceptions(ERRORS, what):
             results = await self._call_many(calls)
         return _scatter(len(items), by_parent.values(), results)
@@ -225,25 +220,25 @@ class RedisRepository(Repository):
     async def get(self, parent: str, name: str) -> Record | None:
         with map_exceptions(ERRORS, "redis get"):
             raw = await self._command("HGET", self.keys(parent)[1], name)
-        return None if raw is None else _decode(parent, name, raw)
+        return None if raw is None else _record(parent, name, _parse(raw, "redis get"))
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
         _, rec, idx = self.keys(parent)
         start = "-" if continuation is None else "(" + continuation
         with map_exceptions(ERRORS, "redis list"):
-            flat = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
-        more, last = flat[0], flat[1]
-        return _pairs(parent, flat[2:]), (last if more else None)
+            text = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
+        continuation, *pairs = _parse(text, "redis list")
+        return [_record(parent, name, body) for name, body in pairs], continuation
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         with map_exceptions(ERRORS, "redis write_raw_spec"):
             await self._call(_scripts.RAW_SPEC, (self.keys(parent)[1],), (name, raw))
 
 
-def _scatter(size: int, groups: Iterable[Sequence[int]], results: Sequence[Sequence[int]]) -> list[bool]:
-    """Put per-parent script results back in the order of the caller's batch."""
+def _scatter(size: int, groups: Iterable[Sequence[int]], results: Sequence[str]) -> list[bool]:
+    """Put per-parent script results (strings of '1' and '0') back in the order of the caller's batch."""
     flags = [False] * size
     for indexes, flags_of_parent in zip(groups, results, strict=True):
         for i, flag in zip(indexes, flags_of_parent, strict=True):
-            flags[i] = bool(flag)
+            flags[i] = flag == "1"
     return flags

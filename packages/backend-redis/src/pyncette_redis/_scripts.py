@@ -30,45 +30,46 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest())
 
 
-# ARGV: mode ('c' create, 'u' update, 'f' force), now, then (name, scheduled_at, record JSON) triples.
-# Returns 1/0 per triple.
+# ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null].
+# Returns a string of '1' (written) and '0' (left as it was), one per record.
 REGISTER = Script(
     "register",
     """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
-for i = 3, #ARGV, 3 do
-  local name, at, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i, item in ipairs(cjson.decode(ARGV[3])) do
+  local name, at, spec = item[1], item[2], item[3]
+  if spec == cjson.null then spec = nil end
   local old = false
   if mode ~= 'f' then old = redis.call('HGET', rec, name) end
   if not old then
-    redis.call('HSET', rec, name, raw)
+    redis.call('HSET', rec, name, cjson.encode({s = at, d = spec}))
     redis.call('ZADD', due, at, name)
     redis.call('ZADD', idx, 0, name)
-    out[#out + 1] = 1
+    out[i] = '1'
   elseif mode == 'c' then
-    out[#out + 1] = 0
+    out[i] = '0'
   else
     local r = cjson.decode(old)
     if r.l and tonumber(r.l) > now then
-      out[#out + 1] = 0
+      out[i] = '0'
     else
-      r.d = cjson.decode(raw).d
+      r.d = spec
       if tonumber(at) < tonumber(r.s) then r.s = at end
       redis.call('HSET', rec, name, cjson.encode(r))
       local ready = r.s
       if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
       redis.call('ZADD', due, ready, name)
-      out[#out + 1] = 1
+      out[i] = '1'
     end
   end
 end
-return out
+return table.concat(out)
 """,
 )
 
-# ARGV: now, limit, lease_until, token. Returns name, record JSON, name, record JSON, ...
+# ARGV: now, limit, lease_until, token. Returns a JSON list of [name, record] pairs.
 CLAIM = Script(
     "claim",
     """
@@ -88,31 +89,31 @@ for _, name in ipairs(names) do
     local ready = lease
     if tonumber(r.s) > lease_n then ready = r.s end
     redis.call('ZADD', due, ready, name)
-    out[#out + 1] = name
-    out[#out + 1] = raw
+    out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. raw .. ']'
   else
     redis.call('ZREM', due, name)
   end
 end
-return out
+return '[' .. table.concat(out, ',') .. ']'
 """,
 )
 
-# ARGV: (name, token, action) triples; action '' deletes the record, '-' only
-# releases the lease, anything else is the next scheduled_at. Returns 1/0 per triple.
+# ARGV: JSON list of [name, token, action]; action '' deletes the record, '-'
+# only releases the lease, anything else is the next scheduled_at.
+# Returns a string of '1' (done) and '0' (lease lost), one per item.
 SETTLE = Script(
     "settle",
     """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local out = {}
-for i = 1, #ARGV, 3 do
-  local name, token, action = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i, item in ipairs(cjson.decode(ARGV[1])) do
+  local name, token, action = item[1], item[2], item[3]
   local raw = redis.call('HGET', rec, name)
-  local done = 0
+  out[i] = '0'
   if raw then
     local r = cjson.decode(raw)
     if r.t == token then
-      done = 1
+      out[i] = '1'
       if action == '' then
         redis.call('HDEL', rec, name)
         redis.call('ZREM', due, name)
@@ -126,9 +127,8 @@ for i = 1, #ARGV, 3 do
       end
     end
   end
-  out[#out + 1] = done
 end
-return out
+return table.concat(out)
 """,
 )
 
@@ -163,26 +163,23 @@ return 1
 )
 
 # KEYS: idx, rec. ARGV: lexicographic start ('-' or '(' .. last name), limit.
-# Returns more (1/0), last name of the page, then name, record JSON pairs.
+# Returns a JSON list: the continuation (last name of the page, or null on the
+# last page), then [name, record] pairs.
 LIST = Script(
     "list",
     """
 local limit = tonumber(ARGV[2])
 local names = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
-local more = 0
+local out = {'null'}
 if #names > limit then
-  more = 1
   names[#names] = nil
+  out[1] = cjson.encode(names[#names])
 end
-local out = {more, names[#names] or ''}
 for _, name in ipairs(names) do
   local raw = redis.call('HGET', KEYS[2], name)
-  if raw then
-    out[#out + 1] = name
-    out[#out + 1] = raw
-  end
+  if raw then out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. raw .. ']' end
 end
-return out
+return '[' .. table.concat(out, ',') .. ']'
 """,
 )
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.harness import BackendUnderTest
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_redis import backend
@@ -22,4 +23,8 @@ class RedisBackendMixin:
 
 
 class TestRedisRepository(RedisBackendMixin, RepositoryContract):
+    pass
+
+
+class TestRedisBehaviour(RedisBackendMixin, BehaviourSuite):
     pass

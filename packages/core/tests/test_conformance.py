@@ -1,0 +1,69 @@
+"""The standard conformance suites on the embedded backends (in memory and SQLite file), on asyncio and trio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import sniffio
+
+import pyncette.sqlite
+from pyncette_conformance import BackendUnderTest, RepositoryContract
+from pyncette_conformance.behaviour import BehaviourSuite
+
+
+class _BothEventLoops:
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> str:
+        backend: str = request.param
+        return backend
+
+    async def test_runs_on_the_requested_event_loop(self, anyio_backend: str) -> None:
+        assert sniffio.current_async_library() == anyio_backend
+        if anyio_backend == "trio":
+            with pytest.raises(RuntimeError):
+                asyncio.get_running_loop()
+        else:
+            asyncio.get_running_loop()
+
+
+class _InMemory(_BothEventLoops):
+    @pytest.fixture
+    async def pyncette_backend(self) -> AsyncIterator[BackendUnderTest]:
+        under_test = BackendUnderTest(pyncette.sqlite.backend, {"sqlite_database": ":memory:"})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class _SqliteFile(_BothEventLoops):
+    @pytest.fixture
+    async def pyncette_backend(self) -> AsyncIterator[BackendUnderTest]:
+        # No sqlite_database: the harness gives each namespace its own temporary file.
+        under_test = BackendUnderTest(pyncette.sqlite.backend, {})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class TestMemoryRepository(_InMemory, RepositoryContract):
+    pass
+
+
+class TestMemoryBehaviour(_InMemory, BehaviourSuite):
+    pass
+
+
+class TestSqliteFileRepository(_SqliteFile, RepositoryContract):
+    async def test_uses_a_file(self, pyncette_backend: BackendUnderTest) -> None:
+        options = pyncette_backend.isolated_options()
+        assert options["sqlite_database"].endswith(".db")
+        assert pyncette_backend.capabilities.persistent
+        assert pyncette_backend.capabilities.coordinated
+
+
+class TestSqliteFileBehaviour(_SqliteFile, BehaviourSuite):
+    pass

@@ -1,17 +1,29 @@
 """The Pyncette backend conformance suite.
 
-Subclass the classes below in a backend's test module and override the
-``pyncette_backend`` fixture, or run everything against an installed backend
-with ``pytest --pyargs pyncette_conformance --pyncette-backend NAME``.
+Subclass the suite classes in a backend's test module and override the
+``pyncette_backend`` fixture (see :class:`BackendUnderTest`), or run everything
+against an installed backend with::
+
+    pytest --pyargs pyncette_conformance --pyncette-backend NAME
 """
 
 from .base import ConformanceBase, requires
+from .behaviour import BehaviourSuite
+from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .harness import BackendUnderTest
 from .repository import RepositoryContract
 
+#: Every standard suite, for ``class TestMine(MyMixin, suite)`` loops or explicit subclasses.
+ALL_SUITES = (RepositoryContract, BehaviourSuite, PersistenceSuite, IsolationSuite, CoordinationSuite)
+
 __all__ = [
+    "ALL_SUITES",
     "BackendUnderTest",
+    "BehaviourSuite",
     "ConformanceBase",
+    "CoordinationSuite",
+    "IsolationSuite",
+    "PersistenceSuite",
     "RepositoryContract",
     "requires",
 ]

@@ -1,0 +1,107 @@
+"""How records map to DynamoDB items.
+
+One item per record::
+
+    partition_id  S  "<partition_prefix>:<parent>"   table hash key
+    task_id       S  record name                      table range key
+    ready_at      S  when the record becomes claimable: max(scheduled_at, locked_until);
+                     range key of the local secondary index "ready_at"
+    scheduled_at  S
+    locked_until  S  only while leased
+    locked_by     S  only while leased
+    spec          S  only for dynamic instances
+
+Times are fixed-width UTC strings (``2030-01-01T12:00:00.000000Z``), so string
+order is time order and ``ready_at <= :now`` selects exactly the claimable items.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pyncette.abc import Record
+from pyncette.errors import ConfigurationError, RecordDecodeError
+
+Item = dict[str, dict[str, Any]]
+
+PARTITION_KEY = "partition_id"
+SORT_KEY = "task_id"
+READY_AT = "ready_at"
+INDEX_NAME = "ready_at"
+
+# DynamoDB's limits: 2048 bytes for a partition key, 1024 for a sort key, 400 KB for an item.
+_MAX_PARTITION_BYTES = 2048
+_MAX_NAME_BYTES = 1024
+_MAX_SPEC_BYTES = 380_000
+
+
+def format_time(value: datetime) -> str:
+    """A fixed-width, lexicographically sortable UTC representation with microseconds."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    elif value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value: str) -> datetime:
+    """The inverse of :func:`format_time`."""
+    return datetime.fromisoformat(value.removesuffix("Z")).replace(tzinfo=timezone.utc)
+
+
+def partition_id(prefix: str, parent: str) -> str:
+    """The hash key of ``parent``'s items. The prefix has no colon, so the split is unambiguous."""
+    return f"{prefix}:{parent}"
+
+
+def key(prefix: str, parent: str, name: str) -> Item:
+    """The primary key of one record."""
+    return {PARTITION_KEY: {"S": partition_id(prefix, parent)}, SORT_KEY: {"S": name}}
+
+
+def check_storable(prefix: str, record: Record) -> None:
+    """Refuse, up front, a record DynamoDB would reject (so the runtime does not retry it forever)."""
+    if not record.name or len(record.name.encode()) > _MAX_NAME_BYTES:
+        raise ConfigurationError(
+            f"task name {record.name[:50]!r} cannot be stored in DynamoDB: 1 to {_MAX_NAME_BYTES} bytes are allowed"
+        )
+    if len(partition_id(prefix, record.parent).encode()) > _MAX_PARTITION_BYTES:
+        raise ConfigurationError(f"task parent {record.parent[:50]!r} is too long for a DynamoDB partition key")
+    if record.spec is not None and len(record.spec.encode()) > _MAX_SPEC_BYTES:
+        raise ConfigurationError(
+            f"spec of task {record.name[:50]!r} is too large for DynamoDB (at most {_MAX_SPEC_BYTES} bytes)"
+        )
+
+
+def new_item(prefix: str, record: Record) -> Item:
+    """A fresh, unleased item for ``record``."""
+    at = format_time(record.scheduled_at)
+    item = key(prefix, record.parent, record.name)
+    item["scheduled_at"] = {"S": at}
+    item[READY_AT] = {"S": at}
+    if record.spec is not None:
+        item["spec"] = {"S": record.spec}
+    return item
+
+
+def text(item: Item, attribute: str) -> str | None:
+    """A string attribute of ``item``, or ``None`` when absent."""
+    value = item.get(attribute)
+    return None if value is None else str(value["S"])
+
+
+def decode(parent: str, item: Item) -> Record:
+    """The record stored in ``item`` (a full item, as returned by GetItem, Query or ReturnValues)."""
+    try:
+        locked_until = text(item, "locked_until")
+        return Record(
+            parent=parent,
+            name=item[SORT_KEY]["S"],
+            spec=text(item, "spec"),
+            scheduled_at=parse_time(item["scheduled_at"]["S"]),
+            locked_until=None if locked_until is None else parse_time(locked_until),
+            locked_by=text(item, "locked_by"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordDecodeError(f"corrupt DynamoDB item {item.get(SORT_KEY)!r} of parent {parent!r}: {exc!r}") from exc

@@ -1,0 +1,361 @@
+"""The DynamoDB repository: one item per record, every lease change a conditional write.
+
+Requests per operation (what users pay for):
+
+* ``claim``: one Query page on the ``ready_at`` index, then one conditional
+  UpdateItem per returned record, all sent concurrently;
+* ``commit``/``unlock``: one conditional UpdateItem or DeleteItem per record, concurrently;
+* ``register``: one (conditional) PutItem or UpdateItem per record, concurrently;
+  ``UPDATE`` mode needs a second write when the stored time is sooner or the
+  record carries an expired lease (``min``/``max`` cannot be written as update expressions).
+
+A lost condition (``ConditionalCheckFailedException``) is ordinary control
+flow: someone else changed the record first, and the record is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.errors import BackendError
+
+from ._client import Client
+from ._codec import (
+    INDEX_NAME,
+    SORT_KEY,
+    Item,
+    check_storable,
+    decode,
+    format_time,
+    key,
+    new_item,
+    partition_id,
+    text,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How often ``register`` in UPDATE mode re-reads and retries when the record keeps changing under it.
+_UPDATE_ROUNDS = 10
+
+_SET_SPEC = ", spec = :spec"
+_REMOVE_SPEC = " REMOVE spec"
+
+
+async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Await everything concurrently, let every call finish, then raise the first failure."""
+    results = await asyncio.gather(*awaitables, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+class DynamoDBRepository(Repository):
+    """Task records in one DynamoDB table (see :mod:`pyncette_dynamodb._codec` for the item layout)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._table = client.settings.table_name
+        self._prefix = client.settings.partition_prefix
+
+    @property
+    def client(self) -> Any:
+        """The underlying aiobotocore DynamoDB client, e.g. to register botocore event hooks."""
+        return self._client.raw
+
+    @property
+    def table_name(self) -> str:
+        """The DynamoDB table this repository uses."""
+        return self._table
+
+    def _key(self, parent: str, name: str) -> Item:
+        return key(self._prefix, parent, name)
+
+    # -- register ---------------------------------------------------------------------------
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        for record in records:
+            check_storable(self._prefix, record)
+        if mode is RegisterMode.CREATE:
+            return await _all(self._create(record) for record in records)
+        if mode is RegisterMode.FORCE:
+            return await _all(self._force(record) for record in records)
+        now_text = format_time(now)
+        return await _all(self._update(record, now_text) for record in records)
+
+    async def _create(self, record: Record) -> bool:
+        item = new_item(self._prefix, record)
+        outcome = await self._client.write(
+            "put_item",
+            "register",
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(task_id)",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        # After a retry, finding exactly our item means an earlier attempt of ours created it.
+        return outcome.ok or (outcome.retried and outcome.attributes == item)
+
+    async def _force(self, record: Record) -> bool:
+        await self._client.call("put_item", "register", TableName=self._table, Item=new_item(self._prefix, record))
+        return True
+
+    async def _update(self, record: Record, now: str) -> bool:
+        wanted = format_time(record.scheduled_at)
+        spec = record.spec
+        values: dict[str, Any] = {":at": {"S": wanted}}
+        if spec is not None:
+            values[":spec"] = {"S": spec}
+        spec_clause = _REMOVE_SPEC if spec is None else _SET_SPEC
+        # First try the common cases in one write: a new record, or an unleased one whose new time is not later.
+        condition = "attribute_not_exists(task_id) OR (attribute_not_exists(locked_until) AND scheduled_at >= :at)"
+        update = "SET scheduled_at = :at, ready_at = :at" + spec_clause
+        for _ in range(_UPDATE_ROUNDS):
+            outcome = await self._client.write(
+                "update_item",
+                "register",
+                TableName=self._table,
+                Key=self._key(record.parent, record.name),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            if outcome.ok:
+                return True
+            old = outcome.attributes
+            values = {k: v for k, v in values.items() if k in (":at", ":spec")}
+            if old is None:
+                # Deleted since we looked: insert it.
+                condition = "attribute_not_exists(task_id)"
+                update = "SET scheduled_at = :at, ready_at = :at" + spec_clause
+                values[":at"] = {"S": wanted}
+                continue
+            locked_until = text(old, "locked_until")
+            if locked_until is not None and locked_until > now:
+                return False
+            # Keep the sooner time and any (expired) lease; write only if the record is still as we saw it.
+            stored = text(old, "scheduled_at") or wanted
+            scheduled = min(stored, wanted)
+            ready = scheduled if locked_until is None else max(scheduled, locked_until)
+            values.update({":at": {"S": scheduled}, ":ready": {"S": ready}, ":seen": {"S": stored}})
+            condition = "scheduled_at = :seen AND "
+            if locked_until is None:
+                condition += "attribute_not_exists(locked_until)"
+            else:
+                condition += "locked_until = :seen_lock"
+                values[":seen_lock"] = {"S": locked_until}
+            update = "SET scheduled_at = :at, ready_at = :ready" + spec_clause
+        raise BackendError(f"dynamodb register: record {record.name!r} kept changing concurrently; giving up")
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        if limit < 1:
+            return []
+        partition = partition_id(self._prefix, parent)
+        now_text = format_time(now)
+        page = await self._client.call(
+            "query",
+            "claim",
+            TableName=self._table,
+            IndexName=INDEX_NAME,
+            KeyConditionExpression="partition_id = :p AND ready_at <= :now",
+            ExpressionAttributeValues={":p": {"S": partition}, ":now": {"S": now_text}},
+            ProjectionExpression="task_id, scheduled_at",
+            ConsistentRead=True,
+            Limit=limit,
+        )
+        items: list[Item] = page.get("Items", [])
+        if not items:
+            return []
+        lease_text = format_time(lease_until)
+        results = await asyncio.gather(
+            *(self._lease(parent, item, now_text, lease_text, token) for item in items), return_exceptions=True
+        )
+        claimed = [r for r in results if isinstance(r, Record)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if not claimed or any(not isinstance(e, Exception) for e in errors):
+                raise errors[0]
+            # Records whose write failed stay unleased, or leased to nobody until the lease expires.
+            logger.warning("dynamodb claim: %d of %d writes failed: %s", len(errors), len(items), errors[0])
+        return claimed
+
+    async def _lease(self, parent: str, item: Item, now: str, lease_until: str, token: str) -> Record | None:
+        name = item[SORT_KEY]["S"]
+        values = {":now": {"S": now}, ":lease": {"S": lease_until}, ":token": {"S": token}}
+        condition = "ready_at <= :now"
+        if lease_until >= now:
+            ready = lease_until
+        else:
+            # A lease that ends before now (odd, but allowed): the record is claimable again at the later time.
+            scheduled = item["scheduled_at"]["S"]
+            ready = max(scheduled, lease_until)
+            condition += " AND scheduled_at = :seen"
+            values[":seen"] = {"S": scheduled}
+        values[":ready"] = {"S": ready}
+        outcome = await self._client.write(
+            "update_item",
+            "claim",
+            TableName=self._table,
+            Key=self._key(parent, name),
+            UpdateExpression="SET locked_until = :lease, locked_by = :token, ready_at = :ready",
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        attributes = outcome.attributes
+        if attributes is None:
+            return None
+        if not outcome.ok and not (
+            outcome.retried
+            and text(attributes, "locked_by") == token
+            and text(attributes, "locked_until") == lease_until
+        ):
+            return None  # lost the race: someone else leased or changed it first
+        return decode(parent, attributes)
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        return await _all(self._complete(completion) for completion in completions)
+
+    async def _complete(self, completion: Completion) -> bool:
+        common: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._key(completion.parent, completion.name),
+            "ConditionExpression": "locked_by = :token",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if completion.next_at is None:
+            outcome = await self._client.write(
+                "delete_item", "commit", ExpressionAttributeValues={":token": {"S": completion.token}}, **common
+            )
+            # Retried and gone: our earlier attempt deleted it.
+            return outcome.ok or (outcome.retried and outcome.attributes is None)
+        at = format_time(completion.next_at)
+        outcome = await self._client.write(
+            "update_item",
+            "commit",
+            UpdateExpression="SET scheduled_at = :at, ready_at = :at REMOVE locked_until, locked_by",
+            ExpressionAttributeValues={":token": {"S": completion.token}, ":at": {"S": at}},
+            **common,
+        )
+        old = outcome.attributes
+        return outcome.ok or (
+            outcome.retried and old is not None and "locked_by" not in old and text(old, "scheduled_at") == at
+        )
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        return await _all(self._unlock(lease) for lease in leases)
+
+    async def _unlock(self, lease: Lease) -> bool:
+        outcome = await self._client.write(
+            "update_item",
+            "unlock",
+            TableName=self._table,
+            Key=self._key(lease.parent, lease.name),
+            UpdateExpression="SET ready_at = scheduled_at REMOVE locked_until, locked_by",
+            ConditionExpression="locked_by = :token",
+            ExpressionAttributeValues={":token": {"S": lease.token}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        old = outcome.attributes
+        return outcome.ok or (outcome.retried and old is not None and "locked_by" not in old)
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        until = format_time(lease_until)
+        common: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._key(lease.parent, lease.name),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        outcome = await self._client.write(
+            "update_item",
+            "extend",
+            UpdateExpression="SET locked_until = :until, ready_at = :until",
+            ConditionExpression="locked_by = :token AND scheduled_at <= :until",
+            ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}},
+            **common,
+        )
+        old = outcome.attributes
+        if outcome.ok:
+            return True
+        if old is None or text(old, "locked_by") != lease.token:
+            return False
+        if outcome.retried and text(old, "locked_until") == until:
+            return True
+        # Still ours, but scheduled after the new expiry: the record becomes claimable at its scheduled time.
+        scheduled = text(old, "scheduled_at") or until
+        second = await self._client.write(
+            "update_item",
+            "extend",
+            UpdateExpression="SET locked_until = :until, ready_at = :ready",
+            ConditionExpression="locked_by = :token AND scheduled_at = :seen",
+            ExpressionAttributeValues={
+                ":token": {"S": lease.token},
+                ":until": {"S": until},
+                ":ready": {"S": max(scheduled, until)},
+                ":seen": {"S": scheduled},
+            },
+            **common,
+        )
+        old = second.attributes
+        return second.ok or (
+            second.retried
+            and old is not None
+            and text(old, "locked_by") == lease.token
+            and text(old, "locked_until") == until
+        )
+
+    # -- reads and administration -----------------------------------------------------------
+
+    async def delete(self, parent: str, name: str) -> bool:
+        response = await self._client.call(
+            "delete_item", "delete", TableName=self._table, Key=self._key(parent, name), ReturnValues="ALL_OLD"
+        )
+        return "Attributes" in response
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        response = await self._client.call(
+            "get_item", "get", TableName=self._table, Key=self._key(parent, name), ConsistentRead=True
+        )
+        item: Item | None = response.get("Item")
+        return None if item is None else decode(parent, item)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        partition = partition_id(self._prefix, parent)
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "partition_id = :p",
+            "ExpressionAttributeValues": {":p": {"S": partition}},
+            "ConsistentRead": True,
+            "Limit": max(1, limit),
+        }
+        if continuation is not None:
+            params["ExclusiveStartKey"] = self._key(parent, continuation)
+        page = await self._client.call("query", "list", **params)
+        records = [decode(parent, item) for item in page.get("Items", [])]
+        last: Item | None = page.get("LastEvaluatedKey")
+        return records, None if last is None else str(last[SORT_KEY]["S"])
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        outcome = await self._client.write(
+            "update_item",
+            "write_raw_spec",
+            TableName=self._table,
+            Key=self._key(parent, name),
+            UpdateExpression="SET spec = :raw",
+            ConditionExpression="attribute_exists(task_id)",
+            ExpressionAttributeValues={":raw": {"S": raw}},
+        )
+        if not outcome.ok:
+            raise KeyError(name)

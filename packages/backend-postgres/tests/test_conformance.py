@@ -1,12 +1,19 @@
-"""The shared conformance suite, run against PostgreSQL."""
+"""The standard conformance suites, run against PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
-from pyncette_conformance import BackendUnderTest, RepositoryContract
 
+from pyncette_conformance import (
+    BackendUnderTest,
+    BehaviourSuite,
+    CoordinationSuite,
+    IsolationSuite,
+    PersistenceSuite,
+    RepositoryContract,
+)
 from pyncette_postgres import backend
 
 
@@ -23,3 +30,18 @@ class PostgresBackendMixin:
 class TestPostgresRepository(PostgresBackendMixin, RepositoryContract):
     pass
 
+
+class TestPostgresBehaviour(PostgresBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestPostgresPersistence(PostgresBackendMixin, PersistenceSuite):
+    pass
+
+
+class TestPostgresIsolation(PostgresBackendMixin, IsolationSuite):
+    pass
+
+
+class TestPostgresCoordination(PostgresBackendMixin, CoordinationSuite):
+    pass

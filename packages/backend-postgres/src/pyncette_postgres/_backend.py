@@ -54,8 +54,8 @@ def _connection_errors(settings: Settings, what: str) -> Iterator[None]:
     except tuple(DRIVER_ERRORS) as exc:
         detail = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
         raise BackendError(
-            f"cannot {what} on PostgreSQL at {settings.server} (connect timeout {settings.connect_timeout:g}s,"
-            f" postgres_connect_timeout): {detail}"
+            f"PostgreSQL at {settings.server}: cannot {what} (postgres_connect_timeout="
+            f"{settings.connect_timeout:g}s): {detail}"
         ) from exc
 
 

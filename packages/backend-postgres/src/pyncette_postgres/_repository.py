@@ -25,6 +25,20 @@ DRIVER_ERRORS: Mapping[type[BaseException], type[Exception]] = {
 }
 
 
+#: Errors after which the pool's other idle connections are suspect too (a
+#: server restart or pg_terminate_backend usually takes them all down).
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    # A connection whose server went away while it sat idle can fail with
+    # "cannot switch to state ...; another operation is in progress".
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
 def _record(parent: str, row: Any) -> Record:
     return Record(
         parent=parent,
@@ -126,6 +140,17 @@ class PostgresRepository(Repository):
         self.table_name = table_name
         self._sql = _Statements(table_name)
 
+    async def _call(self, what: str, method: str, sql: str, *args: Any) -> Any:
+        """Run one pool method (``fetch``, ``fetchrow``, ...), translating driver errors."""
+        with map_exceptions(DRIVER_ERRORS, f"postgres {what}"):
+            try:
+                return await getattr(self._pool, method)(sql, *args)
+            except _CONNECTION_LOST:
+                # Make the pool reconnect its idle connections on their next use,
+                # so one failed call is enough to recover from a mass disconnect.
+                await self._pool.expire_connections()
+                raise
+
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         results = [False] * len(records)
         pending = list(range(len(records)))
@@ -142,8 +167,7 @@ class PostgresRepository(Repository):
             ]
             if mode is RegisterMode.UPDATE:
                 args.append(now)
-            with map_exceptions(DRIVER_ERRORS, "postgres register"):
-                rows = await self._pool.fetch(self._sql.register[mode], *args)
+            rows = await self._call("register", "fetch", self._sql.register[mode], *args)
             written = {(row["parent"], row["name"]) for row in rows}
             for r, i in zip(chosen, batch, strict=True):
                 results[pending[i]] = (r.parent, r.name) in written
@@ -153,14 +177,8 @@ class PostgresRepository(Repository):
     async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         if limit <= 0:
             return []
-        with map_exceptions(DRIVER_ERRORS, "postgres claim"):
-            rows = await self._pool.fetch(self._sql.claim, parent, now, limit, lease_until, token)
+        rows = await self._call("claim", "fetch", self._sql.claim, parent, now, limit, lease_until, token)
         return [_record(parent, row) for row in rows]
-
-    async def _positions(self, what: str, sql: str, args: list[list[Any]], order: list[int]) -> set[int]:
-        with map_exceptions(DRIVER_ERRORS, f"postgres {what}"):
-            rows = await self._pool.fetch(sql, *args, order)
-        return {row["pos"] for row in rows}
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         if not completions:
@@ -168,9 +186,17 @@ class PostgresRepository(Repository):
         # A repeated (record, token) can match once: the first one clears the lease.
         order, _ = _first_occurrences((c.parent, c.name, c.token) for c in completions)
         chosen = [completions[i] for i in order]
-        args: list[list[Any]] = [[c.parent for c in chosen], [c.name for c in chosen], [c.token for c in chosen]]
-        args.append([c.next_at for c in chosen])
-        done = await self._positions("commit", self._sql.commit, args, order)
+        rows = await self._call(
+            "commit",
+            "fetch",
+            self._sql.commit,
+            [c.parent for c in chosen],
+            [c.name for c in chosen],
+            [c.token for c in chosen],
+            [c.next_at for c in chosen],
+            order,
+        )
+        done = {row["pos"] for row in rows}
         return [i in done for i in range(len(completions))]
 
     async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
@@ -178,36 +204,38 @@ class PostgresRepository(Repository):
             return []
         order, _ = _first_occurrences((x.parent, x.name, x.token) for x in leases)
         chosen = [leases[i] for i in order]
-        args: list[list[Any]] = [[x.parent for x in chosen], [x.name for x in chosen], [x.token for x in chosen]]
-        done = await self._positions("unlock", self._sql.unlock, args, order)
+        rows = await self._call(
+            "unlock",
+            "fetch",
+            self._sql.unlock,
+            [x.parent for x in chosen],
+            [x.name for x in chosen],
+            [x.token for x in chosen],
+            order,
+        )
+        done = {row["pos"] for row in rows}
         return [i in done for i in range(len(leases))]
 
     async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
-        with map_exceptions(DRIVER_ERRORS, "postgres extend"):
-            found = await self._pool.fetchval(self._sql.extend, lease.parent, lease.name, lease.token, lease_until)
-        return found is not None
+        args = (lease.parent, lease.name, lease.token, lease_until)
+        return await self._call("extend", "fetchval", self._sql.extend, *args) is not None
 
     async def delete(self, parent: str, name: str) -> bool:
-        with map_exceptions(DRIVER_ERRORS, "postgres delete"):
-            found = await self._pool.fetchval(self._sql.delete, parent, name)
-        return found is not None
+        return await self._call("delete", "fetchval", self._sql.delete, parent, name) is not None
 
     async def get(self, parent: str, name: str) -> Record | None:
-        with map_exceptions(DRIVER_ERRORS, "postgres get"):
-            row = await self._pool.fetchrow(self._sql.get, parent, name)
+        row = await self._call("get", "fetchrow", self._sql.get, parent, name)
         return None if row is None else _record(parent, row)
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        with map_exceptions(DRIVER_ERRORS, "postgres list"):
-            if continuation is None:
-                rows = await self._pool.fetch(self._sql.first_page, parent, limit + 1)
-            else:
-                rows = await self._pool.fetch(self._sql.next_page, parent, limit + 1, continuation)
+        if continuation is None:
+            rows = await self._call("list", "fetch", self._sql.first_page, parent, limit + 1)
+        else:
+            rows = await self._call("list", "fetch", self._sql.next_page, parent, limit + 1, continuation)
         page = [_record(parent, row) for row in rows[:limit]]
         return page, (page[-1].name if len(rows) > limit else None)
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
-        with map_exceptions(DRIVER_ERRORS, "postgres write_raw_spec"):
-            await self._pool.execute(self._sql.write_raw_spec, parent, name, raw)
+        await self._call("write_raw_spec", "execute", self._sql.write_raw_spec, parent, name, raw)

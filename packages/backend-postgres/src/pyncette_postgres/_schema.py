@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from pyncette.errors import ConfigurationError
 
 from ._config import TABLE_NAME_PATTERN
+
+logger = logging.getLogger(__name__)
 
 #: Columns the repository reads and writes.
 COLUMNS = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
@@ -57,40 +60,43 @@ CREATE INDEX IF NOT EXISTS {quote(index_name(table))}
 """
 
 
-async def _present(connection: Any, table: str) -> bool:
-    found = await connection.fetchval(
-        "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+async def _inspect(connection: Any, table: str) -> tuple[set[str], bool]:
+    """The table's column names (empty when it does not exist) and whether the due-work index exists."""
+    rows = await connection.fetch(
+        "SELECT attname, to_regclass($2) IS NOT NULL AS indexed FROM pg_attribute"
+        " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
         quote(table),
         quote(index_name(table)),
     )
-    return bool(found)
+    return {row["attname"] for row in rows}, any(row["indexed"] for row in rows)
 
 
 async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
-    """Create ``table`` unless told not to, then check it has the expected columns.
+    """Check that ``table`` fits and, unless told not to, create it and its index when missing.
 
     Creation is serialized by a transaction-level advisory lock, because
     ``CREATE TABLE IF NOT EXISTS`` run by two sessions at once can still fail
     on a unique violation in the catalog.
     """
-    if create and not await _present(connection, table):
-        async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table))
-            await connection.execute(ddl(table))
-    rows = await connection.fetch(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-        quote(table),
-    )
-    if not rows:
-        if create:
-            raise ConfigurationError(f"table {table!r} (postgres_table_name) vanished right after it was created")
+    columns, indexed = await _inspect(connection, table)
+    if not columns and not create:
         raise ConfigurationError(
             f"table {table!r} (postgres_table_name) does not exist and postgres_skip_table_create is set: "
             "create it (see the DDL in the pyncette-postgres README) or unset postgres_skip_table_create"
         )
-    missing = sorted(set(COLUMNS) - {row["attname"] for row in rows})
-    if missing:
+    missing = sorted(set(COLUMNS) - columns)
+    if columns and missing:
         raise ConfigurationError(
             f"table {table!r} (postgres_table_name) exists but lacks column(s) {', '.join(missing)}; "
             "it was not created by this version of pyncette-postgres (see the DDL in its README)"
         )
+    if not create and not indexed:
+        logger.warning(
+            "table %r has no index %r: claiming due tasks will scan the whole table (see the README's DDL)",
+            table,
+            index_name(table),
+        )
+    if create and not indexed:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table))
+            await connection.execute(ddl(table))

@@ -1,0 +1,222 @@
+"""Query plans on a large table: due-work lookup and batch writes must use indexes, never scan the table.
+
+One module-scoped table of 1,000,000 records (10 parents x 100,000, loaded
+with ``generate_series``) serves every test. Run this file directly to print
+the plans quoted in the README::
+
+    python packages/backend-postgres/tests/test_plans.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pyncette_postgres import PostgresRepository, backend
+from pyncette_postgres._schema import ddl, index_name, quote
+
+pytestmark = pytest.mark.anyio
+
+ROWS = 1_000_000
+PARENTS = 10
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+#: Record i (named task-000000i) belongs to parent-(i % 10) and is due at T0 + i
+#: seconds, so at NOW 1,000 records per parent are due; every 7th of those is
+#: leased until far in the future.
+NOW = T0 + timedelta(seconds=PARENTS * 1000)
+
+LOAD = """
+INSERT INTO {table} (parent, name, spec, scheduled_at, locked_until, locked_by)
+SELECT 'parent-' || (i % {parents}),
+       'task-' || lpad(i::text, 7, '0'),
+       '{{"n": ' || i || '}}',
+       $1::timestamptz + i * interval '1 second',
+       CASE WHEN i % 7 = 0 AND i <= $2 THEN $1::timestamptz + interval '1 day' END,
+       CASE WHEN i % 7 = 0 AND i <= $2 THEN 'worker' END
+FROM generate_series(0, {parents} - 1) AS p,
+     LATERAL generate_series(p, {rows} - 1, {parents}) AS i  -- parent by parent: each index is appended in order
+"""
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def _loaded(url: str, table: str) -> AsyncIterator[tuple[PostgresRepository, asyncpg.Connection]]:
+    """Open a repository on ``table`` filled with a million records; drop it afterwards.
+
+    Indexes are built after the load, which is several times faster than
+    maintaining them row by row: the table is created without its primary key,
+    loaded, given the key, and ``open()`` then adds the missing due-work index
+    as it would to any existing table.
+    """
+    options = {"postgres_url": url, "postgres_table_name": table}
+    create_table = ddl(table).split(";")[0]
+    without_key = create_table.replace(",\n    PRIMARY KEY (parent, name)", "").replace(" IF NOT EXISTS", "")
+    assert without_key.count("PRIMARY KEY") == 0
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(without_key)  # fails, before anything is dropped, if the table exists
+    except BaseException:
+        await connection.close()
+        raise
+    try:
+        await connection.execute(LOAD.format(table=quote(table), parents=PARENTS, rows=ROWS), T0, PARENTS * 1000)
+        await connection.execute(f"ALTER TABLE {quote(table)} ADD PRIMARY KEY (parent, name)")
+        async with backend.open(options) as repository:
+            assert isinstance(repository, PostgresRepository)
+            await connection.execute(f"ANALYZE {quote(table)}")
+            yield repository, connection
+    finally:
+        try:
+            await backend.purge(options)
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def big(postgres_url: str) -> AsyncIterator[tuple[PostgresRepository, asyncpg.Connection]]:
+    """A repository on a fresh table holding a million records, and a plain connection to inspect it."""
+    async with _loaded(postgres_url, "big_" + uuid.uuid4().hex[:12]) as loaded:
+        yield loaded
+
+
+async def test_the_loaded_table_has_the_standard_indexes(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    table = repository.table_name
+    assert await connection.fetchval(f"SELECT count(*) FROM {quote(table)}") == ROWS
+    indexes = await connection.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1", table)
+    assert sorted(row["indexname"] for row in indexes) == sorted([f"{table}_pkey", index_name(table)])
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+async def _plan(connection: Any, sql: str, *args: Any, generic: bool = False) -> list[dict[str, Any]]:
+    """The nodes of the plan for ``sql`` with ``args``; ``generic`` asks for the plan a prepared statement reuses."""
+    async with connection.transaction():
+        await connection.execute(f"SET LOCAL plan_cache_mode = {'force_generic_plan' if generic else 'auto'}")
+        raw = await connection.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+    return list(_nodes(json.loads(raw)[0]["Plan"]))
+
+
+def _assert_indexed(nodes: list[dict[str, Any]], table: str, *, index: str | None = None) -> None:
+    scans = [(n["Node Type"], n.get("Index Name")) for n in nodes if n.get("Relation Name") == table]
+    assert scans, f"no access to {table} in the plan"
+    assert all(kind != "Seq Scan" for kind, _ in scans), scans
+    if index is not None:
+        assert any(name == index for _, name in scans), scans
+
+
+async def _rolled_back(connection: Any, sql: str, *args: Any) -> list[Any]:
+    """Run ``sql`` (an ``EXPLAIN ANALYZE`` of a write) in a transaction that is rolled back."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        return list(await connection.fetch(sql, *args))
+    finally:
+        await transaction.rollback()
+
+
+def _claim_args(parent: str, limit: int) -> tuple[Any, ...]:
+    return parent, NOW, limit, NOW + timedelta(minutes=1), "planner"
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_claim_walks_the_due_index(big: tuple[PostgresRepository, asyncpg.Connection], generic: bool) -> None:
+    repository, connection = big
+    table = repository.table_name
+    sql = repository._sql.claim
+    nodes = await _plan(connection, sql, *_claim_args("parent-3", 100), generic=generic)
+    _assert_indexed(nodes, table, index=index_name(table))
+    # The due-index scan is bounded by the LIMIT: it stops after the rows it needs.
+    limits = [n for n in nodes if n["Node Type"] == "Limit"]
+    assert limits
+
+
+async def test_claim_reads_only_the_due_rows(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    raw = await _rolled_back(
+        connection, f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {repository._sql.claim}", *_claim_args("parent-4", 100)
+    )
+    plan = json.loads(raw[0][0])[0]
+    top = plan["Plan"]
+    assert top["Actual Rows"] == 100
+    # Touching 100 rows (plus index pages) must not read a noticeable part of a 1M-row table.
+    buffers = top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+    assert buffers < 2000, buffers
+    assert plan["Execution Time"] < 200
+
+
+async def test_claim_skips_leased_rows_without_scanning_them(
+    big: tuple[PostgresRepository, asyncpg.Connection],
+) -> None:
+    repository, _ = big
+    # 1,000 records of parent-7 are due and every 7th of them is leased: the rest come back, earliest first.
+    due = [i for i in range(7, PARENTS * 1000 + 1, PARENTS)]
+    claimed = await repository.claim("parent-7", now=NOW, limit=5000, lease_until=NOW, token="probe")
+    assert [r.name for r in claimed] == [f"task-{i:07d}" for i in due if i % 7 != 0]
+    assert all(r.locked_by == "probe" for r in claimed)
+    times = [r.scheduled_at for r in claimed]
+    assert times == sorted(times)
+    assert max(times) <= NOW
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_batch_writes_use_the_primary_key(
+    big: tuple[PostgresRepository, asyncpg.Connection], generic: bool
+) -> None:
+    repository, connection = big
+    table = repository.table_name
+    sql = repository._sql
+    parents = [f"parent-{i % PARENTS}" for i in range(100)]
+    names = [f"task-{i:07d}" for i in range(100)]
+    tokens = ["worker"] * 100
+    times = [NOW + timedelta(hours=1)] * 100
+    positions = list(range(100))
+    pkey = f"{table}_pkey"
+    commit = await _plan(connection, sql.commit, parents, names, tokens, times, positions, generic=generic)
+    _assert_indexed(commit, table, index=pkey)
+    unlock = await _plan(connection, sql.unlock, parents, names, tokens, positions, generic=generic)
+    _assert_indexed(unlock, table, index=pkey)
+    specs = ["{}"] * 100
+    for mode, statement in sql.register.items():
+        args: list[Any] = [parents, names, specs, times]
+        if "$5" in statement:
+            args.append(NOW)
+        nodes = await _plan(connection, statement, *args, generic=generic)
+        assert all(n["Node Type"] != "Seq Scan" for n in nodes if n.get("Relation Name") == table), mode
+
+
+async def test_list_page_uses_the_primary_key(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    table = repository.table_name
+    nodes = await _plan(connection, repository._sql.next_page, "parent-1", 101, "task-0000051", generic=True)
+    _assert_indexed(nodes, table, index=f"{table}_pkey")
+
+
+async def _print_plans() -> None:
+    """Load a table like the tests do and print the text plan of a claim, for the README."""
+    url = os.environ.get("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+    async with _loaded(url, "pyncette_plan_demo") as (repository, connection):
+        claim = f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {repository._sql.claim}"
+        rows = await _rolled_back(connection, claim, *_claim_args("parent-3", 100))
+        print("\n".join(row[0] for row in rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(_print_plans())

@@ -1,0 +1,478 @@
+"""The MySQL / MariaDB repository: records in one InnoDB table, batched transitions.
+
+Every connection runs with ``autocommit`` on, READ COMMITTED isolation, the
+UTC session time zone and multi-statement queries. A transaction is sent as
+one query string (``START TRANSACTION; ...; COMMIT``), so a batch costs a
+constant number of round trips: one for single-statement operations, two for
+the ones that must read locked rows before deciding what to write.
+
+Values are escaped with the driver's ``escape`` (which honours
+``NO_BACKSLASH_ESCAPES``); the table name was validated against a strict
+pattern before it got here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, NamedTuple, TypeVar
+
+import aiomysql
+
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.errors import BackendError, ConfigurationError
+
+from ._schema import MAX_KEY_CHARS, MAX_SPEC_BYTES, MAX_TOKEN_CHARS, Upsert, quote_table
+
+T = TypeVar("T")
+
+#: Deadlock, lock wait timeout, and a duplicate key from a concurrent insert: the transaction is retried.
+RETRYABLE_CODES = frozenset({1213, 1205, 1062})
+#: Tries per transaction before the error is raised as BackendError.
+ATTEMPTS = 5
+#: Records per transaction; larger batches are split (each record stays atomic).
+BATCH_ROWS = 1000
+#: Spec characters per register transaction, to stay well below ``max_allowed_packet``.
+BATCH_SPEC_CHARS = 2_000_000
+#: Parents per key-lookup statement: an OR of many ``parent = ? AND name IN (...)`` groups makes the
+#: range optimizer's work grow quadratically, so larger sets are split over several statements.
+PARENTS_PER_STATEMENT = 16
+
+ERRORS: dict[type[BaseException], type[Exception]] = {
+    aiomysql.MySQLError: BackendError,
+    OSError: BackendError,
+    asyncio.TimeoutError: BackendError,
+    UnicodeError: ConfigurationError,
+}
+
+_SELECT_COLUMNS = "`name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`"
+
+Row = tuple[Any, ...]
+Escape = Callable[[Any], str]
+
+
+class QuietCursor(aiomysql.Cursor):  # type: ignore[misc]
+    """A cursor that does not run ``SHOW WARNINGS`` (an extra round trip) after statements with notes,
+    such as ``CREATE TABLE IF NOT EXISTS`` on an existing table."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+class Result(NamedTuple):
+    """One statement's outcome: affected (matched) rows and fetched rows."""
+
+    rowcount: int
+    rows: list[Row]
+
+
+def error_code(exc: BaseException | None) -> int | None:
+    """The MySQL error number of a driver exception, if any."""
+    if isinstance(exc, aiomysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+async def run(conn: Any, *statements: str) -> list[Result]:
+    """Send ``statements`` as one multi-statement query (one round trip) and collect every result."""
+    async with conn.cursor(QuietCursor) as cursor:
+        await cursor.execute(";\n".join(statements))
+        results = [Result(cursor.rowcount, list(await cursor.fetchall()))]
+        while await cursor.nextset():
+            results.append(Result(cursor.rowcount, list(await cursor.fetchall())))
+    return results
+
+
+def time_literal(moment: datetime) -> str:
+    """A DATETIME(6) literal in UTC (naive values are taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return (
+        f"'{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}'"
+    )
+
+
+def from_db(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def key_filters(esc: Escape, keys: Sequence[tuple[str, str]]) -> list[str]:
+    """WHERE conditions matching exactly ``keys``, one per statement, in primary-key order."""
+    by_parent: dict[str, list[str]] = {}
+    for parent, name in sorted(keys):
+        by_parent.setdefault(parent, []).append(name)
+    groups = [
+        f"(`parent` = {esc(parent)} AND `name` IN ({', '.join(map(esc, names))}))"
+        for parent, names in by_parent.items()
+    ]
+    return [" OR ".join(groups[i : i + PARENTS_PER_STATEMENT]) for i in range(0, len(groups), PARENTS_PER_STATEMENT)]
+
+
+def claim_query(table: str, esc: Escape, parent: str, now: datetime, limit: int) -> str:
+    """The locking due-work query; it walks the ``(parent, scheduled_at)`` index from the oldest entry."""
+    at = time_literal(now)
+    return (
+        f"SELECT `name`, `spec`, `scheduled_at` FROM {quote_table(table)} "
+        f"WHERE `parent` = {esc(parent)} AND `scheduled_at` <= {at} "
+        f"AND (`locked_until` IS NULL OR `locked_until` <= {at}) "
+        f"ORDER BY `scheduled_at`, `name` LIMIT {int(limit)} FOR UPDATE SKIP LOCKED"
+    )
+
+
+def _first_occurrences(keys: Sequence[tuple[str, str]]) -> list[int]:
+    """Indexes of the first occurrence of each key (later duplicates act on an already changed record)."""
+    seen: set[tuple[str, str]] = set()
+    firsts = []
+    for index, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            firsts.append(index)
+    return firsts
+
+
+def _rounds(records: Sequence[Record]) -> Iterator[list[int]]:
+    """Split record indexes into rounds without repeated keys, keeping each key's order."""
+    pending = list(range(len(records)))
+    while pending:
+        seen: set[tuple[str, str]] = set()
+        current: list[int] = []
+        later: list[int] = []
+        for index in pending:
+            key = (records[index].parent, records[index].name)
+            (later if key in seen else current).append(index)
+            seen.add(key)
+        yield current
+        pending = later
+
+
+def _chunks(indexes: list[int], records: Sequence[Record]) -> Iterator[list[int]]:
+    chunk: list[int] = []
+    size = 0
+    for index in indexes:
+        spec = records[index].spec
+        weight = len(spec) if spec is not None else 0
+        if chunk and (len(chunk) >= BATCH_ROWS or size + weight > BATCH_SPEC_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(index)
+        size += weight
+    if chunk:
+        yield chunk
+
+
+def _check_record(record: Record) -> None:
+    for what, value in (("parent", record.parent), ("name", record.name)):
+        if len(value) > MAX_KEY_CHARS:
+            raise ConfigurationError(
+                f"task {what} is {len(value)} characters long; the MySQL backend stores at most {MAX_KEY_CHARS}: "
+                f"{value[:40]!r}..."
+            )
+    spec = record.spec
+    if spec is not None and len(spec) * 4 > MAX_SPEC_BYTES and len(spec.encode("utf-8")) > MAX_SPEC_BYTES:
+        raise ConfigurationError(
+            f"spec of task {record.name!r} is larger than {MAX_SPEC_BYTES} bytes (MEDIUMTEXT), "
+            "the MySQL backend's limit"
+        )
+
+
+class MySQLRepository(Repository):
+    """Records in one InnoDB table reached through an ``aiomysql`` connection pool."""
+
+    def __init__(self, pool: Any, table: str, upsert: Upsert, where: str) -> None:
+        self._pool = pool
+        self._table = table
+        self._t = quote_table(table)
+        self._upsert = upsert
+        self._where = where
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _transaction(self, what: str, body: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``body(connection)``, retrying deadlocks and lock wait timeouts a few times."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with map_exceptions(ERRORS, f"mysql {what} ({self._where})"):
+                    return await self._attempt(body)
+            except BackendError as exc:
+                if attempt >= ATTEMPTS or error_code(exc.__cause__) not in RETRYABLE_CODES:
+                    raise
+            await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+
+    async def _attempt(self, body: Callable[[Any], Awaitable[T]]) -> T:
+        async with self._pool.acquire() as conn:
+            try:
+                return await body(conn)
+            except BaseException as exc:
+                await self._reset(conn, exc)
+                raise
+
+    @staticmethod
+    async def _reset(conn: Any, exc: BaseException) -> None:
+        """Make a connection safe to reuse after a failure, or close it so the pool drops it."""
+        if conn.closed:
+            return
+        code = error_code(exc)
+        if code is not None and 1000 <= code < 2000:
+            # The server refused a statement; the session is intact but may be inside a transaction.
+            try:
+                await conn.rollback()
+                return
+            except BaseException:
+                conn.close()
+                raise
+        conn.close()
+
+    def _record(self, parent: str, row: Row) -> Record:
+        name, spec, scheduled_at, locked_until, locked_by = row
+        return Record(parent, name, spec, scheduled_at.replace(tzinfo=timezone.utc), from_db(locked_until), locked_by)
+
+    async def _lock_rows(self, conn: Any, columns: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row]:
+        """Open a transaction and lock the existing rows among ``keys`` (first round trip)."""
+        statements = [
+            f"SELECT `parent`, `name`, {columns} FROM {self._t} WHERE {condition} FOR UPDATE"
+            for condition in key_filters(conn.escape, keys)
+        ]
+        results = await run(conn, "START TRANSACTION", *statements)
+        return {(row[0], row[1]): row[2:] for result in results[1:] for row in result.rows}
+
+    # -- the contract --------------------------------------------------------------------------
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        for record in records:
+            _check_record(record)
+        results = [False] * len(records)
+        if mode is RegisterMode.FORCE:
+            # Later duplicates overwrite earlier ones, as applying them in order would.
+            for chunk in _chunks(list(range(len(records))), records):
+                await self._transaction("register", functools.partial(self._force, records=records, chunk=chunk))
+                for index in chunk:
+                    results[index] = True
+            return results
+        for indexes in _rounds(records):
+            for chunk in _chunks(indexes, records):
+                merge = functools.partial(self._merge, records=records, chunk=chunk, now=now, mode=mode)
+                written = await self._transaction("register", merge)
+                for index, flag in zip(chunk, written, strict=True):
+                    results[index] = flag
+        return results
+
+    async def _force(self, conn: Any, *, records: Sequence[Record], chunk: list[int]) -> None:
+        esc, new = conn.escape, self._upsert.new
+        rows = [
+            f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, NULL, NULL)"
+            for r in (records[i] for i in chunk)
+        ]
+        assignments = (
+            f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL"
+        )
+        await run(
+            conn,
+            self._upsert.statement(
+                self._t, "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`", rows, assignments
+            ),
+        )
+
+    async def _merge(
+        self, conn: Any, *, records: Sequence[Record], chunk: list[int], now: datetime, mode: RegisterMode
+    ) -> list[bool]:
+        """CREATE / UPDATE: lock the existing rows, decide per record, then write and commit."""
+        esc = conn.escape
+        batch = [records[i] for i in chunk]
+        existing = await self._lock_rows(conn, "`scheduled_at`, `locked_until`", [(r.parent, r.name) for r in batch])
+        written: list[bool] = []
+        inserts: list[Record] = []
+        updates: list[tuple[Record, datetime]] = []
+        for record in batch:
+            row = existing.get((record.parent, record.name))
+            if row is None:
+                inserts.append(record)
+                written.append(True)
+                continue
+            scheduled_at, locked_until = from_db(row[0]), from_db(row[1])
+            assert scheduled_at is not None
+            if mode is RegisterMode.CREATE or (locked_until is not None and locked_until > now):
+                written.append(False)
+                continue
+            updates.append((record, min(scheduled_at, record.scheduled_at)))
+            written.append(True)
+        statements = []
+        if inserts:
+            # A plain INSERT: if another instance inserted one of these keys meanwhile, the duplicate-key
+            # error rolls everything back and the transaction is retried, so the flags stay exact.
+            rows = [
+                f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)})"
+                for r in sorted(inserts, key=lambda r: (r.parent, r.name))
+            ]
+            statements.append(
+                f"INSERT INTO {self._t} (`parent`, `name`, `spec`, `scheduled_at`) VALUES {', '.join(rows)}"
+            )
+        if updates:
+            # The rows are locked and exist, so this upsert only ever takes its UPDATE branch.
+            new = self._upsert.new
+            rows = [
+                f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(at)})"
+                for r, at in sorted(updates, key=lambda u: (u[0].parent, u[0].name))
+            ]
+            statements.append(
+                self._upsert.statement(
+                    self._t,
+                    "`parent`, `name`, `spec`, `scheduled_at`",
+                    rows,
+                    f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}",
+                )
+            )
+        await run(conn, *statements, "COMMIT")
+        return written
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        if limit < 1:
+            return []
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ConfigurationError(f"lease token longer than {MAX_TOKEN_CHARS} characters")
+        until = time_literal(lease_until)
+
+        async def body(conn: Any) -> list[Record]:
+            esc = conn.escape
+            results = await run(conn, "START TRANSACTION", claim_query(self._table, esc, parent, now, limit))
+            rows = results[1].rows
+            if not rows:
+                await run(conn, "COMMIT")
+                return []
+            names = ", ".join(esc(row[0]) for row in rows)
+            await run(
+                conn,
+                f"UPDATE {self._t} SET `locked_until` = {until}, `locked_by` = {esc(token)} "
+                f"WHERE `parent` = {esc(parent)} AND `name` IN ({names})",
+                "COMMIT",
+            )
+            return [
+                Record(parent, name, spec, scheduled_at.replace(tzinfo=timezone.utc), lease_until, token)
+                for name, spec, scheduled_at in rows
+            ]
+
+        return await self._transaction("claim", body)
+
+    async def _finish(
+        self, what: str, items: Sequence[tuple[str, str, str]], write: Callable[[Any, list[int]], list[str]]
+    ) -> list[bool]:
+        """Shared by commit and unlock: lock the rows, keep those whose token matches, write them, commit."""
+        results = [False] * len(items)
+        firsts = _first_occurrences([(parent, name) for parent, name, _ in items])
+        for start in range(0, len(firsts), BATCH_ROWS):
+            chunk = firsts[start : start + BATCH_ROWS]
+
+            async def body(conn: Any, chunk: list[int] = chunk) -> list[int]:
+                current = await self._lock_rows(conn, "`locked_by`", [items[i][:2] for i in chunk])
+                matched = [i for i in chunk if (row := current.get(items[i][:2])) is not None and row[0] == items[i][2]]
+                await run(conn, *(write(conn, matched) if matched else []), "COMMIT")
+                return matched
+
+            for index in await self._transaction(what, body):
+                results[index] = True
+        return results
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        def write(conn: Any, matched: list[int]) -> list[str]:
+            esc = conn.escape
+            statements = []
+            moved = [completions[i] for i in matched if completions[i].next_at is not None]
+            gone = [(completions[i].parent, completions[i].name) for i in matched if completions[i].next_at is None]
+            if moved:
+                new = self._upsert.new
+                rows = [
+                    f"({esc(c.parent)}, {esc(c.name)}, {time_literal(c.next_at)})"
+                    for c in sorted(moved, key=lambda c: (c.parent, c.name))
+                    if c.next_at is not None
+                ]
+                statements.append(
+                    self._upsert.statement(
+                        self._t,
+                        "`parent`, `name`, `scheduled_at`",
+                        rows,
+                        f"`scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL",
+                    )
+                )
+            statements.extend(f"DELETE FROM {self._t} WHERE {condition}" for condition in key_filters(esc, gone))
+            return statements
+
+        return await self._finish("commit", [(c.parent, c.name, c.token) for c in completions], write)
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        def write(conn: Any, matched: list[int]) -> list[str]:
+            keys = [(leases[i].parent, leases[i].name) for i in matched]
+            return [
+                f"UPDATE {self._t} SET `locked_until` = NULL, `locked_by` = NULL WHERE {condition}"
+                for condition in key_filters(conn.escape, keys)
+            ]
+
+        return await self._finish("unlock", [(lease.parent, lease.name, lease.token) for lease in leases], write)
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        async def body(conn: Any) -> bool:
+            esc = conn.escape
+            # The connection reports matched rows (CLIENT_FOUND_ROWS), so an unchanged expiry still counts.
+            (result,) = await run(
+                conn,
+                f"UPDATE {self._t} SET `locked_until` = {time_literal(lease_until)} "
+                f"WHERE `parent` = {esc(lease.parent)} AND `name` = {esc(lease.name)} "
+                f"AND `locked_by` = {esc(lease.token)}",
+            )
+            return result.rowcount == 1
+
+        return await self._transaction("extend", body)
+
+    async def delete(self, parent: str, name: str) -> bool:
+        async def body(conn: Any) -> bool:
+            esc = conn.escape
+            (result,) = await run(
+                conn, f"DELETE FROM {self._t} WHERE `parent` = {esc(parent)} AND `name` = {esc(name)}"
+            )
+            return result.rowcount == 1
+
+        return await self._transaction("delete", body)
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        async def body(conn: Any) -> Record | None:
+            esc = conn.escape
+            (result,) = await run(
+                conn,
+                f"SELECT {_SELECT_COLUMNS} FROM {self._t} WHERE `parent` = {esc(parent)} AND `name` = {esc(name)}",
+            )
+            return self._record(parent, result.rows[0]) if result.rows else None
+
+        return await self._transaction("get", body)
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        if limit < 1:
+            raise ConfigurationError(f"invalid page limit {limit!r}: must be >= 1")
+
+        async def body(conn: Any) -> list[Record]:
+            esc = conn.escape
+            after = "" if continuation is None else f" AND `name` > {esc(continuation)}"
+            (result,) = await run(
+                conn,
+                f"SELECT {_SELECT_COLUMNS} FROM {self._t} WHERE `parent` = {esc(parent)}{after} "
+                f"ORDER BY `name` LIMIT {int(limit) + 1}",
+            )
+            return [self._record(parent, row) for row in result.rows]
+
+        records = await self._transaction("list", body)
+        if len(records) > limit:
+            return records[:limit], records[limit - 1].name
+        return records, None
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        async def body(conn: Any) -> None:
+            esc = conn.escape
+            await run(
+                conn,
+                f"UPDATE {self._t} SET `spec` = {esc(raw)} WHERE `parent` = {esc(parent)} AND `name` = {esc(name)}",
+            )
+
+        await self._transaction("write_raw_spec", body)

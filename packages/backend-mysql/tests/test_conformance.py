@@ -1,0 +1,26 @@
+"""The standard conformance suites, run against the MySQL / MariaDB service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pyncette_conformance.harness import BackendUnderTest
+from pyncette_conformance.repository import RepositoryContract
+from pyncette_mysql import backend
+
+
+class MySQLBackendMixin:
+    @pytest.fixture
+    async def pyncette_backend(self, mysql_options: dict[str, Any]) -> AsyncIterator[BackendUnderTest]:
+        under_test = BackendUnderTest(backend, mysql_options)
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class TestMySQLRepository(MySQLBackendMixin, RepositoryContract):
+    pass

@@ -28,3 +28,21 @@ class TestRedisRepository(RedisBackendMixin, RepositoryContract):
 
 class TestRedisBehaviour(RedisBackendMixin, BehaviourSuite):
     pass
+
+
+class RedisClusterMixin:
+    @pytest.fixture
+    async def pyncette_backend(self, cluster_url: str) -> AsyncIterator[BackendUnderTest]:
+        under_test = BackendUnderTest(backend, {"redis_url": cluster_url, "redis_cluster": True})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+
+class TestRedisClusterRepository(RedisClusterMixin, RepositoryContract):
+    pass
+
+
+class TestRedisClusterBehaviour(RedisClusterMixin, BehaviourSuite):
+    pass

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import pytest
@@ -27,6 +23,17 @@ from pyncette.errors import BackendError, ConfigurationError
 from pyncette_redis import RedisRepository, backend, redis_repository
 
 pytestmark = pytest.mark.anyio
+
+
+class ServerProcess(Protocol):
+    """The ``private_server`` fixture (see conftest.py)."""
+
+    url: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 LEASE = T0 + timedelta(seconds=30)
@@ -108,6 +115,8 @@ def test_descriptor() -> None:
         ("redis_connect_timeout", float("inf"), "inf"),
         ("redis_pool_size", 0, "0"),
         ("redis_pool_size", "many", "'many'"),
+        ("redis_cluster", "maybe", "'maybe'"),
+        ("redis_cluster", 2, "2"),
     ],
 )
 async def test_bad_option_values_are_refused(key: str, value: Any, expected: str) -> None:
@@ -343,61 +352,19 @@ async def test_recovers_after_client_kill(repo: Repository, admin: redis.asyncio
     assert await repo.get("p", "a") is None
 
 
-@pytest.fixture
-def private_server(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """A redis-server of our own (AOF on, so data survives a restart); yields its URL and a restart function."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server binary not found")
-        pytest.skip("redis-server binary not found")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-    command += ["--dir", str(tmp_path), "--daemonize", "no", "--protected-mode", "no"]
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop() -> None:
-        process = processes[-1]
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
-
-    def restart() -> None:
-        stop()
-        start()
-
-    start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0", (stop, start, restart)
-    finally:
-        stop()
-
-
-async def test_recovers_after_server_restart(private_server: tuple[str, Any]) -> None:
-    url, (stop, start, restart) = private_server
-    async with backend.open({"redis_url": url, "redis_connect_timeout": 1, "redis_timeout": 2}) as repo:
+async def test_recovers_after_server_restart(private_server: ServerProcess) -> None:
+    options = {"redis_url": private_server.url, "redis_connect_timeout": 1, "redis_timeout": 2}
+    async with backend.open(options) as repo:
         await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
-        stop()
+        private_server.stop()
         with pytest.raises(BackendError):
             await repo.get("p", "a")
-        start()
+        private_server.start()
         # The restarted server kept the data (AOF) but lost the scripts: both must be transparent.
         claimed = await retry_once(lambda: repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t"))
         assert sorted(r.name for r in claimed) == ["a", "b"]
-        restart()
+        private_server.stop()
+        private_server.start()
         assert await retry_once(lambda: repo.commit([Completion("p", "a", "t", None)])) == [True]
         assert await repo.unlock([Lease("p", "b", "t")]) == [True]
 
@@ -440,3 +407,63 @@ async def test_list_page_does_not_repeat_or_skip_while_records_change(repo: Repo
 async def test_repository_exposes_namespace(repo: Repository, namespace: str) -> None:
     assert isinstance(repo, RedisRepository)
     assert repo.namespace == namespace
+
+
+# --- Redis Cluster ----------------------------------------------------------------------
+
+
+async def cluster_nodes(cluster_url: str) -> list[redis.asyncio.Redis]:
+    client = redis.asyncio.RedisCluster.from_url(cluster_url)
+    try:
+        await client.initialize()
+        return [
+            redis.asyncio.Redis(host=n.host, port=int(n.port), decode_responses=True) for n in client.get_primaries()
+        ]
+    finally:
+        await client.aclose()
+
+
+async def test_cluster_spreads_parents_reloads_scripts_and_purges(cluster_url: str, namespace: str) -> None:
+    options = {"redis_url": cluster_url, "redis_cluster": True, "redis_namespace": namespace}
+    nodes = await cluster_nodes(cluster_url)
+    try:
+        async with backend.open(options) as repo:
+            parents = [f"template:{i}" for i in range(12)]
+            await repo.register([rec(f"n{j}", p) for p in parents for j in range(5)], now=T0, mode=RegisterMode.UPDATE)
+            holding = [len(await node.keys(f"pyncette:{{{namespace}:*")) for node in nodes]
+            assert sum(holding) == 36
+            assert sum(1 for count in holding if count) >= 2
+            claimed: list[Record] = []
+            for p in parents:
+                claimed += await repo.claim(p, now=T0, limit=10, lease_until=LEASE, token="t")
+            assert len(claimed) == 60
+            for node in nodes:
+                await node.script_flush()
+            # One pipelined commit whose parents live on different nodes, none of which has the scripts.
+            done = await repo.commit([Completion(r.parent, r.name, "t", T0 + timedelta(hours=1)) for r in claimed])
+            assert done == [True] * 60
+            page, _ = await repo.list_page("template:3", limit=10, continuation=None)
+            assert sorted(r.name for r in page) == [f"n{j}" for j in range(5)]
+        await backend.purge(options)
+        assert [await node.keys(f"pyncette:{{{namespace}:*") for node in nodes] == [[], [], []]
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def test_cluster_flag_must_match_the_server(cluster_url: str, redis_url: str) -> None:
+    error = await open_fails({"redis_url": cluster_url})
+    assert isinstance(error, ConfigurationError)
+    assert "redis_cluster" in str(error)
+    error = await open_fails({"redis_url": redis_url, "redis_cluster": True})
+    assert isinstance(error, ConfigurationError)
+    assert "redis_cluster" in str(error)
+
+
+async def test_cluster_unreachable_fails_fast() -> None:
+    started = time.monotonic()
+    error = await open_fails({"redis_url": "redis://u:s3cret-pw@127.0.0.1:1/0", "redis_cluster": "true"})
+    assert time.monotonic() - started < 5
+    assert isinstance(error, BackendError)
+    assert "127.0.0.1:1" in str(error)
+    assert "s3cret-pw" not in str(error)

@@ -13,10 +13,10 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 
 from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
@@ -38,6 +38,7 @@ class RedisSettings:
     timeout: float
     connect_timeout: float
     pool_size: int
+    cluster: bool
 
     @property
     def server(self) -> str:
@@ -82,6 +83,15 @@ def _positive_int(options: Mapping[str, Any], key: str, default: int) -> int:
     return value
 
 
+def _flag(options: Mapping[str, Any], key: str) -> bool:
+    value = options.get(key, False)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def _url(options: Mapping[str, Any]) -> str:
     url = options.get("redis_url", DEFAULT_URL)
     if not isinstance(url, str) or not url:
@@ -117,35 +127,62 @@ def parse_options(options: Mapping[str, Any]) -> RedisSettings:
         timeout=_seconds(options, "redis_timeout", 10.0),
         connect_timeout=_seconds(options, "redis_connect_timeout", 5.0),
         pool_size=_positive_int(options, "redis_pool_size", 10),
+        cluster=_flag(options, "redis_cluster"),
     )
 
 
-def _client(settings: RedisSettings) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.url,
-        max_connections=settings.pool_size,
-        timeout=settings.timeout,
-        socket_timeout=settings.timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        decode_responses=True,
+Client = Redis | RedisCluster
+
+
+def _client(settings: RedisSettings) -> Client:
+    common: dict[str, Any] = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "decode_responses": True,
         # No automatic command retries: a script that ran before the connection
         # broke must not run twice. The runtime retries on BackendError instead.
-        retry=Retry(NoBackoff(), 0),
-        client_name="pyncette",
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": "pyncette",
+    }
+    if settings.cluster:
+        return RedisCluster.from_url(settings.url, max_connections=settings.pool_size, **common)
+    pool = BlockingConnectionPool.from_url(
+        settings.url, max_connections=settings.pool_size, timeout=settings.timeout, **common
     )
     return Redis.from_pool(pool)
 
 
+async def _handshake(client: Client, settings: RedisSettings) -> None:
+    if isinstance(client, RedisCluster):
+        try:
+            await client.initialize()
+        except RedisClusterException as exc:
+            if "not enabled" in str(exc):
+                raise ConfigurationError(
+                    f"redis_url: {settings.server} is not a Redis Cluster node; leave redis_cluster unset"
+                ) from exc
+            raise
+        await client.ping()
+        return
+    await client.ping()
+    # A cluster node answers PING but MOVEs most keys away: refuse it with a clear message.
+    with contextlib.suppress(ResponseError):
+        if (await client.info("cluster")).get("cluster_enabled") == 1:
+            raise ConfigurationError(
+                f"redis_url: {settings.server} is a Redis Cluster node; set redis_cluster=True for the cluster client"
+            )
+
+
 @contextlib.asynccontextmanager
-async def _connected(settings: RedisSettings) -> AsyncIterator[Redis]:
+async def _connected(settings: RedisSettings) -> AsyncIterator[Client]:
     client = _client(settings)
     try:
         try:
-            await asyncio.wait_for(client.ping(), settings.connect_timeout + settings.timeout)
+            await asyncio.wait_for(_handshake(client, settings), settings.connect_timeout + settings.timeout)
         except (AuthenticationError, ResponseError) as exc:
             message = _scrub(str(exc), settings)
-            raise ConfigurationError(f"redis_url: Redis at {settings.server} refused the session: {message}") from exc
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise ConfigurationError(f"redis_url: {settings.server} refused the connection: {message}") from exc
+        except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
             message = _scrub(str(exc), settings) or type(exc).__name__
             raise BackendError(f"cannot connect to Redis at {settings.server}: {message}") from exc
         yield client
@@ -169,7 +206,8 @@ class RedisBackend(Backend):
         "redis_namespace": "isolates apps sharing a server: letters, digits, underscores (default '')",
         "redis_timeout": "seconds a command (or waiting for a pooled connection) may take (default 10)",
         "redis_connect_timeout": "seconds to wait when connecting (default 5)",
-        "redis_pool_size": "maximum connections kept by the repository (default 10)",
+        "redis_pool_size": "maximum connections kept by the repository (per node with a cluster; default 10)",
+        "redis_cluster": "use the Redis Cluster client; redis_url names any node (default false)",
     }
 
     def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
 from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError, RecordDecodeError
@@ -23,6 +23,7 @@ KEY_PREFIX = "pyncette:"
 
 ERRORS: dict[type[BaseException], type[Exception]] = {
     RedisError: BackendError,
+    RedisClusterException: BackendError,
     OSError: BackendError,
     asyncio.TimeoutError: BackendError,
 }
@@ -86,8 +87,9 @@ class RedisRepository(Repository):
     on the first ``NOSCRIPT`` reply, transparently.
     """
 
-    def __init__(self, client: Redis, namespace: str) -> None:
+    def __init__(self, client: Redis | RedisCluster, namespace: str) -> None:
         self._client = client
+        self._execute: Callable[..., Awaitable[Any]] = client.execute_command
         self._namespace = namespace
         self._keys: dict[str, tuple[str, str, str]] = {}
 
@@ -107,7 +109,12 @@ class RedisRepository(Repository):
         return found
 
     async def load_scripts(self) -> None:
-        """Load every script into the server's script cache (one round trip)."""
+        """Load every script into the server's script cache (one round trip; one per script on a cluster)."""
+        if isinstance(self._client, RedisCluster):
+            # SCRIPT LOAD goes to every primary only outside a pipeline.
+            for script in _scripts.ALL:
+                await self._client.script_load(script.source)
+            return
         async with self._client.pipeline(transaction=False) as pipe:
             for script in _scripts.ALL:
                 pipe.script_load(script.source)
@@ -115,7 +122,7 @@ class RedisRepository(Repository):
 
     async def _command(self, *args: Any) -> Any:
         try:
-            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            return await self._execute(*args)
         except ConnectionError:
             await self._drop_idle_connections()
             raise
@@ -123,8 +130,9 @@ class RedisRepository(Repository):
     async def _drop_idle_connections(self) -> None:
         # One broken connection (server restart, CLIENT KILL) means the idle ones
         # are most likely broken too: reconnect them all rather than failing once per connection.
-        with contextlib.suppress(Exception):
-            await self._client.connection_pool.disconnect(inuse_connections=False)
+        if isinstance(self._client, Redis):
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.disconnect(inuse_connections=False)
 
     async def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

@@ -79,7 +79,7 @@ def test_load_sqlite() -> None:
 
 
 def test_load_unknown_name_lists_installed() -> None:
-    with pytest.raises(BackendNotFound, match="unknown backend 'nope'; installed backends: .*sqlite") as excinfo:
+    with pytest.raises(BackendNotFound, match=r"unknown backend 'nope'; installed backends: .*sqlite") as excinfo:
         backends.load("nope")
     assert isinstance(excinfo.value, LookupError)
 
@@ -116,14 +116,14 @@ def test_broken_plugin_is_logged_reported_and_harmless(
     assert "no_such_module_xyz" in report["bad"]
     assert any("no_such_module_xyz" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     assert backends.load("sqlite") is pyncette.sqlite.backend
-    with pytest.raises(PyncetteException, match="'bad' .*failed to import"):
+    with pytest.raises(PyncetteException, match=r"'bad' .*failed to import"):
         backends.load("bad")
 
 
 def test_plugin_that_is_not_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = EntryPoint(name="wrong", value="os:sep", group=backends.GROUP)
     monkeypatch.setattr(backends, "_entry_points", lambda: [wrong])
-    with pytest.raises(PyncetteException, match="'wrong' .*is not a pyncette.abc.Backend"):
+    with pytest.raises(PyncetteException, match=r"'wrong' .*is not a pyncette.abc.Backend"):
         backends.load("wrong")
     assert "wrong" in backends.broken()
 
@@ -220,7 +220,7 @@ async def test_environment_variable_is_honoured(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.anyio
 async def test_unknown_backend_fails_at_create_with_the_listing() -> None:
     app = Pyncette(backend="nope")  # declaring is fine
-    with pytest.raises(BackendNotFound, match="unknown backend 'nope'; installed backends: .*sqlite"):
+    with pytest.raises(BackendNotFound, match=r"unknown backend 'nope'; installed backends: .*sqlite"):
         async with app.create():
             pass
 

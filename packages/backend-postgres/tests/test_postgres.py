@@ -57,7 +57,12 @@ def test_descriptor_and_entry_point() -> None:
     assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.notifications) == (True, True, True, False)
     for name in ("postgres_url", "postgres_table_name", "postgres_skip_table_create"):  # the 1.x names
         assert name in backend.options
-    for name in ("postgres_pool_min_size", "postgres_pool_max_size", "postgres_connect_timeout"):
+    for name in (
+        "postgres_pool_min_size",
+        "postgres_pool_max_size",
+        "postgres_connect_timeout",
+        "postgres_command_timeout",
+    ):
         assert name in backend.options
 
 
@@ -82,6 +87,7 @@ def test_descriptor_and_entry_point() -> None:
         ({"postgres_connect_timeout": 0}, "postgres_connect_timeout must be a positive number of seconds, got 0"),
         ({"postgres_connect_timeout": "soon"}, "'soon'"),
         ({"postgres_connect_timeout": float("nan")}, "nan"),
+        ({"postgres_command_timeout": -5}, "postgres_command_timeout must be a positive number of seconds, got -5"),
         ({"postgres_application_name": "has space"}, "'has space'"),
         ({"postgres_colour": "blue"}, "postgres_colour"),
     ],
@@ -372,6 +378,28 @@ async def test_call_on_a_connection_killed_mid_query_raises_backend_error(
             )
             with pytest.raises(BackendError):
                 await blocked
+        assert await repo.delete("p", "a") is True
+
+
+async def test_slow_statement_hits_the_command_timeout(
+    postgres_url: str, table: str, admin: asyncpg.Connection
+) -> None:
+    options = {
+        "postgres_url": postgres_url,
+        "postgres_table_name": table,
+        "postgres_command_timeout": 0.5,
+        "postgres_pool_max_size": 1,
+    }
+    async with backend.open(options) as repo:
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        async with admin.transaction():  # a row lock held elsewhere makes the delete wait
+            await admin.execute(f'SELECT 1 FROM "{table}" WHERE name = $1 FOR UPDATE', "a")
+            started = time.monotonic()
+            with pytest.raises(BackendError) as info:
+                await repo.delete("p", "a")
+            assert time.monotonic() - started < 3
+            assert "postgres delete" in str(info.value)
+        # The statement was cancelled server-side; the connection is usable again.
         assert await repo.delete("p", "a") is True
 
 

@@ -88,6 +88,7 @@ class PostgresBackend(Backend):
                 min_size=settings.pool_min_size,
                 max_size=settings.pool_max_size,
                 timeout=settings.connect_timeout,
+                command_timeout=settings.command_timeout,
                 server_settings={"application_name": settings.application_name},
                 reset=_keep_session,
             )
@@ -106,6 +107,7 @@ class PostgresBackend(Backend):
             connection = await asyncpg.connect(
                 dsn=settings.url,
                 timeout=settings.connect_timeout,
+                command_timeout=settings.command_timeout,
                 server_settings={"application_name": settings.application_name},
             )
         try:

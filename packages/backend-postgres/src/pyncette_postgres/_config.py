@@ -16,6 +16,7 @@ DEFAULT_APPLICATION_NAME = "pyncette"
 DEFAULT_POOL_MIN_SIZE = 1
 DEFAULT_POOL_MAX_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_COMMAND_TIMEOUT = 30.0
 
 #: PostgreSQL truncates identifiers longer than 63 bytes; refuse them instead.
 TABLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -31,6 +32,7 @@ OPTIONS: dict[str, str] = {
     "postgres_pool_min_size": f"connections opened at startup and kept idle (default {DEFAULT_POOL_MIN_SIZE})",
     "postgres_pool_max_size": f"maximum connections in the pool (default {DEFAULT_POOL_MAX_SIZE})",
     "postgres_connect_timeout": f"seconds to wait for a new connection (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    "postgres_command_timeout": f"seconds one statement may take (default {DEFAULT_COMMAND_TIMEOUT:g})",
     "postgres_application_name": f"application_name of the connections (default {DEFAULT_APPLICATION_NAME!r})",
 }
 
@@ -45,6 +47,7 @@ class Settings:
     pool_min_size: int
     pool_max_size: int
     connect_timeout: float
+    command_timeout: float
     application_name: str
 
     @property
@@ -140,6 +143,9 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
             f"postgres_pool_min_size ({min_size}) must not exceed postgres_pool_max_size ({max_size})"
         )
     timeout = _seconds("postgres_connect_timeout", options.get("postgres_connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    command_timeout = _seconds(
+        "postgres_command_timeout", options.get("postgres_command_timeout", DEFAULT_COMMAND_TIMEOUT)
+    )
     app_name = options.get("postgres_application_name", DEFAULT_APPLICATION_NAME)
     if not isinstance(app_name, str) or not _APPLICATION_NAME_PATTERN.fullmatch(app_name):
         raise ConfigurationError(
@@ -152,5 +158,6 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         pool_min_size=min_size,
         pool_max_size=max_size,
         connect_timeout=timeout,
+        command_timeout=command_timeout,
         application_name=app_name,
     )

@@ -12,6 +12,10 @@ from ._config import TABLE_NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the DDL may take (building the index on a big existing table, or
+#: waiting for another instance doing so), instead of the command timeout.
+SETUP_TIMEOUT = 3600.0
+
 #: Columns the repository reads and writes.
 COLUMNS = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
 
@@ -98,5 +102,5 @@ async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
         )
     if create and not indexed:
         async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table))
-            await connection.execute(ddl(table))
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table), timeout=SETUP_TIMEOUT)
+            await connection.execute(ddl(table), timeout=SETUP_TIMEOUT)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +159,16 @@ class Settings:
         }
 
 
+async def _within_timeout(settings: Settings, connecting: Awaitable[Any]) -> Any:
+    """Await a connection (or pool), bounding TCP connect *and* handshake by ``mysql_connect_timeout``."""
+    what = f"connecting to MySQL server at {settings.where}"
+    with map_exceptions(ERRORS, what):
+        try:
+            return await asyncio.wait_for(connecting, timeout=settings.connect_timeout)
+        except asyncio.TimeoutError:
+            raise BackendError(f"{what} timed out after {settings.connect_timeout:g} s") from None
+
+
 class MySQLBackend(Backend):
     """``mysql``: MySQL 8.0+ or MariaDB 10.6+ through ``aiomysql``; one InnoDB table per app."""
 
@@ -186,18 +196,16 @@ class MySQLBackend(Backend):
     @contextlib.asynccontextmanager
     async def _open(self, settings: Settings) -> AsyncIterator[Repository]:
         server = await self._prepare(settings)
-        kwargs = settings.connect_kwargs()
-        with map_exceptions(ERRORS, f"connecting to MySQL server at {settings.where}"):
-            pool = await asyncio.wait_for(
-                aiomysql.create_pool(
-                    minsize=settings.pool_min_size,
-                    maxsize=settings.pool_size,
-                    pool_recycle=3600,
-                    init_command=server.init_command(settings.lock_wait_timeout),
-                    **kwargs,
-                ),
-                timeout=settings.connect_timeout * 2,
-            )
+        pool = await _within_timeout(
+            settings,
+            aiomysql.create_pool(
+                minsize=settings.pool_min_size,
+                maxsize=settings.pool_size,
+                pool_recycle=3600,
+                init_command=server.init_command(settings.lock_wait_timeout),
+                **settings.connect_kwargs(),
+            ),
+        )
         try:
             yield MySQLRepository(pool, settings.table, Upsert(server), settings.where)
         finally:
@@ -210,10 +218,7 @@ class MySQLBackend(Backend):
     async def _connection(self, settings: Settings) -> AsyncIterator[Any]:
         """A single setup connection; startup errors the user must fix become ConfigurationError."""
         try:
-            with map_exceptions(ERRORS, f"connecting to MySQL server at {settings.where}"):
-                conn = await asyncio.wait_for(
-                    aiomysql.connect(**settings.connect_kwargs()), timeout=settings.connect_timeout * 2
-                )
+            conn = await _within_timeout(settings, aiomysql.connect(**settings.connect_kwargs()))
         except BackendError as exc:
             hint = _SETUP_ERRORS.get(error_code(exc.__cause__) or 0)
             if hint is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -28,6 +29,8 @@ from pyncette.errors import BackendError, ConfigurationError
 from ._schema import MAX_KEY_CHARS, MAX_SPEC_BYTES, MAX_TOKEN_CHARS, Upsert, quote_table
 
 T = TypeVar("T")
+
+logger = logging.getLogger("pyncette.mysql")
 
 #: Deadlock, lock wait timeout, and a duplicate key from a concurrent insert: the transaction is retried.
 RETRYABLE_CODES = frozenset({1213, 1205, 1062})
@@ -202,6 +205,7 @@ class MySQLRepository(Repository):
             except BackendError as exc:
                 if attempt >= ATTEMPTS or error_code(exc.__cause__) not in RETRYABLE_CODES:
                     raise
+                logger.debug("retrying mysql %s (attempt %d): %s", what, attempt, exc)
             await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
 
     async def _attempt(self, body: Callable[[Any], Awaitable[T]]) -> T:
@@ -222,6 +226,9 @@ class MySQLRepository(Repository):
             # The server refused a statement; the session is intact but may be inside a transaction.
             try:
                 await conn.rollback()
+                return
+            except Exception:
+                conn.close()  # e.g. the connection was killed: the caller raises the original error
                 return
             except BaseException:
                 conn.close()

@@ -467,3 +467,28 @@ async def test_cluster_unreachable_fails_fast() -> None:
     assert isinstance(error, BackendError)
     assert "127.0.0.1:1" in str(error)
     assert "s3cret-pw" not in str(error)
+
+
+async def test_cluster_recovers_after_client_kill(cluster_url: str, namespace: str) -> None:
+    options = {"redis_url": cluster_url, "redis_cluster": True, "redis_namespace": namespace}
+    nodes = await cluster_nodes(cluster_url)
+    try:
+        async with backend.open(options) as repo:
+            parents = [f"template:{i}" for i in range(6)]
+            await repo.register([rec("a", p) for p in parents], now=T0, mode=RegisterMode.UPDATE)
+            for node in nodes:
+                await node.client_kill_filter(_type="normal", skipme=True)
+            claimed = await retry_once(lambda: repo.claim("template:0", now=T0, limit=10, lease_until=LEASE, token="t"))
+            assert [r.name for r in claimed] == ["a"]
+            for node in nodes:
+                await node.client_kill_filter(_type="normal", skipme=True)
+            # A pipeline spanning nodes may fail after some nodes ran their part: UPDATE is safe to repeat.
+            done = await retry_once(
+                lambda: repo.register([rec("b", p) for p in parents], now=T0, mode=RegisterMode.UPDATE)
+            )
+            assert done == [True] * 6
+            assert all([await repo.get(p, "b") is not None for p in parents])
+        await backend.purge(options)
+    finally:
+        for node in nodes:
+            await node.aclose()

@@ -145,6 +145,7 @@ async def test_options_accept_strings_and_timedeltas(redis_url: str, namespace: 
         "redis_timeout": "2.5",
         "redis_connect_timeout": timedelta(seconds=2),
         "redis_pool_size": "3",
+        "redis_cluster": None,  # None means the default, as in 1.x
     }
     async with backend.open(options) as repository:
         assert await repository.get("p", "missing") is None

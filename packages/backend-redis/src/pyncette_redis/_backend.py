@@ -51,7 +51,8 @@ class RedisSettings:
         except ValueError:
             port = 6379
         database = parts.path.lstrip("/") or "0"
-        return f"{parts.hostname or 'localhost'}:{port}/{database}"
+        host = parts.hostname or "localhost"
+        return f"[{host}]:{port}/{database}" if ":" in host else f"{host}:{port}/{database}"
 
     @property
     def password(self) -> str | None:
@@ -60,8 +61,14 @@ class RedisSettings:
         return unquote(password) if password else None
 
 
+def _get(options: Mapping[str, Any], key: str, default: Any) -> Any:
+    """The option's value; ``None`` means the default."""
+    value = options.get(key)
+    return default if value is None else value
+
+
 def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if isinstance(value, timedelta):
         value = value.total_seconds()
     elif isinstance(value, str):
@@ -75,7 +82,7 @@ def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
 
 
 def _positive_int(options: Mapping[str, Any], key: str, default: int) -> int:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -84,7 +91,7 @@ def _positive_int(options: Mapping[str, Any], key: str, default: int) -> int:
 
 
 def _flag(options: Mapping[str, Any], key: str) -> bool:
-    value = options.get(key, False)
+    value = _get(options, key, False)
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.lower() in ("true", "1", "yes")
     if not isinstance(value, bool):
@@ -93,7 +100,7 @@ def _flag(options: Mapping[str, Any], key: str) -> bool:
 
 
 def _url(options: Mapping[str, Any]) -> str:
-    url = options.get("redis_url", DEFAULT_URL)
+    url = _get(options, "redis_url", DEFAULT_URL)
     if not isinstance(url, str) or not url:
         raise ConfigurationError(f"redis_url must be a non-empty string, got {type(url).__name__}")
     parts = urlsplit(url)
@@ -114,9 +121,7 @@ def _url(options: Mapping[str, Any]) -> str:
 
 def parse_options(options: Mapping[str, Any]) -> RedisSettings:
     """Validate the ``redis_*`` options (already selected) into settings."""
-    namespace = options.get("redis_namespace", "")
-    if namespace is None:
-        namespace = ""
+    namespace = _get(options, "redis_namespace", "")
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
         raise ConfigurationError(
             f"redis_namespace must be at most 64 letters, digits or underscores, got {namespace!r}"

@@ -126,13 +126,15 @@ def parse_options(options: Mapping[str, Any]) -> RedisSettings:
         raise ConfigurationError(
             f"redis_namespace must be at most 64 letters, digits or underscores, got {namespace!r}"
         )
+    cluster = _flag(options, "redis_cluster")
     return RedisSettings(
         url=_url(options),
         namespace=namespace,
         timeout=_seconds(options, "redis_timeout", 10.0),
         connect_timeout=_seconds(options, "redis_connect_timeout", 5.0),
-        pool_size=_positive_int(options, "redis_pool_size", 10),
-        cluster=_flag(options, "redis_cluster"),
+        # The cluster client fails instead of waiting when a node's pool is exhausted: give it room.
+        pool_size=_positive_int(options, "redis_pool_size", 100 if cluster else 10),
+        cluster=cluster,
     )
 
 
@@ -211,7 +213,7 @@ class RedisBackend(Backend):
         "redis_namespace": "isolates apps sharing a server: letters, digits, underscores (default '')",
         "redis_timeout": "seconds a command (or waiting for a pooled connection) may take (default 10)",
         "redis_connect_timeout": "seconds to wait when connecting (default 5)",
-        "redis_pool_size": "maximum connections kept by the repository (per node with a cluster; default 10)",
+        "redis_pool_size": "maximum connections kept by the repository (default 10; per node and 100 with a cluster)",
         "redis_cluster": "use the Redis Cluster client; redis_url names any node (default false)",
     }
 

@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from pyncette_conformance.harness import BackendUnderTest
-from pyncette_conformance.repository import RepositoryContract
+from pyncette_conformance import (
+    BackendUnderTest,
+    BehaviourSuite,
+    CoordinationSuite,
+    IsolationSuite,
+    PersistenceSuite,
+    RepositoryContract,
+)
 from pyncette_mysql import backend
 
 
@@ -23,4 +29,20 @@ class MySQLBackendMixin:
 
 
 class TestMySQLRepository(MySQLBackendMixin, RepositoryContract):
+    pass
+
+
+class TestMySQLBehaviour(MySQLBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestMySQLPersistence(MySQLBackendMixin, PersistenceSuite):
+    pass
+
+
+class TestMySQLIsolation(MySQLBackendMixin, IsolationSuite):
+    pass
+
+
+class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
     pass

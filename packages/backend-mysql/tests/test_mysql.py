@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import aiomysql
 import anyio
 import pytest
 
@@ -131,6 +130,7 @@ BASE = {"mysql_host": "db", "mysql_database": "d", "mysql_user": "u"}
         ({"mysql_connect_timeout": "soon"}, "mysql_connect_timeout 'soon'"),
         ({"mysql_ssl": "perhaps"}, "mysql_ssl 'perhaps'"),
         ({"mysql_lock_wait_timeout": 0}, "mysql_lock_wait_timeout 0"),
+        ({"mysql_command_timeout": 0}, "mysql_command_timeout 0"),
         ({"mysql_password": 12345}, "mysql_password"),
         ({"mysql_hots": "typo"}, "mysql_hots"),
     ],
@@ -152,6 +152,7 @@ def test_options_from_strings_are_accepted() -> None:
             "mysql_pool_size": "4",
             "mysql_pool_min_size": "0",
             "mysql_connect_timeout": "2.5",
+            "mysql_command_timeout": 4,
             "mysql_ssl": "false",
             "mysql_lock_wait_timeout": "7",
             "mysql_table_name": "My_Tasks_2",
@@ -159,7 +160,8 @@ def test_options_from_strings_are_accepted() -> None:
         }
     )
     assert (settings.port, settings.skip_table_create, settings.pool_size, settings.pool_min_size) == (3307, True, 4, 0)
-    assert (settings.connect_timeout, settings.ssl, settings.lock_wait_timeout) == (2.5, None, 7)
+    assert (settings.connect_timeout, settings.command_timeout, settings.ssl) == (2.5, 4.0, None)
+    assert settings.lock_wait_timeout == 7
     assert settings.table == "My_Tasks_2"
     assert SECRET not in repr(settings)
     assert Settings.parse({**BASE, "mysql_ssl": True}).ssl is not None
@@ -167,10 +169,14 @@ def test_options_from_strings_are_accepted() -> None:
 
 def test_server_detection_and_dialect() -> None:
     maria = Server.parse("10.11.19-MariaDB-0+deb12u1")
-    assert maria.mariadb and maria.isolation_variable == "tx_isolation" and not maria.row_alias
+    assert maria.mariadb
+    assert maria.isolation_variable == "tx_isolation"
+    assert not maria.row_alias
     assert Server.parse("11.4.2-MariaDB").isolation_variable == "transaction_isolation"
     mysql = Server.parse("8.0.36-0ubuntu0.22.04.1")
-    assert not mysql.mariadb and mysql.isolation_variable == "transaction_isolation" and mysql.row_alias
+    assert not mysql.mariadb
+    assert mysql.isolation_variable == "transaction_isolation"
+    assert mysql.row_alias
     assert not Server.parse("8.0.18").row_alias
     assert maria.init_command(None) == "SET time_zone = '+00:00', tx_isolation = 'READ-COMMITTED'"
     assert mysql.init_command(3).endswith("innodb_lock_wait_timeout = 3")
@@ -216,7 +222,8 @@ async def test_silent_server_times_out_within_the_connect_timeout() -> None:
             ):
                 pass
         assert 0.9 < time.monotonic() - started < 3
-        assert f"127.0.0.1:{port}" in str(info.value) and "timed out" in str(info.value)
+        assert f"127.0.0.1:{port}" in str(info.value)
+        assert "timed out" in str(info.value)
     finally:
         for writer in accepted:
             writer.close()
@@ -276,7 +283,8 @@ async def test_table_layout(repository: Repository, table: str, raw_connection: 
     assert "`locked_until` datetime(6) DEFAULT NULL" in ddl
     assert "PRIMARY KEY (`parent`,`name`)" in ddl
     assert f"KEY `{DUE_INDEX}` (`parent`,`scheduled_at`)" in ddl
-    assert "ENGINE=InnoDB" in ddl and "CHARSET=utf8mb4" in ddl
+    assert "ENGINE=InnoDB" in ddl
+    assert "CHARSET=utf8mb4" in ddl
     columns = await query(
         raw_connection,
         "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, COLLATION_NAME FROM information_schema.COLUMNS "
@@ -295,7 +303,8 @@ async def test_names_compare_exactly(repository: Repository) -> None:
     assert await repository.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE) == [True] * len(names)
     for n in names:
         stored = await repository.get("p", n)
-        assert stored is not None and stored.name == n
+        assert stored is not None
+        assert stored.name == n
     assert await repository.get("p", "a  ") is None
     assert await repository.get("P", "a") is None
     claimed = await repository.claim("p", now=T0, limit=100, lease_until=T0 + LEASE, token="t")
@@ -319,7 +328,8 @@ async def test_times_are_stored_as_utc(repository: Repository, table: str, raw_c
     rows = await query(raw_connection, f"SELECT scheduled_at FROM `{table}` WHERE name = 'a'")
     assert rows == [(datetime(2030, 6, 1, 12, 0, 0, 500),)]
     stored = await repository.get("p", "a")
-    assert stored is not None and stored.scheduled_at == datetime(2030, 6, 1, 12, 0, 0, 500, tzinfo=timezone.utc)
+    assert stored is not None
+    assert stored.scheduled_at == datetime(2030, 6, 1, 12, 0, 0, 500, tzinfo=timezone.utc)
 
 
 async def test_opening_twice_is_idempotent(options: dict[str, Any]) -> None:
@@ -343,7 +353,8 @@ async def test_skip_table_create_with_missing_table(options: dict[str, Any], tab
     with pytest.raises(ConfigurationError) as info:
         async with backend.open({**options, "mysql_skip_table_create": True}):
             pass
-    assert table in str(info.value) and "mysql_skip_table_create" in str(info.value)
+    assert table in str(info.value)
+    assert "mysql_skip_table_create" in str(info.value)
 
 
 async def test_skip_table_create_uses_a_table_made_from_the_readme_ddl(
@@ -364,7 +375,8 @@ async def test_incompatible_existing_table_is_reported(
     with pytest.raises(ConfigurationError) as info:
         async with backend.open(options):
             pass
-    assert table in str(info.value) and "scheduled_at" in str(info.value)
+    assert table in str(info.value)
+    assert "scheduled_at" in str(info.value)
 
 
 async def test_purge_drops_the_table(mysql_options: dict[str, Any], raw_connection: Any) -> None:
@@ -390,14 +402,17 @@ async def test_register_with_repeated_keys_in_one_batch(repository: Repository) 
     batch = [rec("a", T0 + timedelta(hours=1), '{"v": 1}'), rec("a", T0, '{"v": 2}'), rec("b")]
     assert await repository.register(batch, now=T0, mode=RegisterMode.CREATE) == [True, False, True]
     stored = await repository.get("p", "a")
-    assert stored is not None and stored.spec == '{"v": 1}'
+    assert stored is not None
+    assert stored.spec == '{"v": 1}'
     assert await repository.register(batch, now=T0, mode=RegisterMode.UPDATE) == [True, True, True]
     stored = await repository.get("p", "a")
-    assert stored is not None and (stored.spec, stored.scheduled_at) == ('{"v": 2}', T0)
+    assert stored is not None
+    assert (stored.spec, stored.scheduled_at) == ('{"v": 2}', T0)
     force = [rec("c", T0, '"x"'), rec("c", T0 + timedelta(days=1), '"y"')]
     assert await repository.register(force, now=T0, mode=RegisterMode.FORCE) == [True, True]
     stored = await repository.get("p", "c")
-    assert stored is not None and (stored.spec, stored.scheduled_at) == ('"y"', T0 + timedelta(days=1))
+    assert stored is not None
+    assert (stored.spec, stored.scheduled_at) == ('"y"', T0 + timedelta(days=1))
 
 
 async def test_commit_and_unlock_with_repeats_and_many_parents(repository: Repository) -> None:
@@ -420,18 +435,22 @@ async def test_commit_and_unlock_with_repeats_and_many_parents(repository: Repos
         if i % 2:
             assert stored is None
         else:
-            assert stored is not None and stored.locked_by is None and stored.scheduled_at == T0 + timedelta(hours=1)
+            assert stored is not None
+            assert stored.locked_by is None
+            assert stored.scheduled_at == T0 + timedelta(hours=1)
     leases = [Lease(p, "b", tokens[p]) for p in parents] + [Lease("parent-1", "b", tokens["parent-1"])]
     assert await repository.unlock(leases) == [True] * len(parents) + [False]
     stored = await repository.get("parent-3", "b")
-    assert stored is not None and (stored.locked_by, stored.locked_until) == (None, None)
+    assert stored is not None
+    assert (stored.locked_by, stored.locked_until) == (None, None)
 
 
 async def test_claim_limit_zero_and_unknown_parent(repository: Repository) -> None:
     await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
     assert await repository.claim("p", now=T0, limit=0, lease_until=T0 + LEASE, token="t") == []
     assert await repository.claim("nope", now=T0, limit=5, lease_until=T0 + LEASE, token="t") == []
-    assert await repository.commit([]) == [] and await repository.unlock([]) == []
+    assert await repository.commit([]) == []
+    assert await repository.unlock([]) == []
     assert await repository.register([], now=T0, mode=RegisterMode.CREATE) == []
 
 
@@ -476,7 +495,8 @@ async def test_killed_connections_are_survived(options: dict[str, Any], raw_conn
                 failures += 1
         else:
             pytest.fail("the repository did not recover")
-        assert failures <= 3 and stored is not None
+        assert failures <= 3
+        assert stored is not None
         claimed = await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="t")
         assert await repository.commit([Completion("p", "a", "t", T0 + timedelta(hours=1))]) == [True]
         assert [r.name for r in claimed] == ["a"]
@@ -520,6 +540,22 @@ async def test_lock_wait_timeout_is_retried_then_raised(
         await asyncio.sleep(1.5)
         await query(raw_connection, "ROLLBACK")
         assert await pending == [True]
+
+
+async def test_command_timeout_bounds_a_blocked_call(options: dict[str, Any], raw_connection: Any, table: str) -> None:
+    async with backend.open({**options, "mysql_command_timeout": 1, "mysql_pool_size": 1}) as repository:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        await repository.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="t")
+        (blocked,) = pool_connection_ids(repository)
+        await query(raw_connection, "START TRANSACTION")
+        await query(raw_connection, f"SELECT * FROM `{table}` WHERE parent = 'p' AND name = 'a' FOR UPDATE")
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="timed out after 1 s"):
+            await repository.commit([Completion("p", "a", "t", None)])
+        assert time.monotonic() - started < 2
+        await query(raw_connection, "ROLLBACK")
+        assert await repository.commit([Completion("p", "a", "t", None)]) == [True]
+        assert blocked not in pool_connection_ids(repository)  # the timed-out connection was dropped
 
 
 async def test_deadlock_is_retried(
@@ -588,4 +624,5 @@ async def test_four_competing_instances(options: dict[str, Any]) -> None:
 
 def test_no_password_in_settings_repr() -> None:
     settings = Settings.parse({**BASE, "mysql_password": SECRET})
-    assert SECRET not in repr(settings) and re.search("password", repr(settings)) is None
+    assert SECRET not in repr(settings)
+    assert re.search("password", repr(settings)) is None

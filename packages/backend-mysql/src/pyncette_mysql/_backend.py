@@ -58,6 +58,16 @@ def _int(options: Mapping[str, Any], key: str, default: int | None, low: int, hi
     return value
 
 
+def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        raise ConfigurationError(f"invalid {key} {value!r}: expected a number of seconds above 0 (at most 86400)")
+    return float(value)
+
+
 def _text(options: Mapping[str, Any], key: str, default: str | None = None) -> str:
     value = options.get(key, default)
     if value is None:
@@ -88,6 +98,7 @@ class Settings:
     pool_min_size: int
     pool_size: int
     connect_timeout: float
+    command_timeout: float
     ssl: ssl.SSLContext | None
     lock_wait_timeout: int | None
 
@@ -99,14 +110,6 @@ class Settings:
             password = ""
         if not isinstance(password, str):
             raise ConfigurationError("invalid mysql_password: expected a string")  # never echo the value
-        timeout = options.get("mysql_connect_timeout", 5.0)
-        if isinstance(timeout, str):
-            with contextlib.suppress(ValueError):
-                timeout = float(timeout)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            raise ConfigurationError(
-                f"invalid mysql_connect_timeout {timeout!r}: expected a number of seconds above 0 (at most 3600)"
-            )
         pool_size = _int(options, "mysql_pool_size", 10, 1, 1000)
         pool_min_size = _int(options, "mysql_pool_min_size", 1, 0, 1000)
         assert pool_size is not None
@@ -133,7 +136,8 @@ class Settings:
             skip_table_create=_bool(options, "mysql_skip_table_create", False),
             pool_min_size=pool_min_size,
             pool_size=pool_size,
-            connect_timeout=float(timeout),
+            connect_timeout=_seconds(options, "mysql_connect_timeout", 5.0),
+            command_timeout=_seconds(options, "mysql_command_timeout", 30.0),
             ssl=context,
             lock_wait_timeout=_int(options, "mysql_lock_wait_timeout", None, 1, 3600),
         )
@@ -184,7 +188,8 @@ class MySQLBackend(Backend):
         "mysql_skip_table_create": "do not create the table; fail at startup if it is missing (default false)",
         "mysql_pool_size": "maximum connections in the pool (default 10)",
         "mysql_pool_min_size": "connections opened at startup and kept (default 1)",
-        "mysql_connect_timeout": "seconds to wait for a connection before failing (default 5)",
+        "mysql_connect_timeout": "seconds to wait for a new connection (TCP and handshake) before failing (default 5)",
+        "mysql_command_timeout": "seconds one call may take (lock waits included) before BackendError (default 30)",
         "mysql_ssl": "true to use TLS with default verification, or an ssl.SSLContext (default false)",
         "mysql_lock_wait_timeout": "session innodb_lock_wait_timeout in seconds (default: the server's)",
     }
@@ -207,7 +212,7 @@ class MySQLBackend(Backend):
             ),
         )
         try:
-            yield MySQLRepository(pool, settings.table, Upsert(server), settings.where)
+            yield MySQLRepository(pool, settings.table, Upsert(server), settings.where, settings.command_timeout)
         finally:
             with contextlib.suppress(Exception):
                 await pool.clear()

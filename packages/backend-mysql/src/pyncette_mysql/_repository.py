@@ -92,11 +92,8 @@ async def run(conn: Any, *statements: str) -> list[Result]:
 def time_literal(moment: datetime) -> str:
     """A DATETIME(6) literal in UTC (naive values are taken as UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
-    return (
-        f"'{moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
-        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}'"
-    )
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return f"'{moment.isoformat(' ', 'microseconds')}'"
 
 
 def from_db(value: datetime | None) -> datetime | None:
@@ -123,6 +120,15 @@ def claim_query(table: str, esc: Escape, parent: str, now: datetime, limit: int)
         f"WHERE `parent` = {esc(parent)} AND `scheduled_at` <= {at} "
         f"AND (`locked_until` IS NULL OR `locked_until` <= {at}) "
         f"ORDER BY `scheduled_at`, `name` LIMIT {int(limit)} FOR UPDATE SKIP LOCKED"
+    )
+
+
+def list_query(table: str, esc: Escape, parent: str, continuation: str | None, limit: int) -> str:
+    """One page of a parent's records in name order, walking the primary key."""
+    after = "" if continuation is None else f" AND `name` > {esc(continuation)}"
+    return (
+        f"SELECT {_SELECT_COLUMNS} FROM {quote_table(table)} WHERE `parent` = {esc(parent)}{after} "
+        f"ORDER BY `name` LIMIT {int(limit)}"
     )
 
 
@@ -185,12 +191,13 @@ def _check_record(record: Record) -> None:
 class MySQLRepository(Repository):
     """Records in one InnoDB table reached through an ``aiomysql`` connection pool."""
 
-    def __init__(self, pool: Any, table: str, upsert: Upsert, where: str) -> None:
+    def __init__(self, pool: Any, table: str, upsert: Upsert, where: str, command_timeout: float) -> None:
         self._pool = pool
         self._table = table
         self._t = quote_table(table)
         self._upsert = upsert
         self._where = where
+        self._timeout = command_timeout
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -201,7 +208,13 @@ class MySQLRepository(Repository):
             attempt += 1
             try:
                 with map_exceptions(ERRORS, f"mysql {what} ({self._where})"):
-                    return await self._attempt(body)
+                    try:
+                        return await asyncio.wait_for(self._attempt(body), self._timeout)
+                    except asyncio.TimeoutError:
+                        # Cancelling closed the connection, so the pool drops it and the server rolls back.
+                        raise BackendError(
+                            f"mysql {what} ({self._where}) timed out after {self._timeout:g} s"
+                        ) from None
             except BackendError as exc:
                 if attempt >= ATTEMPTS or error_code(exc.__cause__) not in RETRYABLE_CODES:
                     raise
@@ -460,13 +473,7 @@ class MySQLRepository(Repository):
             raise ConfigurationError(f"invalid page limit {limit!r}: must be >= 1")
 
         async def body(conn: Any) -> list[Record]:
-            esc = conn.escape
-            after = "" if continuation is None else f" AND `name` > {esc(continuation)}"
-            (result,) = await run(
-                conn,
-                f"SELECT {_SELECT_COLUMNS} FROM {self._t} WHERE `parent` = {esc(parent)}{after} "
-                f"ORDER BY `name` LIMIT {int(limit) + 1}",
-            )
+            (result,) = await run(conn, list_query(self._table, conn.escape, parent, continuation, limit + 1))
             return [self._record(parent, row) for row in result.rows]
 
         records = await self._transaction("list", body)

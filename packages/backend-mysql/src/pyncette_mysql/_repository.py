@@ -235,7 +235,7 @@ class MySQLRepository(Repository):
         if conn.closed:
             return
         code = error_code(exc)
-        if code is not None and 1000 <= code < 2000:
+        if code is not None and code > 0 and not 2000 <= code < 3000:  # 2xxx are the client library's
             # The server refused a statement; the session is intact but may be inside a transaction.
             try:
                 await conn.rollback()

@@ -8,7 +8,8 @@ the ones that must read locked rows before deciding what to write.
 
 Values are escaped with the driver's ``escape`` (which honours
 ``NO_BACKSLASH_ESCAPES``); the table name was validated against a strict
-pattern before it got here.
+pattern before it got here. Times are written as UTC literals, and the pool's
+decoders read DATETIME columns back as aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -94,10 +95,6 @@ def time_literal(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
     return f"'{moment.isoformat(' ', 'microseconds')}'"
-
-
-def from_db(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
 def key_filters(esc: Escape, keys: Sequence[tuple[str, str]]) -> list[str]:
@@ -250,7 +247,7 @@ class MySQLRepository(Repository):
 
     def _record(self, parent: str, row: Row) -> Record:
         name, spec, scheduled_at, locked_until, locked_by = row
-        return Record(parent, name, spec, scheduled_at.replace(tzinfo=timezone.utc), from_db(locked_until), locked_by)
+        return Record(parent, name, spec, scheduled_at, locked_until, locked_by)
 
     async def _lock_rows(self, conn: Any, columns: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row]:
         """Open a transaction and lock the existing rows among ``keys`` (first round trip)."""
@@ -284,9 +281,11 @@ class MySQLRepository(Repository):
 
     async def _force(self, conn: Any, *, records: Sequence[Record], chunk: list[int]) -> None:
         esc, new = conn.escape, self._upsert.new
+        # Sorted for a consistent lock order; the sort is stable, so a repeated key's last record still wins.
+        batch = sorted((records[i] for i in chunk), key=lambda r: (r.parent, r.name))
         rows = [
             f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, NULL, NULL)"
-            for r in (records[i] for i in chunk)
+            for r in batch
         ]
         assignments = (
             f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL"
@@ -314,8 +313,7 @@ class MySQLRepository(Repository):
                 inserts.append(record)
                 written.append(True)
                 continue
-            scheduled_at, locked_until = from_db(row[0]), from_db(row[1])
-            assert scheduled_at is not None
+            scheduled_at, locked_until = row
             if mode is RegisterMode.CREATE or (locked_until is not None and locked_until > now):
                 written.append(False)
                 continue
@@ -371,10 +369,7 @@ class MySQLRepository(Repository):
                 f"WHERE `parent` = {esc(parent)} AND `name` IN ({names})",
                 "COMMIT",
             )
-            return [
-                Record(parent, name, spec, scheduled_at.replace(tzinfo=timezone.utc), lease_until, token)
-                for name, spec, scheduled_at in rows
-            ]
+            return [Record(parent, name, spec, scheduled_at, lease_until, token) for name, spec, scheduled_at in rows]
 
         return await self._transaction("claim", body)
 

@@ -167,6 +167,13 @@ def test_options_from_strings_are_accepted() -> None:
     assert Settings.parse({**BASE, "mysql_ssl": True}).ssl is not None
 
 
+def test_none_means_the_default() -> None:
+    optional = [name for name in backend.options if name not in BASE]
+    settings = Settings.parse({**BASE, **dict.fromkeys(optional)})
+    assert settings == Settings.parse(BASE)
+    assert (settings.port, settings.table, settings.pool_size, settings.password) == (3306, "pyncette_tasks", 10, "")
+
+
 def test_server_detection_and_dialect() -> None:
     maria = Server.parse("10.11.19-MariaDB-0+deb12u1")
     assert maria.mariadb

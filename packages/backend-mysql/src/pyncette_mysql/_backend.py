@@ -41,8 +41,14 @@ _SETUP_ERRORS = {
 }
 
 
+def _get(options: Mapping[str, Any], key: str, default: Any) -> Any:
+    """An option's value; ``None`` (like absence) means the default."""
+    value = options.get(key)
+    return default if value is None else value
+
+
 def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -51,7 +57,7 @@ def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def _int(options: Mapping[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if value is None:
         return None
     if isinstance(value, str) and value.strip().isdigit():
@@ -62,7 +68,7 @@ def _int(options: Mapping[str, Any], key: str, default: int | None, low: int, hi
 
 
 def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)
@@ -72,7 +78,7 @@ def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
 
 
 def _text(options: Mapping[str, Any], key: str, default: str | None = None) -> str:
-    value = options.get(key, default)
+    value = _get(options, key, default)
     if value is None:
         raise ConfigurationError(f"missing option {key}: the MySQL backend needs it")
     if not isinstance(value, str) or not value:
@@ -123,9 +129,7 @@ class Settings:
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> Settings:
         """Validate ``mysql_*`` options; every error names the option and what it allows."""
-        password = options.get("mysql_password", "")
-        if password is None:
-            password = ""
+        password = _get(options, "mysql_password", "")
         if not isinstance(password, str):
             raise ConfigurationError("invalid mysql_password: expected a string")  # never echo the value
         pool_size = _int(options, "mysql_pool_size", 10, 1, 1000)
@@ -136,7 +140,7 @@ class Settings:
             raise ConfigurationError(
                 f"invalid mysql_pool_min_size {pool_min_size!r}: must not exceed mysql_pool_size ({pool_size})"
             )
-        ssl_option = options.get("mysql_ssl", False)
+        ssl_option = _get(options, "mysql_ssl", False)
         context: ssl.SSLContext | None
         if isinstance(ssl_option, ssl.SSLContext):
             context = ssl_option
@@ -150,7 +154,7 @@ class Settings:
             database=_text(options, "mysql_database"),
             user=_text(options, "mysql_user"),
             password=password,
-            table=validate_table_name(options.get("mysql_table_name", DEFAULT_TABLE)),
+            table=validate_table_name(_get(options, "mysql_table_name", DEFAULT_TABLE)),
             skip_table_create=_bool(options, "mysql_skip_table_create", False),
             pool_min_size=pool_min_size,
             pool_size=pool_size,
@@ -166,6 +170,7 @@ class Settings:
         return f"{self.host}:{self.port}/{self.database}"
 
     def connect_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``aiomysql.connect`` / ``create_pool`` shared by every connection."""
         return {
             "host": self.host,
             "port": self.port,

@@ -85,6 +85,7 @@ class Upsert:
         return f"`{self.ALIAS}`.`{column}`" if self._alias else f"VALUES(`{column}`)"
 
     def statement(self, table: str, columns: str, rows: list[str], assignments: str) -> str:
+        """The upsert of ``rows`` (rendered value tuples); ``assignments`` refer to :meth:`new` values."""
         alias = f" AS `{self.ALIAS}`" if self._alias else ""
         return f"INSERT INTO {table} ({columns}) VALUES {', '.join(rows)}{alias} ON DUPLICATE KEY UPDATE {assignments}"
 

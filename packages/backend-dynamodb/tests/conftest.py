@@ -71,7 +71,14 @@ def dynamodb_endpoint() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("moto_serial_server.py")), "-H", "127.0.0.1", "-p", str(port)],
+            [
+                sys.executable,
+                str(Path(__file__).with_name("moto_serial_server.py")),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

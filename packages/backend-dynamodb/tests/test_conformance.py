@@ -1,4 +1,4 @@
-"""The standard conformance suites, run against DynamoDB (moto or $DYNAMODB_ENDPOINT)."""
+"""The standard conformance suites, run against DynamoDB (moto, or $DYNAMODB_ENDPOINT)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pyncette_conformance import (
+    BehaviourSuite,
+    CoordinationSuite,
+    IsolationSuite,
+    PersistenceSuite,
+    RepositoryContract,
+)
 from pyncette_conformance.harness import BackendUnderTest
-from pyncette_conformance.repository import RepositoryContract
 from pyncette_dynamodb import backend
 
 
@@ -22,4 +28,20 @@ class DynamoDBBackendMixin:
 
 
 class TestDynamoDBRepository(DynamoDBBackendMixin, RepositoryContract):
+    pass
+
+
+class TestDynamoDBBehaviour(DynamoDBBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestDynamoDBPersistence(DynamoDBBackendMixin, PersistenceSuite):
+    pass
+
+
+class TestDynamoDBIsolation(DynamoDBBackendMixin, IsolationSuite):
+    pass
+
+
+class TestDynamoDBCoordination(DynamoDBBackendMixin, CoordinationSuite):
     pass

@@ -25,7 +25,7 @@ OPTIONS: dict[str, str] = {
     "dynamodb_connect_timeout": "seconds to wait for a TCP/TLS connection (default 5)",
     "dynamodb_read_timeout": "seconds to wait for a response (default 10)",
     "dynamodb_retry_mode": "botocore retry mode: 'standard' (default) or 'adaptive' (client-side rate limiting)",
-    "dynamodb_max_attempts": "botocore attempts per request, including the first (default 5)",
+    "dynamodb_max_attempts": "botocore attempts per request, first included (default 3); throttling gets 2 more rounds",
     "dynamodb_max_pool_connections": "HTTP connections kept open, bounds per-batch concurrency (default 100)",
 }
 
@@ -49,7 +49,7 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     retry_mode: str = "standard"
-    max_attempts: int = 5
+    max_attempts: int = 3
     max_pool_connections: int = 100
 
     @property
@@ -155,6 +155,6 @@ def parse_settings(options: Mapping[str, Any]) -> Settings:
         connect_timeout=_number(options, "dynamodb_connect_timeout", 5.0, 0, 300),
         read_timeout=_number(options, "dynamodb_read_timeout", 10.0, 0, 3600),
         retry_mode=retry_mode,
-        max_attempts=_integer(options, "dynamodb_max_attempts", 5, 1, 20),
+        max_attempts=_integer(options, "dynamodb_max_attempts", 3, 1, 20),
         max_pool_connections=_integer(options, "dynamodb_max_pool_connections", 100, 1, 1000),
     )

@@ -45,9 +45,6 @@ T = TypeVar("T")
 #: How often ``register`` in UPDATE mode re-reads and retries when the record keeps changing under it.
 _UPDATE_ROUNDS = 10
 
-_SET_SPEC = ", spec = :spec"
-_REMOVE_SPEC = " REMOVE spec"
-
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     """Await everything concurrently, let every call finish, then raise the first failure."""
@@ -109,35 +106,27 @@ class DynamoDBRepository(Repository):
         return True
 
     async def _update(self, record: Record, now: str) -> bool:
-        wanted = format_time(record.scheduled_at)
-        spec = record.spec
-        values: dict[str, Any] = {":at": {"S": wanted}}
-        if spec is not None:
-            values[":spec"] = {"S": spec}
-        spec_clause = _REMOVE_SPEC if spec is None else _SET_SPEC
-        # First try the common cases in one write: a new record, or an unleased one whose new time is not later.
-        condition = "attribute_not_exists(task_id) OR (attribute_not_exists(locked_until) AND scheduled_at >= :at)"
-        update = "SET scheduled_at = :at, ready_at = :at" + spec_clause
+        item = new_item(self._prefix, record)
+        wanted = item["scheduled_at"]["S"]
+        spec_clause = " REMOVE spec" if record.spec is None else ", spec = :spec"
+        put: dict[str, Any] = {"TableName": self._table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        # One PutItem covers the common cases: a new record, or an unleased one whose new time is not later.
+        outcome = await self._client.write(
+            "put_item",
+            "register",
+            ConditionExpression="attribute_not_exists(task_id) OR "
+            "(attribute_not_exists(locked_until) AND scheduled_at >= :at)",
+            ExpressionAttributeValues={":at": {"S": wanted}},
+            **put,
+        )
         for _ in range(_UPDATE_ROUNDS):
-            outcome = await self._client.write(
-                "update_item",
-                "register",
-                TableName=self._table,
-                Key=self._key(record.parent, record.name),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
             if outcome.ok:
                 return True
             old = outcome.attributes
-            values = {k: v for k, v in values.items() if k in (":at", ":spec")}
-            if old is None:
-                # Deleted since we looked: insert it.
-                condition = "attribute_not_exists(task_id)"
-                update = "SET scheduled_at = :at, ready_at = :at" + spec_clause
-                values[":at"] = {"S": wanted}
+            if old is None:  # deleted since: insert it
+                outcome = await self._client.write(
+                    "put_item", "register", ConditionExpression="attribute_not_exists(task_id)", **put
+                )
                 continue
             locked_until = text(old, "locked_until")
             if locked_until is not None and locked_until > now:
@@ -145,15 +134,28 @@ class DynamoDBRepository(Repository):
             # Keep the sooner time and any (expired) lease; write only if the record is still as we saw it.
             stored = text(old, "scheduled_at") or wanted
             scheduled = min(stored, wanted)
-            ready = scheduled if locked_until is None else max(scheduled, locked_until)
-            values.update({":at": {"S": scheduled}, ":ready": {"S": ready}, ":seen": {"S": stored}})
-            condition = "scheduled_at = :seen AND "
+            values: dict[str, Any] = {
+                ":at": {"S": scheduled},
+                ":ready": {"S": scheduled if locked_until is None else max(scheduled, locked_until)},
+                ":seen": {"S": stored},
+            }
+            if record.spec is not None:
+                values[":spec"] = {"S": record.spec}
             if locked_until is None:
-                condition += "attribute_not_exists(locked_until)"
+                lock_condition = "attribute_not_exists(locked_until)"
             else:
-                condition += "locked_until = :seen_lock"
+                lock_condition = "locked_until = :seen_lock"
                 values[":seen_lock"] = {"S": locked_until}
-            update = "SET scheduled_at = :at, ready_at = :ready" + spec_clause
+            outcome = await self._client.write(
+                "update_item",
+                "register",
+                TableName=self._table,
+                Key=self._key(record.parent, record.name),
+                UpdateExpression="SET scheduled_at = :at, ready_at = :ready" + spec_clause,
+                ConditionExpression=f"scheduled_at = :seen AND {lock_condition}",
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
         raise BackendError(f"dynamodb register: record {record.name!r} kept changing concurrently; giving up")
 
     # -- leases -----------------------------------------------------------------------------

@@ -73,7 +73,12 @@ async def ensure_table(client: Client) -> None:
     """Check the table exists with a usable schema, creating it (and waiting until ACTIVE) unless told to skip."""
     settings = client.settings
     name = settings.table_name
-    table = await _describe(client)
+    # The first request also resolves credentials and connects: bound it so an unreachable endpoint fails promptly.
+    deadline = 2 * settings.connect_timeout + 1
+    try:
+        table = await asyncio.wait_for(_describe(client), timeout=deadline)
+    except asyncio.TimeoutError:
+        raise BackendError(f"DynamoDB at {settings.server} did not answer within {deadline:g}s") from None
     if table is None:
         if settings.skip_table_create:
             raise ConfigurationError(

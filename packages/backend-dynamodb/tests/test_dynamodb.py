@@ -1,0 +1,600 @@
+"""DynamoDB-specific tests: options, table schema, storage layout, request costs, errors and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+import pyncette_dynamodb._client as client_module
+import pyncette_dynamodb._table as table_module
+from pyncette import backends
+from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.errors import BackendError, ConfigurationError
+from pyncette_dynamodb import DynamoDBRepository, backend, dynamodb_repository
+from pyncette_dynamodb._codec import format_time, parse_time
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+LEASE = timedelta(seconds=30)
+
+#: The table schema of the seed documentation (Pyncette 1.x "Backends" page), verbatim.
+SEED_SCHEMA: dict[str, Any] = {
+    "AttributeDefinitions": [
+        {"AttributeName": "partition_id", "AttributeType": "S"},
+        {"AttributeName": "ready_at", "AttributeType": "S"},
+        {"AttributeName": "task_id", "AttributeType": "S"},
+    ],
+    "KeySchema": [
+        {"AttributeName": "partition_id", "KeyType": "HASH"},
+        {"AttributeName": "task_id", "KeyType": "RANGE"},
+    ],
+    "LocalSecondaryIndexes": [
+        {
+            "IndexName": "ready_at",
+            "KeySchema": [
+                {"AttributeName": "partition_id", "KeyType": "HASH"},
+                {"AttributeName": "ready_at", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ],
+}
+
+
+def unique() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def options(dynamodb_endpoint: str) -> AsyncIterator[dict[str, Any]]:
+    """Options for a fresh table and prefix, purged afterwards."""
+    opts: dict[str, Any] = {
+        "dynamodb_endpoint": dynamodb_endpoint,
+        "dynamodb_table_name": unique(),
+        "dynamodb_partition_prefix": unique(),
+    }
+    yield opts
+    with contextlib.suppress(Exception):
+        await backend.purge({**opts, "dynamodb_skip_table_create": False})
+
+
+@pytest.fixture
+async def raw(dynamodb_endpoint: str) -> AsyncIterator[Any]:
+    """A plain aiobotocore client on the same endpoint, to inspect what the backend stored."""
+    async with get_session().create_client("dynamodb", endpoint_url=dynamodb_endpoint) as client:
+        yield client
+
+
+@pytest.fixture
+async def repository(options: dict[str, Any]) -> AsyncIterator[DynamoDBRepository]:
+    async with backend.open(options) as repo:
+        assert isinstance(repo, DynamoDBRepository)
+        yield repo
+
+
+def rec(name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '{"v": 1}') -> Record:
+    return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
+
+
+async def claim(repo: Repository, parent: str = "p", *, limit: int = 100, token: str = "tok") -> list[Record]:
+    return await repo.claim(parent, now=T0, limit=limit, lease_until=T0 + LEASE, token=token)
+
+
+# -- descriptor and options -----------------------------------------------------------------------
+
+
+def test_descriptor_and_entry_point() -> None:
+    assert backends.load("dynamodb") is backend
+    assert dynamodb_repository is backend
+    assert backend.capabilities.persistent
+    assert backend.capabilities.coordinated
+    assert backend.capabilities.asyncio_only
+    legacy = {
+        "dynamodb_region_name",
+        "dynamodb_table_name",
+        "dynamodb_endpoint",
+        "dynamodb_partition_prefix",
+        "dynamodb_skip_table_create",
+    }
+    assert legacy <= set(backend.options)
+    assert all(isinstance(text, str) and text for text in backend.options.values())
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("dynamodb_table_name", "tasks; DROP TABLE x"),
+        ("dynamodb_table_name", "with-dash"),
+        ("dynamodb_table_name", "ab"),
+        ("dynamodb_table_name", "x" * 256),
+        ("dynamodb_table_name", 42),
+        ("dynamodb_partition_prefix", "a:b"),
+        ("dynamodb_partition_prefix", ""),
+        ("dynamodb_region_name", "Mars Base 1"),
+        ("dynamodb_endpoint", "ftp://localhost:8000"),
+        ("dynamodb_endpoint", "localhost:8000"),
+        ("dynamodb_skip_table_create", "perhaps"),
+        ("dynamodb_connect_timeout", -1),
+        ("dynamodb_connect_timeout", "soon"),
+        ("dynamodb_read_timeout", 0),
+        ("dynamodb_retry_mode", "legacy"),
+        ("dynamodb_max_attempts", 0),
+        ("dynamodb_max_attempts", 2.5),
+        ("dynamodb_max_pool_connections", "many"),
+    ],
+)
+def test_bad_option_values_are_refused_naming_option_and_value(key: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.open({key: value})
+    message = str(info.value)
+    assert key in message
+    if key != "dynamodb_endpoint" or isinstance(value, str):
+        assert repr(value) in message or str(value) in message
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="dynamodb_tabel_name"):
+        backend.open({"dynamodb_tabel_name": "x"})
+
+
+def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.open({"dynamodb_endpoint": "http://user:hunter2@localhost:8000"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_string_forms_of_numbers_and_booleans_are_accepted() -> None:
+    from pyncette_dynamodb._options import parse_settings
+
+    settings = parse_settings(
+        {"dynamodb_skip_table_create": "true", "dynamodb_connect_timeout": "2.5", "dynamodb_max_attempts": "4"}
+    )
+    assert (settings.skip_table_create, settings.connect_timeout, settings.max_attempts) == (True, 2.5, 4)
+
+
+def test_time_format_is_fixed_width_sortable_and_round_trips() -> None:
+    times = [
+        datetime(999, 1, 1, tzinfo=timezone.utc),
+        datetime(2030, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc),
+        datetime(2030, 1, 1, 13, 0, 0, tzinfo=timezone(timedelta(hours=2))),  # 11:00 UTC
+        datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+    ]
+    texts = [format_time(t) for t in times]
+    assert len({len(t) for t in texts}) == 1
+    assert format_time(times[1]) == "2030-01-01T12:00:00.000001Z"
+    assert sorted(texts) == [format_time(t) for t in sorted(times)]
+    for t, text in zip(times, texts, strict=False):
+        assert parse_time(text) == t
+        assert parse_time(text).utcoffset() == timedelta(0)
+
+
+# -- table management -----------------------------------------------------------------------------
+
+
+async def test_created_table_matches_the_seed_schema(repository: DynamoDBRepository) -> None:
+    table = (await repository.client.describe_table(TableName=repository.table_name))["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+
+    def by_name(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(items, key=lambda item: str(item["AttributeName"]))
+
+    assert by_name(table["AttributeDefinitions"]) == by_name(SEED_SCHEMA["AttributeDefinitions"])
+    assert table["KeySchema"] == SEED_SCHEMA["KeySchema"]
+    [index] = table["LocalSecondaryIndexes"]
+    [expected] = SEED_SCHEMA["LocalSecondaryIndexes"]
+    assert index["IndexName"] == expected["IndexName"] == "ready_at"
+    assert index["KeySchema"] == expected["KeySchema"]
+    assert index["Projection"] == expected["Projection"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert not table.get("GlobalSecondaryIndexes")
+
+
+async def test_skip_table_create_refuses_a_missing_table_and_creates_nothing(options: dict[str, Any], raw: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        async with backend.open({**options, "dynamodb_skip_table_create": True}):
+            pass
+    message = str(info.value)
+    assert options["dynamodb_table_name"] in message
+    assert "dynamodb_skip_table_create" in message
+    with pytest.raises(ClientError) as missing:
+        await raw.describe_table(TableName=options["dynamodb_table_name"])
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+async def test_skip_table_create_uses_an_existing_table(options: dict[str, Any]) -> None:
+    async with backend.open(options) as first:
+        await first.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    async with backend.open({**options, "dynamodb_skip_table_create": True}) as second:
+        assert await second.get("p", "a") is not None
+
+
+async def test_concurrent_opens_create_the_table_once(options: dict[str, Any]) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        repos = await asyncio.gather(*(stack.enter_async_context(backend.open(options)) for _ in range(4)))
+        await repos[0].register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        for repo in repos:
+            assert await repo.get("p", "a") is not None
+
+
+async def test_table_created_by_someone_else_meanwhile_is_waited_for(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with backend.open(options):
+        pass
+    # Simulate the race: our DescribeTable saw no table, then another instance created it first.
+    real_describe = table_module._describe
+    calls: list[int] = []
+
+    async def stale_first(client: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else await real_describe(client)
+
+    monkeypatch.setattr(table_module, "_describe", stale_first)
+    async with backend.open(options) as repo:
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    assert len(calls) == 2
+
+
+async def test_incompatible_existing_table_is_refused(options: dict[str, Any], raw: Any) -> None:
+    await raw.create_table(
+        TableName=options["dynamodb_table_name"],
+        AttributeDefinitions=[{"AttributeName": "partition_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "partition_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(ConfigurationError, match="incompatible schema"):
+        async with backend.open(options):
+            pass
+
+
+async def test_purge_removes_only_its_prefix_and_drops_the_emptied_table(options: dict[str, Any], raw: Any) -> None:
+    other = {**options, "dynamodb_partition_prefix": unique()}
+    async with backend.open(options) as mine, backend.open(other) as theirs:
+        await mine.register([rec(f"m{i}") for i in range(30)], now=T0, mode=RegisterMode.CREATE)
+        await theirs.register([rec("kept")], now=T0, mode=RegisterMode.CREATE)
+    await backend.purge(options)
+    async with backend.open(options) as mine, backend.open(other) as theirs:
+        assert (await mine.list_page("p", limit=100, continuation=None))[0] == []
+        assert await theirs.get("p", "kept") is not None
+    await backend.purge({**other, "dynamodb_skip_table_create": True})
+    await raw.describe_table(TableName=options["dynamodb_table_name"])  # not ours to drop: kept
+    await backend.purge(other)
+    with pytest.raises(ClientError):
+        await raw.describe_table(TableName=options["dynamodb_table_name"])
+    await backend.purge(options)  # a missing table is nothing to purge
+
+
+# -- storage layout -------------------------------------------------------------------------------
+
+
+async def test_item_layout_through_a_lease_cycle(repository: DynamoDBRepository, options: dict[str, Any]) -> None:
+    prefix = options["dynamodb_partition_prefix"]
+    key = {"partition_id": {"S": f"{prefix}:odd/parent:1"}, "task_id": {"S": "job"}}
+
+    async def item() -> dict[str, Any]:
+        response = await repository.client.get_item(TableName=repository.table_name, Key=key, ConsistentRead=True)
+        return {k: v["S"] for k, v in response["Item"].items()}
+
+    await repository.register([rec("job", parent="odd/parent:1")], now=T0, mode=RegisterMode.UPDATE)
+    assert await item() == {
+        "partition_id": f"{prefix}:odd/parent:1",
+        "task_id": "job",
+        "scheduled_at": "2030-01-01T12:00:00.000000Z",
+        "ready_at": "2030-01-01T12:00:00.000000Z",
+        "spec": '{"v": 1}',
+    }
+    [claimed] = await claim(repository, "odd/parent:1")
+    stored = await item()
+    assert stored["locked_by"] == "tok"
+    assert stored["locked_until"] == stored["ready_at"] == "2030-01-01T12:00:30.000000Z"
+    assert claimed.locked_until == T0 + LEASE
+    await repository.commit([Completion("odd/parent:1", "job", "tok", T0 + timedelta(hours=1))])
+    stored = await item()
+    assert "locked_by" not in stored
+    assert "locked_until" not in stored
+    assert stored["scheduled_at"] == stored["ready_at"] == "2030-01-01T13:00:00.000000Z"
+
+
+async def test_update_on_expired_lease_keeps_the_lease_fields_and_ready_at(repository: DynamoDBRepository) -> None:
+    await repository.register([rec("a", T0 - timedelta(minutes=5))], now=T0, mode=RegisterMode.UPDATE)
+    await claim(repository)
+    later = T0 + timedelta(minutes=1)
+    sooner = rec("a", T0 - timedelta(minutes=10), spec='"new"')
+    assert await repository.register([sooner], now=later, mode=RegisterMode.UPDATE) == [True]
+    stored = await repository.get("p", "a")
+    assert stored is not None
+    assert (stored.spec, stored.scheduled_at, stored.locked_by) == ('"new"', T0 - timedelta(minutes=10), "tok")
+    [again] = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t2")
+    assert again.locked_by == "t2"
+
+
+async def test_extend_before_scheduled_time_keeps_record_unclaimable_until_then(
+    repository: DynamoDBRepository,
+) -> None:
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+    await claim(repository)
+    assert await repository.extend(Lease("p", "a", "tok"), lease_until=T0 - timedelta(minutes=1)) is True
+    assert await repository.claim("p", now=T0 - timedelta(seconds=1), limit=5, lease_until=T0, token="x") == []
+    assert len(await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="y")) == 1
+
+
+async def test_overlong_names_are_refused_up_front(repository: DynamoDBRepository) -> None:
+    with pytest.raises(ConfigurationError, match="1024"):
+        await repository.register([rec("x" * 1025)], now=T0, mode=RegisterMode.CREATE)
+
+
+# -- costs and concurrency ------------------------------------------------------------------------
+
+
+async def test_requests_per_execution_stay_within_budget(repository: DynamoDBRepository) -> None:
+    records = 500
+    await repository.register([rec(f"r{i:03d}") for i in range(records)], now=T0, mode=RegisterMode.CREATE)
+    calls: Counter[str] = Counter()
+    sends: list[int] = []
+
+    def count_call(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    def count_send(**_: Any) -> None:
+        sends.append(1)
+
+    repository.client.meta.events.register("before-call.dynamodb", count_call)
+    repository.client.meta.events.register("before-send.dynamodb", count_send)
+    executed = 0
+    while batch := await claim(repository, limit=100):
+        completions = [
+            Completion("p", r.name, "tok", None if i % 2 else T0 + timedelta(days=1)) for i, r in enumerate(batch)
+        ]
+        assert all(await repository.commit(completions))
+        executed += len(batch)
+    assert executed == records
+    total = sum(calls.values())
+    assert total / records <= 2.2, dict(calls)
+    assert len(sends) / records <= 2.2
+    assert calls["Query"] == records // 100 + 1  # one page per batch, plus the empty last look
+    assert calls["UpdateItem"] + calls["DeleteItem"] == 2 * records
+
+
+async def test_two_instances_never_share_a_record(options: dict[str, Any]) -> None:
+    async with backend.open(options) as first, backend.open(options) as second:
+        await first.register([rec(f"r{i}") for i in range(200)], now=T0, mode=RegisterMode.CREATE)
+        results: dict[str, list[str]] = {}
+
+        async def drain(repo: Repository, label: str) -> None:
+            got: list[str] = []
+            for _ in range(100):
+                batch = await claim(repo, limit=20, token=label)
+                got.extend(r.name for r in batch)
+                if not batch and not await _any_due(repo):
+                    break
+            results[label] = got
+
+        await asyncio.gather(drain(first, "a"), drain(first, "b"), drain(second, "c"), drain(second, "d"))
+    names = [n for got in results.values() for n in got]
+    assert sorted(names) == sorted(f"r{i}" for i in range(200))
+
+
+async def _any_due(repo: Repository) -> bool:
+    page, _ = await repo.list_page("p", limit=1000, continuation=None)
+    return any(r.locked_by is None for r in page)
+
+
+async def test_lost_race_skips_the_record_without_error(options: dict[str, Any]) -> None:
+    async with backend.open(options) as first, backend.open(options) as second:
+        assert isinstance(first, DynamoDBRepository)
+        await first.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+        stolen: list[Record] = []
+
+        async def steal_after_query(**_: Any) -> None:
+            # Runs after first's Query answered and before its UpdateItems: the other instance wins "a".
+            if not stolen:
+                stolen.extend(await second.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="thief"))
+
+        first.client.meta.events.register("after-call.dynamodb.Query", steal_after_query)
+        mine = await claim(first, token="mine")
+    assert [r.name for r in stolen] == ["a"]
+    assert [r.name for r in mine] == ["b"]
+
+
+# -- errors and recovery --------------------------------------------------------------------------
+
+
+class _FakeHttp:
+    status_code = 400
+    headers: dict[str, str] = {}
+
+
+async def test_throttling_is_retried_then_reported_as_backend_error(
+    repository: DynamoDBRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    throttles = {"left": client_module.EXTRA_ATTEMPTS}
+
+    def throttle(**_: Any) -> Any:
+        # A short-circuit response skips botocore's own retries, so only the backend's extra rounds remain.
+        if throttles["left"] > 0:
+            throttles["left"] -= 1
+            error = {"Code": "ThrottlingException", "Message": "Rate of requests exceeds the allowed throughput."}
+            return _FakeHttp(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return None
+
+    repository.client.meta.events.register_first("before-call.dynamodb.Query", throttle)
+    assert [r.name for r in await claim(repository)] == ["a"]
+    throttles["left"] = 100
+    with pytest.raises(BackendError, match="ThrottlingException"):
+        await claim(repository, token="other")
+
+
+async def test_unreachable_endpoint_fails_fast_naming_host_and_port() -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        async with backend.open({"dynamodb_endpoint": "http://127.0.0.1:1", "dynamodb_table_name": "pyncette"}):
+            pass
+    assert time.monotonic() - started < 10
+    assert "127.0.0.1:1" in str(info.value)
+
+
+async def test_blackholed_endpoint_is_bounded_by_the_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A listener that never accepts: connections hang in the backlog, like a dropped SYN.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        hogs = [socket.socket() for _ in range(4)]
+        for hog in hogs:
+            hog.setblocking(False)
+            hog.connect_ex(("127.0.0.1", port))
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendError) as info:
+                async with backend.open(
+                    {"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}
+                ):
+                    pass
+            assert time.monotonic() - started < 5
+            assert f"127.0.0.1:{port}" in str(info.value)
+        finally:
+            for hog in hogs:
+                hog.close()
+
+
+async def test_missing_credentials_are_a_configuration_error(
+    dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigurationError, match="credentials"):
+        async with backend.open({"dynamodb_endpoint": dynamodb_endpoint}):
+            pass
+
+
+async def test_missing_region_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigurationError, match="dynamodb_region_name"):
+        async with backend.open({}):
+            pass
+
+
+class _Proxy:
+    """A TCP proxy in front of the server whose connections the test can cut, or refuse for a while."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.reject = False
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.kill_connections()
+        await self.server.wait_closed()
+
+    def kill_connections(self) -> None:
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.reject:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            with contextlib.suppress(Exception):
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers.discard(writer)
+        self.writers.discard(up_writer)
+
+
+@pytest.fixture
+async def proxy(dynamodb_endpoint: str) -> AsyncIterator[_Proxy]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dynamodb_endpoint)
+    server = _Proxy(parts.hostname or "127.0.0.1", parts.port or 80)
+    await server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()
+
+
+async def _eventually(call: Any) -> Any:
+    """The call's result, allowing one BackendError (the failure may surface once before the pool reconnects)."""
+    try:
+        return await call()
+    except BackendError:
+        return await call()
+
+
+async def test_repository_recovers_after_connections_are_killed(
+    proxy: _Proxy, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
+    proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": 2}
+    async with backend.open(proxied) as repo:
+        await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)
+        # Cut every connection, including idle pooled ones.
+        proxy.kill_connections()
+        assert await _eventually(lambda: repo.get("p", "r0")) is not None
+        # The server goes away entirely: calls fail with BackendError, not a driver exception.
+        await proxy.stop()
+        with pytest.raises(BackendError) as info:
+            await claim(repo)
+        assert f"127.0.0.1:{proxy.port}" in str(info.value)
+        # Accepted but cut at once, mid-request.
+        await proxy.start()
+        proxy.reject = True
+        with pytest.raises(BackendError):
+            await repo.get("p", "r0")
+        # Back to normal: the same repository works again.
+        proxy.reject = False
+        claimed = await _eventually(lambda: claim(repo))
+        assert sorted(r.name for r in claimed) == sorted(f"r{i}" for i in range(10))
+        assert all(await repo.commit([Completion("p", r.name, "tok", None) for r in claimed]))

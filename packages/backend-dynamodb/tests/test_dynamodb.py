@@ -392,6 +392,36 @@ async def _any_due(repo: Repository) -> bool:
     return any(r.locked_by is None for r in page)
 
 
+async def test_instances_sharing_a_parent_mostly_avoid_each_other(options: dict[str, Any]) -> None:
+    """Two instances polling one parent: collisions (billed, failed writes) stay well below one per execution."""
+    rounds, per_round = 10, 20
+    async with backend.open(options) as first, backend.open(options) as second:
+        records = [rec(f"r{i}", T0 + timedelta(seconds=i % rounds)) for i in range(rounds * per_round)]
+        await first.register(records, now=T0, mode=RegisterMode.CREATE)
+        writes: Counter[str] = Counter()
+
+        def count(model: Any, **_: Any) -> None:
+            writes[model.name] += 1
+
+        for repo in (first, second):
+            assert isinstance(repo, DynamoDBRepository)
+            repo.client.meta.events.register("before-call.dynamodb", count)
+        executed = 0
+        for second_ in range(2 * rounds):
+            now = T0 + timedelta(seconds=second_)
+
+            async def poll(repo: Repository, token: str, now: datetime = now) -> int:
+                got = await repo.claim("p", now=now, limit=100, lease_until=now + LEASE, token=token)
+                next_runs = [Completion("p", r.name, token, r.scheduled_at + timedelta(seconds=rounds)) for r in got]
+                assert all(await repo.commit(next_runs))
+                return len(got)
+
+            executed += sum(await asyncio.gather(poll(first, f"a{second_}"), poll(second, f"b{second_}")))
+    assert executed >= rounds * per_round * 2 - 2 * per_round  # at most the last round's records left over
+    lost = writes["UpdateItem"] - 2 * executed  # every execution is one claim write and one commit write
+    assert lost / executed < 0.6, (lost, executed)
+
+
 async def test_lost_race_skips_the_record_without_error(options: dict[str, Any]) -> None:
     async with backend.open(options) as first, backend.open(options) as second:
         assert isinstance(first, DynamoDBRepository)

@@ -142,6 +142,8 @@ async def connect(settings: Settings) -> AsyncIterator[Client]:
         read_timeout=settings.read_timeout,
         max_pool_connections=settings.max_pool_connections,
         retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        # The requests are built by this package, not by users; the server validates them anyway.
+        parameter_validation=False,
     )
     region = settings.region_name
     session = get_session()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -44,6 +46,18 @@ T = TypeVar("T")
 
 #: How often ``register`` in UPDATE mode re-reads and retries when the record keeps changing under it.
 _UPDATE_ROUNDS = 10
+#: Contention control for ``claim``. Instances polling one parent all see the same due records; if each
+#: tried them all, every collision would be a billed, failed conditional write ((instances - 1) per
+#: execution). Each repository keeps a per-parent *spread*: 1 (try the earliest ``limit`` records) until
+#: more than ``_TARGET_LOSS`` of a claim's writes lose races, then multiplied by ``_GROW`` per such claim,
+#: and by ``_SHRINK`` per claim losing under half that. While it is at least ``_SPREAD_FROM``, a claim
+#: fetches ``limit * spread`` candidates and tries a random ``1 / spread`` share of them.
+_TARGET_LOSS = 0.3
+_GROW = 1.5
+_SHRINK = 0.85
+_SPREAD_FROM = 1.2
+_MAX_SPREAD = 32.0
+_MAX_FETCH = 1000
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
@@ -62,6 +76,7 @@ class DynamoDBRepository(Repository):
         self._client = client
         self._table = client.settings.table_name
         self._prefix = client.settings.partition_prefix
+        self._spread: dict[str, float] = {}
 
     @property
     def client(self) -> Any:
@@ -163,34 +178,56 @@ class DynamoDBRepository(Repository):
     async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         if limit < 1:
             return []
-        partition = partition_id(self._prefix, parent)
-        now_text = format_time(now)
+        spread = self._spread.get(parent, 1.0)
+        spreading = spread >= _SPREAD_FROM
         page = await self._client.call(
             "query",
             "claim",
             TableName=self._table,
             IndexName=INDEX_NAME,
             KeyConditionExpression="partition_id = :p AND ready_at <= :now",
-            ExpressionAttributeValues={":p": {"S": partition}, ":now": {"S": now_text}},
+            ExpressionAttributeValues={
+                ":p": {"S": partition_id(self._prefix, parent)},
+                ":now": {"S": format_time(now)},
+            },
             ProjectionExpression="task_id, scheduled_at",
             ConsistentRead=True,
-            Limit=limit,
+            Limit=min(math.ceil(limit * spread), max(limit, _MAX_FETCH)) if spreading else limit,
         )
-        items: list[Item] = page.get("Items", [])
-        if not items:
+        candidates: list[Item] = page.get("Items", [])
+        if spreading and candidates:
+            # Other instances claim this parent too: try only our share, picked at random (in due order),
+            # so that instances mostly go for different records instead of all racing for the earliest.
+            share = min(limit, math.ceil(len(candidates) / spread))
+            candidates = [candidates[i] for i in sorted(random.sample(range(len(candidates)), share))]
+        else:
+            candidates = candidates[:limit]
+        if not candidates:
             return []
-        lease_text = format_time(lease_until)
+        now_text, lease_text = format_time(now), format_time(lease_until)
         results = await asyncio.gather(
-            *(self._lease(parent, item, now_text, lease_text, token) for item in items), return_exceptions=True
+            *(self._lease(parent, item, now_text, lease_text, token) for item in candidates), return_exceptions=True
         )
         claimed = [r for r in results if isinstance(r, Record)]
         errors = [r for r in results if isinstance(r, BaseException)]
+        self._adapt_spread(parent, spread, lost=results.count(None) / len(candidates))
         if errors:
             if not claimed or any(not isinstance(e, Exception) for e in errors):
                 raise errors[0]
-            # Records whose write failed stay unleased, or leased to nobody until the lease expires.
-            logger.warning("dynamodb claim: %d of %d writes failed: %s", len(errors), len(items), errors[0])
+            # Those records stay unleased, or leased to nobody until the lease expires.
+            logger.warning("dynamodb claim: %d of %d writes failed: %s", len(errors), len(candidates), errors[0])
         return claimed
+
+    def _adapt_spread(self, parent: str, spread: float, *, lost: float) -> None:
+        """Widen the spread while too many conditional writes lose races, narrow it back when they stop."""
+        if lost > _TARGET_LOSS:
+            spread = min(_MAX_SPREAD, spread * _GROW)
+        elif lost < _TARGET_LOSS / 2:
+            spread = max(1.0, spread * _SHRINK)
+        if spread > 1.0:
+            self._spread[parent] = spread
+        else:
+            self._spread.pop(parent, None)
 
     async def _lease(self, parent: str, item: Item, now: str, lease_until: str, token: str) -> Record | None:
         name = item[SORT_KEY]["S"]

@@ -82,5 +82,6 @@ class ConformanceBase:
                 if not any(m.name == "xfail" and m.kwargs.get("reason") for m in marks):
                     silenced.append(f"{klass.__name__}.{name}")
         assert not silenced, (
-            "standard conformance tests overridden without @pytest.mark.xfail(reason=...): " + ", ".join(sorted(silenced))
+            "standard conformance tests overridden without @pytest.mark.xfail(reason=...): "
+            + ", ".join(sorted(silenced))
         )

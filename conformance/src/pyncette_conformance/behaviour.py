@@ -315,7 +315,14 @@ class BehaviourSuite(ConformanceBase):
             await ctx.schedule_task(hello, "b", schedule="* * * * * */20", who="bob")
             await apps.clock.advance(timedelta(seconds=40))
         assert sorted(seen) == sorted(
-            [("a", "alice", 10), ("a", "alice", 20), ("a", "alice", 30), ("a", "alice", 40), ("b", "bob", 20), ("b", "bob", 40)]
+            [
+                ("a", "alice", 10),
+                ("a", "alice", 20),
+                ("a", "alice", 30),
+                ("a", "alice", 40),
+                ("b", "bob", 20),
+                ("b", "bob", 40),
+            ]
         )
 
     async def test_schedule_update_keeps_sooner_time(self, apps: AppFactory) -> None:
@@ -487,7 +494,7 @@ class BehaviourSuite(ConformanceBase):
         async with partial.create(clock=apps.clock) as ctx, running(ctx):
             await ctx.schedule_tasks(sharded_partial, {n: {"execute_at": START} for n in names})
             await apps.clock.advance(timedelta(seconds=1))
-            listed = []
+            listed: list[str] = []
             token = None
             while True:
                 page = await ctx.list_tasks(sharded_partial, continuation_token=token, limit=15)
@@ -635,7 +642,8 @@ class BehaviourSuite(ConformanceBase):
 
     async def test_unknown_option_is_refused_at_create(self, pyncette_backend: BackendUnderTest) -> None:
         name = pyncette_backend.backend.name
-        app = Pyncette(repository_factory=pyncette_backend.backend, **{f"{name}_no_such_option": 1})
+        bogus: dict[str, Any] = {f"{name}_no_such_option": 1}
+        app = Pyncette(repository_factory=pyncette_backend.backend, **bogus)
         with pytest.raises(ConfigurationError, match=f"{name}_no_such_option"):
             async with app.create():
                 pass

@@ -228,13 +228,14 @@ class CoordinationSuite(ConformanceBase):
 
 
 async def _serve(app: Pyncette, apps: AppFactory, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    async with app.create(clock=apps.clock) as ctx:
-        async with anyio.create_task_group() as tg:
-            await tg.start(ctx.run)
-            task_status.started(ctx)
+    async with app.create(clock=apps.clock) as ctx, anyio.create_task_group() as tg:
+        await tg.start(ctx.run)
+        task_status.started(ctx)
 
 
-def _spawn(under_test: BackendUnderTest, options: dict[str, Any], out: Path, mode: str, **extra: Any) -> subprocess.Popen[bytes]:
+def _spawn(
+    under_test: BackendUnderTest, options: dict[str, Any], out: Path, mode: str, **extra: Any
+) -> subprocess.Popen[bytes]:
     spec = {"backend": under_test.backend.name, "options": options, "out": str(out), "mode": mode, **extra}
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     return subprocess.Popen([sys.executable, "-m", "pyncette_conformance._worker", json.dumps(spec)], env=env)

@@ -23,7 +23,9 @@ def rec(name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '
     return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
 
 
-async def claim(repo: Repository, parent: str = "p", *, now: datetime = T0, limit: int = 100, token: str = "tok") -> list[Record]:
+async def claim(
+    repo: Repository, parent: str = "p", *, now: datetime = T0, limit: int = 100, token: str = "tok"
+) -> list[Record]:
     return await repo.claim(parent, now=now, limit=limit, lease_until=now + LEASE, token=token)
 
 
@@ -39,7 +41,9 @@ class RepositoryContract(ConformanceBase):
 
     async def test_register_update_keeps_sooner_time_and_replaces_spec(self, repository: Repository) -> None:
         await repository.register([rec("a", T0 + timedelta(hours=1))], now=T0, mode=RegisterMode.UPDATE)
-        await repository.register([rec("a", T0 + timedelta(hours=2), spec='{"v": 2}')], now=T0, mode=RegisterMode.UPDATE)
+        await repository.register(
+            [rec("a", T0 + timedelta(hours=2), spec='{"v": 2}')], now=T0, mode=RegisterMode.UPDATE
+        )
         stored = await repository.get("p", "a")
         assert stored is not None
         assert stored.scheduled_at == T0 + timedelta(hours=1)
@@ -58,7 +62,9 @@ class RepositoryContract(ConformanceBase):
         after = T0 + LEASE + timedelta(seconds=1)
         assert await repository.register([rec("a", spec="{}")], now=after, mode=RegisterMode.UPDATE) == [True]
         assert len(await claim(repository, now=after, token="t2")) == 1
-        assert await repository.register([rec("a", T0 + timedelta(days=1), spec='"f"')], now=after, mode=RegisterMode.FORCE) == [True]
+        assert await repository.register(
+            [rec("a", T0 + timedelta(days=1), spec='"f"')], now=after, mode=RegisterMode.FORCE
+        ) == [True]
         stored = await repository.get("p", "a")
         assert stored is not None
         assert (stored.locked_by, stored.locked_until, stored.spec) == (None, None, '"f"')
@@ -101,7 +107,11 @@ class RepositoryContract(ConformanceBase):
         )
         assert results == [True, True, False, False]
         a = await repository.get("p", "a")
-        assert a is not None and (a.scheduled_at, a.locked_by, a.locked_until) == (T0 + timedelta(minutes=1), None, None)
+        assert a is not None and (a.scheduled_at, a.locked_by, a.locked_until) == (
+            T0 + timedelta(minutes=1),
+            None,
+            None,
+        )
         assert await repository.get("p", "b") is None
         c = await repository.get("p", "c")
         assert c is not None and c.locked_by == "tok" and c.scheduled_at == T0

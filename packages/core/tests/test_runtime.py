@@ -172,12 +172,6 @@ async def test_dynamic_instance_scheduled_elsewhere_is_found_within_poll_interva
         assert starts["local"] == clock.now()
 
 
-@pytest.mark.xfail(
-    reason="BUG: after a dynamic instance commits, its next run only becomes a hint (runtime.py _next_run -> _hint); "
-    "the loop, already asleep until poll_interval, is not woken (_execute's finally wakes it for static tasks "
-    "and when starved only), so runs after the first wait for the next poll",
-    strict=True,
-)
 async def test_dynamic_interval_shorter_than_poll_interval_is_kept() -> None:
     app = Pyncette(poll_interval=timedelta(minutes=10))
     clock = VirtualClock(START)
@@ -286,13 +280,6 @@ class SlowCommitRepository(MemoryRepository):
 
 
 @on_trio_mock_time()
-@pytest.mark.xfail(
-    reason="BUG: a static task stalls for a whole lease after a slow commit: runtime.py _next_run sets "
-    "_static_due before the commit lands; a tick in between finds the run due, fails to claim it (its own lease "
-    "is still stored), reads the record and sets _static_due to locked_until, which the landed commit never "
-    "corrects, so the next run waits until the old lease would have expired",
-    strict=True,
-)
 async def test_slow_commit_does_not_stall_a_static_task() -> None:
     app = Pyncette(repository_factory=factory_for(SlowCommitRepository()), poll_interval=S)
     seen: list[datetime] = []
@@ -339,12 +326,6 @@ async def test_graceful_shutdown_while_storage_is_down() -> None:
     assert finished
 
 
-@pytest.mark.xfail(
-    reason="BUG: a failing storage call freezes pyncette.testing.VirtualClock: runtime.py _retrying sleeps inside "
-    "clock.busy(), so the loop (already holding one unit in run()) or the task waiting for the committer keeps "
-    "the clock busy during the backoff, and VirtualClock.advance() waits forever in settle()",
-    strict=True,
-)
 @pytest.mark.parametrize("method", ["register", "claim", "commit"])
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_storage_failure_does_not_freeze_the_virtual_clock(method: str) -> None:

@@ -14,6 +14,6 @@ def import_backend_package(module: str, extra: str) -> ModuleType:
         if exc.name != module:
             raise
         raise ModuleNotFoundError(
-            f"the {extra} backend is not installed; install it with: pip install \"pyncette[{extra}]\"",
+            f'the {extra} backend is not installed; install it with: pip install "pyncette[{extra}]"',
             name=module,
         ) from exc

@@ -67,9 +67,7 @@ class MemoryRepository(Repository):
                 results.append(True)
         return results
 
-    async def claim(
-        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
-    ) -> list[Record]:
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         group = self._parents.get(parent)
         claimed: list[Record] = []
         if group is None:

@@ -139,9 +139,7 @@ class Repository(ABC):
         """
 
     @abstractmethod
-    async def claim(
-        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
-    ) -> list[Record]:
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         """Atomically lease up to ``limit`` due records of ``parent``, in one round trip.
 
         A record is due when ``scheduled_at <= now`` and it is not leased

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from .task import Task
 logger = logging.getLogger("pyncette")
 
 RepositoryFactory = Callable[..., AbstractAsyncContextManager[Repository]]
-FixtureFunc = Callable[[PyncetteContext], AsyncGenerator[Any, None]]
+FixtureFunc = Callable[[PyncetteContext], AsyncIterator[Any]]
 F = TypeVar("F", bound=FixtureFunc)
 
 
@@ -146,7 +146,9 @@ class Pyncette:
         if factory is None:
             name = self.backend_name or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
             factory = backends.load(name)
-        capabilities = factory.capabilities_for(self.backend_options) if isinstance(factory, Backend) else Capabilities()
+        capabilities = (
+            factory.capabilities_for(self.backend_options) if isinstance(factory, Backend) else Capabilities()
+        )
         return factory, capabilities
 
     @contextlib.asynccontextmanager

@@ -91,7 +91,7 @@ def load(name: str) -> Backend:
         installed = ", ".join(sorted(found)) or "none"
         if name in KNOWN_EXTRAS:
             raise BackendNotFound(
-                f"backend {name!r} is not installed; install it with: pip install \"pyncette[{KNOWN_EXTRAS[name]}]\" "
+                f'backend {name!r} is not installed; install it with: pip install "pyncette[{KNOWN_EXTRAS[name]}]" '
                 f"(installed backends: {installed})"
             )
         raise BackendNotFound(f"unknown backend {name!r}; installed backends: {installed}")

@@ -48,12 +48,13 @@ class Clock:
 
 SystemClock = Clock
 
-_current: ContextVar[Clock] = ContextVar("pyncette_clock", default=Clock())
+_REAL_TIME = Clock()
+_current: ContextVar[Clock | None] = ContextVar("pyncette_clock", default=None)
 
 
 def current_clock() -> Clock:
     """The clock of the app whose task is running (real time outside any app)."""
-    return _current.get()
+    return _current.get() or _REAL_TIME
 
 
 def set_current_clock(clock: Clock) -> None:
@@ -63,7 +64,7 @@ def set_current_clock(clock: Clock) -> None:
 
 async def sleep(seconds: float) -> None:
     """Sleep on the running app's clock: real time in production, virtual time in tests."""
-    await _current.get().sleep(seconds)
+    await current_clock().sleep(seconds)
 
 
 __all__ = ["Clock", "SystemClock", "current_clock", "set_current_clock", "sleep"]

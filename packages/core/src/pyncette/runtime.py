@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -70,6 +71,10 @@ class PyncetteContext:
         self._templates = [t for t in app.tasks if t.dynamic]
         self._template_of_parent = {parent: t for t in self._templates for parent in t.parents()}
         self._static_due: dict[str, datetime | None] = {}
+        # Static tasks running here, with the expiry of their lease: not claimed again until it passes.
+        self._static_running: dict[str, datetime] = {}
+        # When the loop will next wake up, while it sleeps; earlier work wakes it.
+        self._next_wake: datetime | None = None
         # The earliest next run of a dynamic instance this process knows of (from its own commits and
         # registrations), so it wakes for it instead of waiting for the next poll.
         self._dynamic_hint: datetime | None = None
@@ -78,6 +83,8 @@ class PyncetteContext:
         self._shutting_down = False
         self._wake_scope: anyio.CancelScope | None = None
         self._wake_pending = False
+        self._wake_held = False
+        self._commit_hold = False
         self._run_scope: anyio.CancelScope | None = None
         self._pending: list[_Pending] = []
         self._pending_event = anyio.Event()
@@ -136,14 +143,13 @@ class PyncetteContext:
             assert instance.schedule is not None
             records.append(Record(parent, name, instance.to_spec(), instance.schedule.first(now)))
         mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
-        if records:
-            self._hint(min(r.scheduled_at for r in records))
         locked: list[Task] = []
         for start in range(0, len(records), _REGISTER_CHUNK):
             chunk = records[start : start + _REGISTER_CHUNK]
             written = await self.repository.register(chunk, now=now, mode=mode)
-            locked.extend(t for t, ok in zip(concrete[start : start + _REGISTER_CHUNK], written) if not ok)
-        self._wakeup()
+            locked.extend(t for t, ok in zip(concrete[start : start + _REGISTER_CHUNK], written, strict=True) if not ok)
+        if concrete:
+            self._planned(concrete[0], min(r.scheduled_at for r in records))
         if locked:
             names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
             raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
@@ -151,6 +157,8 @@ class PyncetteContext:
 
     async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
         """Remove a dynamic instance (pass the instance, or the template and the instance name)."""
+        if not task.dynamic and task.template is None:
+            raise ConfigurationError(f"{task!r} is a static task; only dynamic instances can be unscheduled")
         parent, name = self._key(task, instance_name)
         await self.repository.delete(parent, name)
 
@@ -262,6 +270,10 @@ class PyncetteContext:
         for task in self._static:
             if not task.enabled or self._shutting_down:
                 continue
+            running_until = self._static_running.get(task.name)
+            if running_until is not None and running_until > now:
+                next_wake = min(next_wake, running_until)
+                continue
             due = self._static_due.get(task.name)
             if due is not None and due > now:
                 next_wake = min(next_wake, due)
@@ -275,6 +287,7 @@ class PyncetteContext:
             )
             if claimed:
                 self._static_due[task.name] = None
+                self._static_running[task.name] = now + task.lease_duration
                 self._start(tg, task, claimed[0])
                 continue
             # Someone else ran it or holds it: learn when to look again instead of polling blindly.
@@ -309,9 +322,14 @@ class PyncetteContext:
             next_wake = min(next_wake, self._dynamic_hint)
         return max(next_wake, now)
 
-    def _hint(self, moment: datetime | None) -> None:
-        if moment is not None and (self._dynamic_hint is None or moment < self._dynamic_hint):
-            self._dynamic_hint = moment
+    def _planned(self, task: Task, next_at: datetime | None) -> None:
+        """Note a committed next run, and wake the loop if it is due before the loop would wake."""
+        if task.template is None:
+            self._static_due[task.name] = next_at
+        elif next_at is not None and (self._dynamic_hint is None or next_at < self._dynamic_hint):
+            self._dynamic_hint = next_at
+        if next_at is not None and self._next_wake is not None and next_at < self._next_wake:
+            self._wakeup()
 
     def _free_slots(self) -> int:
         return self._concurrency_limit - self._running
@@ -324,18 +342,27 @@ class PyncetteContext:
         delay = (deadline - self.clock.now()).total_seconds()
         with anyio.CancelScope() as scope:
             self._wake_scope = scope
+            self._next_wake = deadline
             if self._wake_pending:
                 scope.cancel()
             await self.clock.sleep(delay)
+        self._next_wake = None
         self._wake_scope = None
         self._wake_pending = False
+        if self._wake_held:
+            self._wake_held = False
+            self.clock.release()
 
     def _wakeup(self) -> None:
         """Cut the loop's current sleep short (or the next one, if it is not sleeping)."""
-        if self._wake_scope is not None:
-            self._wake_scope.cancel()
-        else:
+        scope = self._wake_scope
+        if scope is None:
             self._wake_pending = True
+        elif not scope.cancel_called:
+            # Count the loop as busy from this moment, so a virtual clock cannot move before it runs.
+            self.clock.hold()
+            self._wake_held = True
+            scope.cancel()
 
     async def _drain(self) -> None:
         """Wait for running tasks; their commits land before they count as finished."""
@@ -380,9 +407,11 @@ class PyncetteContext:
         )
         try:
             if task.execution_mode is ExecutionMode.AT_MOST_ONCE:
-                if not await self._finish(lease, self._next_run(task, record.scheduled_at)):
+                next_at = self._next_run(task, record.scheduled_at)
+                if not await self._finish(lease, next_at):
                     logger.warning("Not running %r: its lease was lost before it started", task)
                     return
+                self._planned(task, next_at)
                 try:
                     await self._invoke(context)
                 except Exception:
@@ -405,16 +434,18 @@ class PyncetteContext:
             if lost:
                 logger.warning("Task %r lost its lease while running; not committing", task)
                 return
-            if not await self._finish(lease, self._next_run(task, record.scheduled_at)):
+            next_at = self._next_run(task, record.scheduled_at)
+            if await self._finish(lease, next_at):
+                self._planned(task, next_at)
+            else:
                 logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
         finally:
             self._running -= 1
             if self._running == 0:
                 self._drained.set()
             if task.template is None:
-                # A static task's next run is known now; make sure the loop plans for it.
-                self._wakeup()
-            elif self._starved:
+                self._static_running.pop(task.name, None)
+            if self._starved:
                 self._starved = False
                 self._wakeup()
             self.clock.release()
@@ -436,25 +467,32 @@ class PyncetteContext:
     def _next_run(self, task: Task, scheduled_at: datetime) -> datetime | None:
         assert task.schedule is not None
         if task.fast_forward:
-            nxt = task.schedule.fast_forward(scheduled_at, self.clock.now())
-        else:
-            nxt = task.schedule.next_after(scheduled_at)
-        if task.template is None:
-            self._static_due[task.name] = nxt
-        else:
-            self._hint(nxt)
-        return nxt
+            return task.schedule.fast_forward(scheduled_at, self.clock.now())
+        return task.schedule.next_after(scheduled_at)
 
     # ---------------------------------------------------------------------------------------------
     # 4. The committer: batches commits and unlocks
     # ---------------------------------------------------------------------------------------------
 
     async def _finish(self, lease: Lease, next_at: datetime | None, *, unlock: bool = False) -> bool:
-        """Queue a commit (or unlock) and wait until it has landed; ``False`` if the lease was lost."""
+        """Queue a commit (or unlock) and wait until it has landed; ``False`` if the lease was lost.
+
+        The waiting run hands its clock hold to the committer, which hands one back when it is done,
+        so a virtual clock sees continuous work and can still move while storage calls back off.
+        """
         item = _Pending(lease, next_at, unlock)
         self._pending.append(item)
+        if not self._commit_hold:
+            self._commit_hold = True
+            self.clock.hold()
         self._pending_event.set()
-        await item.done.wait()
+        self.clock.release()
+        try:
+            await item.done.wait()
+        except BaseException:
+            if not item.done.is_set():
+                self.clock.hold()
+            raise
         return item.result
 
     async def _committer(self) -> None:
@@ -466,16 +504,19 @@ class PyncetteContext:
             unlocks = [p for p in batch if p.unlock]
             if commits:
                 completions = [Completion(p.lease.parent, p.lease.name, p.lease.token, p.next_at) for p in commits]
-                results = await self._retrying("commit", lambda: self.repository.commit(completions))
-                for item, ok in zip(commits, results):
-                    item.result = ok
-                    item.done.set()
+                self._resolve(commits, await self._retrying("commit", partial(self.repository.commit, completions)))
             if unlocks:
                 leases = [p.lease for p in unlocks]
-                results = await self._retrying("unlock", lambda: self.repository.unlock(leases))
-                for item, ok in zip(unlocks, results):
-                    item.result = ok
-                    item.done.set()
+                self._resolve(unlocks, await self._retrying("unlock", partial(self.repository.unlock, leases)))
+            if not self._pending:
+                self._commit_hold = False
+                self.clock.release()
+
+    def _resolve(self, items: list[_Pending], results: list[bool]) -> None:
+        for item, ok in zip(items, results, strict=True):
+            item.result = ok
+            self.clock.hold()  # handed back to the waiting run
+            item.done.set()
 
     # ---------------------------------------------------------------------------------------------
     # 5. Retries
@@ -491,8 +532,7 @@ class PyncetteContext:
                 attempt += 1
                 delay = min(_MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
                 logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
-                with self.clock.busy():
-                    await self.clock.sleep(delay)
+                await self.clock.sleep(delay)  # every caller holds the clock (see _finish)
 
 
 def validate_context_names(names: Iterable[str]) -> None:

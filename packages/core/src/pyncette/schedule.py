@@ -44,7 +44,7 @@ def parse_timezone(value: str | tzinfo | None) -> tzinfo:
     match = _OFFSET.match(text)
     if match:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
-        if hours > 14 or minutes >= 60:
+        if minutes >= 60 or hours * 60 + minutes > 14 * 60:
             raise ConfigurationError(f"invalid timezone offset {value!r}: must lie between -14:00 and +14:00")
         offset = timedelta(hours=hours, minutes=minutes)
         return timezone(-offset if sign == "-" else offset)

@@ -31,15 +31,15 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from ._memory import MemoryRepository
 from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
 from .errors import BackendError, ConfigurationError
-from ._memory import MemoryRepository
 
 MEMORY = ":memory:"
 DEFAULT_TABLE = "pyncette_tasks"
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ERRORS = {sqlite3.Error: BackendError}
+_ERRORS: dict[type[BaseException], type[Exception]] = {sqlite3.Error: BackendError}
 
 T = TypeVar("T")
 
@@ -127,9 +127,7 @@ class SqliteRepository(Repository):
 
         return await self._call("register", work)
 
-    async def claim(
-        self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str
-    ) -> list[Record]:
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         t = self._table
         now_i, until_i = _to_int(now), _to_int(lease_until)
 

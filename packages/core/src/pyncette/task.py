@@ -69,7 +69,9 @@ def build_schedule(
     schedule: str | None, interval: timedelta | None, execute_at: datetime | None, timezone: str | None
 ) -> Schedule:
     """Validate that exactly one of ``schedule``, ``interval`` and ``execute_at`` is given and build it."""
-    given = [k for k, v in (("schedule", schedule), ("interval", interval), ("execute_at", execute_at)) if v is not None]
+    given = [
+        k for k, v in (("schedule", schedule), ("interval", interval), ("execute_at", execute_at)) if v is not None
+    ]
     if len(given) != 1:
         raise ConfigurationError(
             f"exactly one of schedule=, interval= or execute_at= is required, got {', '.join(given) or 'none'}"
@@ -153,17 +155,19 @@ class Task:
             if not isinstance(partition_count, int) or partition_count < 1:
                 raise ConfigurationError(f"invalid partition_count {partition_count!r}: must be an integer >= 1")
             if enabled_partitions is not None:
-                enabled = list(enabled_partitions)
-                bad = [p for p in enabled if not isinstance(p, int) or not 0 <= p < partition_count]
+                shards = list(enabled_partitions)
+                bad = [p for p in shards if not isinstance(p, int) or not 0 <= p < partition_count]
                 if bad:
                     raise ConfigurationError(
                         f"invalid enabled_partitions {bad!r}: each must be an integer in 0..{partition_count - 1}"
                     )
-                self.enabled_partitions = sorted(set(enabled))
+                self.enabled_partitions = sorted(set(shards))
         if dynamic:
             if execute_at is not None:
                 raise ConfigurationError("execute_at= is only allowed on dynamic task instances, not templates")
-            if timezone is not None:
+            if schedule is not None or interval is not None:
+                build_schedule(schedule, interval, None, timezone)  # validate the template's defaults early
+            elif timezone is not None:
                 parse_timezone(timezone)
             self.schedule: Schedule | None = None
         else:
@@ -233,6 +237,8 @@ class Task:
         has_schedule = any(options.get(k) is not None for k in ("schedule", "interval", "execute_at"))
         if not has_schedule:
             merged.update(schedule=self.cron, interval=self.interval, timezone=self.timezone)
+        elif options.get("schedule") is not None and "timezone" not in options:
+            merged["timezone"] = self.timezone
         merged.update(options)
         return Task(self.func, name=name, parent_task=self, **merged)
 

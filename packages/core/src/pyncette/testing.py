@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from .clock import Clock
 
@@ -78,11 +79,11 @@ class VirtualClock(Clock):
         """Wait until no work is in progress."""
         # Give freshly started tasks a chance to mark themselves busy first.
         for _ in range(3):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         while self._busy > 0:
             await self._idle.wait()
             for _ in range(3):
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
     async def advance(self, delta: timedelta | float) -> None:
         """Move time forward by ``delta``, waking every sleeper due on the way, in order."""

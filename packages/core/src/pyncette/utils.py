@@ -15,7 +15,9 @@ from .model import Context, TaskFunc
 logger = logging.getLogger("pyncette")
 
 
-def with_heartbeat(lease_remaining_ratio: float = 0.5, cancel_on_lease_lost: bool = False) -> Callable[[TaskFunc], TaskFunc]:
+def with_heartbeat(
+    lease_remaining_ratio: float = 0.5, cancel_on_lease_lost: bool = False
+) -> Callable[[TaskFunc], TaskFunc]:
     """Keep a long task's lease alive in the background.
 
     The lease is extended whenever ``lease_remaining_ratio`` of it is left.

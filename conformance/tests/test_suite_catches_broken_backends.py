@@ -1,0 +1,107 @@
+"""The suite must accept a correct backend and reject broken ones; and its guard must work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+MODULE = """
+import pytest
+from pyncette_conformance import ALL_SUITES, BackendUnderTest
+from example_backends import {backend}
+
+class Mixin:
+    @pytest.fixture
+    async def pyncette_backend(self):
+        under_test = BackendUnderTest({backend}(), {{}})
+        try:
+            yield under_test
+        finally:
+            await under_test.aclose()
+
+{classes}
+"""
+
+
+def _run(pytester: pytest.Pytester, backend: str, *args: str, classes: str | None = None) -> pytest.RunResult:
+    pytester.makepyfile(example_backends=(HERE / "example_backends.py").read_text(encoding="utf-8"))
+    if classes is None:
+        classes = "\n".join(f"class Test{name}(Mixin, ALL_SUITES[{i}]): pass" for i, name in enumerate(_suite_names()))
+    pytester.makepyfile(test_generated=MODULE.format(backend=backend, classes=classes))
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-m", "not realtime", *args)
+
+
+def _suite_names() -> list[str]:
+    from pyncette_conformance import ALL_SUITES
+
+    return [suite.__name__ for suite in ALL_SUITES]
+
+
+def test_correct_example_backend_passes_everything(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "SharedMemoryBackend")
+    result.assert_outcomes(failed=0, errors=0, passed=result.parseoutcomes()["passed"])
+    assert result.parseoutcomes()["passed"] > 50
+
+
+def test_double_running_backend_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "DoubleRunningBackend", "-k", "exactly_once or claim")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 3
+    result.stdout.fnmatch_lines(["*test_due_instances_run_exactly_once_across_apps*"])
+
+
+def test_losing_backend_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "LosingBackend", "-k", "cadence or catch_up or commit")
+    assert result.parseoutcomes().get("failed", 0) >= 3
+    result.stdout.fnmatch_lines(["*test_interval_first_run_and_cadence*"])
+
+
+def test_silencing_a_standard_test_needs_an_explicit_xfail(pytester: pytest.Pytester) -> None:
+    silenced = "class TestSilenced(Mixin, ALL_SUITES[0]):\n    async def test_unlock_and_extend(self):\n        pass\n"
+    result = _run(pytester, "SharedMemoryBackend", "-k", "not_silenced", classes=silenced)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*RepositoryContract.test_unlock_and_extend*"])
+
+    allowed = (
+        "class TestAllowed(Mixin, ALL_SUITES[0]):\n"
+        "    @pytest.mark.xfail(reason='this storage cannot extend leases', strict=False)\n"
+        "    async def test_unlock_and_extend(self):\n"
+        "        raise NotImplementedError\n"
+    )
+    result = _run(pytester, "SharedMemoryBackend", "-k", "not_silenced or unlock_and_extend", classes=allowed)
+    result.assert_outcomes(passed=1, xfailed=1)
+
+
+def test_plugin_runs_against_an_installed_backend_by_name(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--pyargs",
+        "pyncette_conformance",
+        "--pyncette-backend",
+        "sqlite",
+        "-k",
+        "TestRepository",
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes["passed"] >= 10
+
+
+def test_plugin_reports_an_unknown_backend(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--pyargs",
+        "pyncette_conformance",
+        "--pyncette-backend",
+        "nope",
+        "-k",
+        "test_unlock_and_extend",
+    )
+    result.stdout.fnmatch_lines(["*unknown backend 'nope'; installed backends: *sqlite*"])
+    assert result.ret != 0

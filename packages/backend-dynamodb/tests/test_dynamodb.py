@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 import pyncette_dynamodb._client as client_module
 import pyncette_dynamodb._table as table_module
@@ -467,6 +467,74 @@ async def test_throttling_is_retried_then_reported_as_backend_error(
     throttles["left"] = 100
     with pytest.raises(BackendError, match="ThrottlingException"):
         await claim(repository, token="other")
+
+
+class _AppliedButLost:
+    """Wraps the raw client: chosen writes reach the server, then the client sees a dropped connection."""
+
+    def __init__(self, raw: Any, operations: set[str]) -> None:
+        self._raw = raw
+        self.pending = set(operations)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._raw, name)
+        if name not in self.pending:
+            return method
+
+        async def applied_then_dropped(**params: Any) -> Any:
+            self.pending.discard(name)
+            await method(**params)
+            raise EndpointConnectionError(endpoint_url="http://test")
+
+        return applied_then_dropped
+
+
+async def test_writes_whose_response_was_lost_are_recognised_on_retry(
+    repository: DynamoDBRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
+    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+    wrapper = _AppliedButLost(repository._client.raw, {"update_item"})
+    monkeypatch.setattr(repository._client, "raw", wrapper)
+    # The first claim write lands but its answer is lost; the retry fails its condition against our own lease.
+    assert sorted(r.name for r in await claim(repository)) == ["a", "b"]
+    wrapper.pending = {"update_item"}
+    assert await repository.commit([Completion("p", "a", "tok", T0 + timedelta(hours=1))]) == [True]
+    wrapper.pending = {"delete_item"}
+    assert await repository.commit([Completion("p", "b", "tok", None)]) == [True]
+    wrapper.pending = {"put_item"}
+    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [True]
+    stored = await repository.get("p", "a")
+    assert stored is not None and stored.locked_by is None and stored.scheduled_at == T0 + timedelta(hours=1)
+    assert await repository.get("p", "b") is None
+    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [False]
+
+
+async def test_claim_returns_what_it_got_when_some_writes_fail(
+    repository: DynamoDBRepository, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
+    await repository.register([rec("ok"), rec("broken")], now=T0, mode=RegisterMode.CREATE)
+    broken = {"names": {"broken"}}
+
+    def fail_some(params: dict[str, Any], **_: Any) -> Any:
+        if any(f'"{name}"'.encode() in params["body"] for name in broken["names"]):
+            error = {"Code": "InternalServerError", "Message": "boom"}
+            return _FakeHttp(), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}
+        return None
+
+    repository.client.meta.events.register_first("before-call.dynamodb.UpdateItem", fail_some)
+    assert [r.name for r in await claim(repository)] == ["ok"]
+    assert "1 of 2 writes failed" in caplog.text
+    broken["names"] = {"broken"}
+    with pytest.raises(BackendError, match="InternalServerError"):
+        await claim(repository, token="again")
+
+
+async def test_adaptive_retry_mode(options: dict[str, Any]) -> None:
+    async with backend.open({**options, "dynamodb_retry_mode": "adaptive"}) as repo:
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        assert len(await claim(repo)) == 1
 
 
 async def test_unreachable_endpoint_fails_fast_naming_host_and_port() -> None:

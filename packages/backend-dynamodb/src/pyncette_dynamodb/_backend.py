@@ -21,7 +21,7 @@ async def _checked(client: Client, what: str) -> AsyncIterator[None]:
     """Translate driver errors of setup calls, turning missing credentials into a ConfigurationError."""
     try:
         with map_exceptions(
-            DRIVER_ERRORS, f"dynamodb {what} of table {client.settings.table_name!r} at {client.settings.server}"
+            DRIVER_ERRORS, f"dynamodb {what} of table {client.settings.table_name!r} at {client.server}"
         ):
             yield
     except BackendError as exc:

@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -60,6 +61,12 @@ EXTRA_ATTEMPTS = 2
 BACKOFF_BASE = 0.2
 
 
+def host_and_port(url: str) -> str:
+    """``host:port`` of an endpoint URL."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
 def error_code(exc: ClientError) -> str:
     """The AWS error code of a client error, e.g. ``ConditionalCheckFailedException``."""
     return str(exc.response.get("Error", {}).get("Code", ""))
@@ -96,6 +103,8 @@ class Client:
     def __init__(self, client: Any, settings: Settings) -> None:
         self.raw = client
         self.settings = settings
+        #: ``host:port`` the client talks to, for messages (never credentials).
+        self.server = host_and_port(str(client.meta.endpoint_url))
 
     async def call(self, operation: str, what: str, **params: Any) -> dict[str, Any]:
         """Run one API call (``operation`` is the snake_case method name) and return its response."""
@@ -109,7 +118,7 @@ class Client:
 
     async def _attempts(self, operation: str, what: str, params: dict[str, Any], *, conditional: bool) -> Outcome:
         method = getattr(self.raw, operation)
-        with map_exceptions(DRIVER_ERRORS, f"dynamodb {what} ({self.settings.server})"):
+        with map_exceptions(DRIVER_ERRORS, f"dynamodb {what} ({self.server})"):
             attempt = 0
             while True:
                 try:
@@ -150,8 +159,9 @@ async def connect(settings: Settings) -> AsyncIterator[Client]:
     if region is None and settings.endpoint is not None and not session.get_config_variable("region"):
         # Local emulators ignore the region, but request signing needs one.
         region = "us-east-1"
+    where = host_and_port(settings.endpoint) if settings.endpoint else f"region {region}"
     async with contextlib.AsyncExitStack() as stack:
-        with map_exceptions(DRIVER_ERRORS, f"dynamodb client setup ({settings.server})"):
+        with map_exceptions(DRIVER_ERRORS, f"dynamodb client setup ({where})"):
             try:
                 raw = await stack.enter_async_context(
                     session.create_client("dynamodb", region_name=region, endpoint_url=settings.endpoint, config=config)
@@ -164,8 +174,14 @@ async def connect(settings: Settings) -> AsyncIterator[Client]:
         yield Client(raw, settings)
 
 
+#: Error codes meaning the credentials were rejected: the user must fix them.
+_AUTH_CODES = frozenset(
+    {"UnrecognizedClientException", "InvalidSignatureException", "AccessDeniedException", "MissingAuthenticationToken"}
+)
+
+
 def credentials_error(exc: BaseException) -> ConfigurationError | None:
-    """A clear ConfigurationError when ``exc`` (or its cause) says no AWS credentials were found."""
+    """A clear ConfigurationError when ``exc`` (or its cause) says AWS credentials are missing or refused."""
     cause = exc.__cause__ if isinstance(exc, BackendError) else exc
     if isinstance(cause, (NoCredentialsError, PartialCredentialsError)):
         return ConfigurationError(
@@ -173,4 +189,6 @@ def credentials_error(exc: BaseException) -> ConfigurationError | None:
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, container or instance metadata); "
             f"{cause}"
         )
+    if isinstance(cause, ClientError) and error_code(cause) in _AUTH_CODES:
+        return ConfigurationError(f"DynamoDB refused the ambient AWS credentials or their permissions: {cause}")
     return None

@@ -52,15 +52,6 @@ class Settings:
     max_attempts: int = 3
     max_pool_connections: int = 100
 
-    @property
-    def server(self) -> str:
-        """``host:port`` of the endpoint (never credentials), or the region's public endpoint."""
-        if self.endpoint is None:
-            return f"dynamodb.{self.region_name or '<ambient region>'}.amazonaws.com:443"
-        parts = urlsplit(self.endpoint)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.hostname}:{port}"
-
 
 def _string(options: Mapping[str, Any], key: str, pattern: re.Pattern[str], allowed: str) -> str | None:
     value = options.get(key)

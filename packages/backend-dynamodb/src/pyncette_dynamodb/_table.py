@@ -78,11 +78,11 @@ async def ensure_table(client: Client) -> None:
     try:
         table = await asyncio.wait_for(_describe(client), timeout=deadline)
     except asyncio.TimeoutError:
-        raise BackendError(f"DynamoDB at {settings.server} did not answer within {deadline:g}s") from None
+        raise BackendError(f"DynamoDB at {client.server} did not answer within {deadline:g}s") from None
     if table is None:
         if settings.skip_table_create:
             raise ConfigurationError(
-                f"DynamoDB table {name!r} does not exist at {settings.server} and dynamodb_skip_table_create=True: "
+                f"DynamoDB table {name!r} does not exist at {client.server} and dynamodb_skip_table_create=True: "
                 "create it (schema in the pyncette-dynamodb README) or let Pyncette create it"
             )
         try:
@@ -93,7 +93,7 @@ async def ensure_table(client: Client) -> None:
                 LocalSecondaryIndexes=LOCAL_SECONDARY_INDEXES,
                 BillingMode=BILLING_MODE,
             )
-            logger.info("Created DynamoDB table %r at %s", name, settings.server)
+            logger.info("Created DynamoDB table %r at %s", name, client.server)
         except ClientError as exc:
             # Another instance created it first: fine, wait for it like for our own.
             if error_code(exc) != "ResourceInUseException":

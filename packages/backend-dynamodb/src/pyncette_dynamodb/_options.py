@@ -63,7 +63,9 @@ def _string(options: Mapping[str, Any], key: str, pattern: re.Pattern[str], allo
 
 
 def _number(options: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = options.get(key, default)
+    value = options.get(key)
+    if value is None:
+        return default
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -76,7 +78,9 @@ def _number(options: Mapping[str, Any], key: str, default: float, low: float, hi
 
 
 def _integer(options: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = options.get(key, default)
+    value = options.get(key)
+    if value is None:
+        return default
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise TypeError
@@ -89,7 +93,9 @@ def _integer(options: Mapping[str, Any], key: str, default: int, low: int, high:
 
 
 def _boolean(options: Mapping[str, Any], key: str) -> bool:
-    value = options.get(key, False)
+    value = options.get(key)
+    if value is None:
+        return False
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
@@ -103,7 +109,7 @@ def _endpoint(options: Mapping[str, Any]) -> str | None:
     value = options.get("dynamodb_endpoint")
     if value is None:
         return None
-    # The message never echoes the URL: it could carry credentials in its user-info part.
+    # Messages never show a URL's user-info part: it could carry credentials.
     problem = "an http:// or https:// URL with a host is required"
     if not isinstance(value, str):
         raise ConfigurationError(f"invalid dynamodb_endpoint (a {type(value).__name__}): {problem}")
@@ -130,9 +136,14 @@ def _redacted(url: str) -> str:
 
 
 def parse_settings(options: Mapping[str, Any]) -> Settings:
-    """Validate already-selected ``dynamodb_*`` options; raise :class:`ConfigurationError` naming the bad one."""
+    """Validate already-selected ``dynamodb_*`` options (``None`` means the default).
+
+    Raises :class:`ConfigurationError` naming the bad option and what is allowed.
+    """
     letters = "letters, digits and underscores"
-    retry_mode = options.get("dynamodb_retry_mode", "standard")
+    retry_mode = options.get("dynamodb_retry_mode")
+    if retry_mode is None:
+        retry_mode = "standard"
     if retry_mode not in _RETRY_MODES:
         raise ConfigurationError(f"invalid dynamodb_retry_mode {retry_mode!r}: allowed are {', '.join(_RETRY_MODES)}")
     return Settings(

@@ -3,7 +3,8 @@
 Requests per operation (what users pay for):
 
 * ``claim``: one Query page on the ``ready_at`` index, then one conditional
-  UpdateItem per returned record, all sent concurrently;
+  UpdateItem per record tried, all sent concurrently (see the contention
+  control below for which records are tried);
 * ``commit``/``unlock``: one conditional UpdateItem or DeleteItem per record, concurrently;
 * ``register``: one (conditional) PutItem or UpdateItem per record, concurrently;
   ``UPDATE`` mode needs a second write when the stored time is sooner or the

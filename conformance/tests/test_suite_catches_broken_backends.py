@@ -31,7 +31,7 @@ def _run(pytester: pytest.Pytester, backend: str, *args: str, classes: str | Non
     if classes is None:
         classes = "\n".join(f"class Test{name}(Mixin, ALL_SUITES[{i}]): pass" for i, name in enumerate(_suite_names()))
     pytester.makepyfile(test_generated=MODULE.format(backend=backend, classes=classes))
-    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-m", "not realtime", *args)
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-m", "not realtime", *args, timeout=300)
 
 
 def _suite_names() -> list[str]:

@@ -75,6 +75,8 @@ class Pyncette:
         self.tasks: list[Task] = []
         self.fixtures: dict[str, FixtureFunc] = {}
         self.middlewares: list[MiddlewareFunc] = []
+        self.repository_wrappers: list[Callable[[Repository], Repository]] = []
+        self.tick_listeners: list[Callable[[PyncetteContext, float], None]] = []
 
     # -- declaring tasks ---------------------------------------------------------------------------
 
@@ -138,6 +140,14 @@ class Pyncette:
         """Register a middleware."""
         self.middlewares.append(func)
 
+    def use_repository_wrapper(self, wrapper: Callable[[Repository], Repository]) -> None:
+        """Wrap the opened repository (e.g. to time or count storage calls); applied in registration order."""
+        self.repository_wrappers.append(wrapper)
+
+    def use_tick_listener(self, listener: Callable[[PyncetteContext, float], None]) -> None:
+        """Call ``listener(ctx, seconds)`` after every scheduler tick with the tick's duration."""
+        self.tick_listeners.append(listener)
+
     # -- running -----------------------------------------------------------------------------------
 
     def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
@@ -163,6 +173,8 @@ class Pyncette:
                     f"backend {getattr(factory, 'name', factory)!r} only works on asyncio, not on this event loop"
                 ) from None
         async with factory(**self.backend_options) as repository, contextlib.AsyncExitStack() as stack:
+            for wrap in self.repository_wrappers:
+                repository = wrap(repository)
             ctx = PyncetteContext(self, repository, clock or Clock(), {})
             for name, fixture in self.fixtures.items():
                 value = await stack.enter_async_context(contextlib.asynccontextmanager(fixture)(ctx))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -243,8 +244,11 @@ class PyncetteContext:
                 await self._retrying("register static tasks", self._register_static)
                 task_status.started()
                 while not self._shutting_down:
+                    started = time.perf_counter()
                     next_wake = await self._retrying("poll", lambda: self._tick(tg))
                     self.last_tick = self.clock.now()
+                    for listener in self.app.tick_listeners:
+                        listener(self, time.perf_counter() - started)
                     if not self._shutting_down:
                         await self._sleep_until(next_wake)
                 await self._drain()

@@ -37,10 +37,11 @@ DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 class VirtualClock(Clock):
     """A clock that stands still until :meth:`advance` moves it."""
 
-    def __init__(self, start: datetime = DEFAULT_START) -> None:
+    def __init__(self, start: datetime = DEFAULT_START, *, settle_timeout: float = 60.0) -> None:
         if start.tzinfo is None:
             raise ValueError(f"VirtualClock start must be timezone-aware, got {start!r}")
         self._now = start.astimezone(timezone.utc)
+        self.settle_timeout = settle_timeout
         self._sleepers: list[tuple[datetime, int, anyio.Event]] = []
         self._sequence = itertools.count()
         self._busy = 0
@@ -76,14 +77,25 @@ class VirtualClock(Clock):
             raise
 
     async def settle(self) -> None:
-        """Wait until no work is in progress."""
+        """Wait until no work is in progress.
+
+        Raises :class:`TimeoutError` when work never stops for ``settle_timeout`` seconds of real
+        time (for example a backend that keeps handing out the same due work).
+        """
         # Give freshly started tasks a chance to mark themselves busy first.
         for _ in range(3):
             await anyio.lowlevel.checkpoint()
-        while self._busy > 0:
-            await self._idle.wait()
-            for _ in range(3):
-                await anyio.lowlevel.checkpoint()
+        try:
+            with anyio.fail_after(self.settle_timeout):
+                while self._busy > 0:
+                    await self._idle.wait()
+                    for _ in range(3):
+                        await anyio.lowlevel.checkpoint()
+        except TimeoutError:
+            raise TimeoutError(
+                f"virtual clock at {self._now.isoformat()}: work did not stop within {self.settle_timeout} s "
+                "of real time"
+            ) from None
 
     async def advance(self, delta: timedelta | float) -> None:
         """Move time forward by ``delta``, waking every sleeper due on the way, in order."""

@@ -1,7 +1,7 @@
 """A small Pyncette app on the embedded SQLite backend that prints every execution.
 
-    hatch run demo              # runs until Ctrl-C
-    hatch run demo --seconds 5  # stops by itself after 5 seconds
+hatch run demo              # runs until Ctrl-C
+hatch run demo --seconds 5  # stops by itself after 5 seconds
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def build(database: Path) -> Pyncette:
     @app.fixture()
     async def greeting(app_context: PyncetteContext):  # type: ignore[no-untyped-def]
         soon = datetime.now(timezone.utc)
-        await app_context.schedule_task(reminder, "in-1s", execute_at=soon + timedelta(seconds=1), text="one second in")
-        await app_context.schedule_task(reminder, "in-3s", execute_at=soon + timedelta(seconds=3), text="three seconds in")
+        for seconds in (1, 3):
+            at = soon + timedelta(seconds=seconds)
+            await app_context.schedule_task(reminder, f"in-{seconds}s", execute_at=at, text=f"{seconds} s after start")
         yield "hello"
 
     return app

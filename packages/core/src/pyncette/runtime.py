@@ -17,8 +17,9 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,7 +53,10 @@ class _Pending:
     lease: Lease
     next_at: datetime | None
     unlock: bool
-    done: anyio.Event = field(default_factory=anyio.Event)
+    #: The run to finish once stored (runs that do not wait for the result).
+    task: Task | None
+    #: Set when stored, for a run that waits for the result.
+    done: anyio.Event | None = None
     result: bool = False
 
 
@@ -88,6 +92,8 @@ class PyncetteContext:
         self._commit_hold = False
         self._run_scope: anyio.CancelScope | None = None
         self._pending: list[_Pending] = []
+        self._queue: deque[tuple[Task, Record]] = deque()
+        self._idle_workers: list[anyio.Event] = []
         self._pending_event = anyio.Event()
         self._drained = anyio.Event()
         self._middlewares: list[MiddlewareFunc] = list(app.middlewares)
@@ -383,14 +389,29 @@ class PyncetteContext:
     # ---------------------------------------------------------------------------------------------
 
     def _start(self, tg: TaskGroup, task: Task, record: Record) -> None:
+        """Hand a claimed run to an idle worker, or start a worker (cheaper than a task per run)."""
         self._running += 1
         self.clock.hold()
-        tg.start_soon(self._execute, task, record)
+        self._queue.append((task, record))
+        if self._idle_workers:
+            self._idle_workers.pop().set()
+        else:
+            tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        while True:
+            while self._queue:
+                await self._execute(*self._queue.popleft())
+            wake = anyio.Event()
+            self._idle_workers.append(wake)
+            await wake.wait()
 
     async def _execute(self, task: Task, record: Record) -> None:
+        """One run: invoke the task, then hand its outcome to the committer (or finish it here)."""
         assert record.locked_by is not None
         lease = Lease(record.parent, record.name, record.locked_by)
         lost = False
+        handed_over = False
 
         async def heartbeat() -> None:
             nonlocal lost
@@ -421,6 +442,7 @@ class PyncetteContext:
                 except Exception:
                     logger.exception("Task %r failed (at-most-once: not retried)", task)
                 return
+            unlock = False
             try:
                 await self._invoke(context)
             except LeaseLostException:
@@ -430,29 +452,30 @@ class PyncetteContext:
                 logger.exception("Task %r failed", task)
                 if lost or task.failure_mode is FailureMode.NONE:
                     return
-                if task.failure_mode is FailureMode.UNLOCK:
-                    await self._finish(lease, None, unlock=True)
-                    if task.template is None:
-                        self._static_due[task.name] = self.clock.now() + timedelta(seconds=self._poll_interval)
-                    return
+                unlock = task.failure_mode is FailureMode.UNLOCK
             if lost:
                 logger.warning("Task %r lost its lease while running; not committing", task)
                 return
-            next_at = self._next_run(task, record.scheduled_at)
-            if await self._finish(lease, next_at):
-                self._planned(task, next_at)
-            else:
-                logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
+            # The committer finishes the run once its commit (or unlock) has landed; the slot stays
+            # taken until then, but this worker can move on.
+            next_at = None if unlock else self._next_run(task, record.scheduled_at)
+            self._submit(_Pending(lease, next_at, unlock, task))
+            self.clock.release()  # the committer holds the clock for this run until it is stored
+            handed_over = True
         finally:
-            self._running -= 1
-            if self._running == 0:
-                self._drained.set()
-            if task.template is None:
-                self._static_running.pop(task.name, None)
-            if self._starved:
-                self._starved = False
-                self._wakeup()
-            self.clock.release()
+            if not handed_over:
+                self._run_done(task)
+
+    def _run_done(self, task: Task) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._drained.set()
+        if task.template is None:
+            self._static_running.pop(task.name, None)
+        if self._starved:
+            self._starved = False
+            self._wakeup()
+        self.clock.release()
 
     async def _invoke(self, context: Context) -> None:
         middlewares = self._middlewares
@@ -478,19 +501,23 @@ class PyncetteContext:
     # 4. The committer: batches commits and unlocks
     # ---------------------------------------------------------------------------------------------
 
-    async def _finish(self, lease: Lease, next_at: datetime | None, *, unlock: bool = False) -> bool:
-        """Queue a commit (or unlock) and wait until it has landed; ``False`` if the lease was lost.
-
-        The waiting run hands its clock hold to the committer, which hands one back when it is done,
-        so a virtual clock sees continuous work and can still move while storage calls back off.
-        """
-        item = _Pending(lease, next_at, unlock)
+    def _submit(self, item: _Pending) -> None:
+        """Queue a commit or unlock for the committer, which holds the clock while it has work."""
         self._pending.append(item)
         if not self._commit_hold:
             self._commit_hold = True
             self.clock.hold()
         self._pending_event.set()
+
+    async def _finish(self, lease: Lease, next_at: datetime | None) -> bool:
+        """Commit and wait until it has landed; ``False`` if the lease was lost (at-most-once runs).
+
+        The waiting run hands its clock hold to the committer, which hands one back when it is done.
+        """
+        item = _Pending(lease, next_at, False, None, anyio.Event())
+        self._submit(item)
         self.clock.release()
+        assert item.done is not None
         try:
             await item.done.wait()
         except BaseException:
@@ -519,8 +546,21 @@ class PyncetteContext:
     def _resolve(self, items: list[_Pending], results: list[bool]) -> None:
         for item, ok in zip(items, results, strict=True):
             item.result = ok
-            self.clock.hold()  # handed back to the waiting run
-            item.done.set()
+            if item.done is not None:
+                self.clock.hold()  # handed back to the waiting run
+                item.done.set()
+                continue
+            task = item.task
+            assert task is not None
+            if item.unlock:
+                if task.template is None:
+                    self._static_due[task.name] = self.clock.now() + timedelta(seconds=self._poll_interval)
+            elif ok:
+                self._planned(task, item.next_at)
+            else:
+                logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
+            self.clock.hold()  # taken back from the committer, released by _run_done
+            self._run_done(task)
 
     # ---------------------------------------------------------------------------------------------
     # 5. Retries

@@ -11,6 +11,7 @@ Task names may not contain ``/``, so these never collide.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from .schedule import (
 MAX_TASK_NAME = 100
 MAX_INSTANCE_NAME = 200
 DEFAULT_LEASE = timedelta(seconds=60)
+_SPEC_CACHE_SIZE = 4096
 
 PartitionSelector = Callable[[int, str], int]
 
@@ -149,6 +151,7 @@ class Task:
         _check_json(self.name, extra_args)
         self.extra_args = extra_args
         self.partition_selector = partition_selector
+        self._spec_cache: dict[str, Task] = {}
         self.partition_count = partition_count
         self.enabled_partitions: list[int] | None = None
         if partition_count is not None:
@@ -263,7 +266,23 @@ class Task:
         return json.dumps(spec, separators=(",", ":"))
 
     def from_spec(self, name: str, spec: str) -> Task:
-        """Rebuild an instance of this template from stored JSON; :class:`RecordDecodeError` if it is bad."""
+        """Rebuild an instance of this template from stored JSON; :class:`RecordDecodeError` if it is bad.
+
+        Instances with the same spec differ only by name, so the parsed instance is cached per spec
+        and copied: decoding is on the hot path of every dynamic run.
+        """
+        cache = self._spec_cache
+        prototype = cache.get(spec)
+        if prototype is None:
+            prototype = self._parse_spec(name, spec)
+            if len(cache) >= _SPEC_CACHE_SIZE:
+                cache.clear()
+            cache[spec] = prototype
+        instance = copy.copy(prototype)
+        instance.name = name
+        return instance
+
+    def _parse_spec(self, name: str, spec: str) -> Task:
         try:
             data = json.loads(spec)
             options: dict[str, Any] = {

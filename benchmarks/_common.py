@@ -1,0 +1,232 @@
+"""Shared helpers of the benchmark scripts: backend options, the moto server, the 1.1.0 venv, output.
+
+Not a test module: run the scenarios through ``hatch run bench:<scenario>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MOTO_LAUNCHER = ROOT / "packages" / "backend-dynamodb" / "tests" / "moto_serial_server.py"
+LEGACY_VERSION = "1.1.0"
+LEGACY_VENV = Path.home() / ".cache" / "pyncette-bench" / f"venv-{LEGACY_VERSION}"
+BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql", "dynamodb")
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL = {
+    "host": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("MYSQL_PORT", "3306")),
+    "user": os.environ.get("MYSQL_USER", "root"),
+    "password": os.environ.get("MYSQL_PASSWORD", ""),
+    "database": os.environ.get("MYSQL_DATABASE", "test"),
+}
+
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
+    parser.add_argument(
+        "--against",
+        default=None,
+        help=f"also run pyncette=={LEGACY_VERSION} in an isolated venv (only {LEGACY_VERSION})",
+    )
+    parser.add_argument("--no-json", action="store_true", help="do not write benchmarks/results/*.json")
+    return parser
+
+
+def backend_options(
+    backend: str, tag: str, *, workdir: Path, endpoint: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(registry name, options) of our backend for one benchmark; ``tag`` keeps tables/namespaces apart."""
+    if backend == "memory":
+        return "sqlite", {"sqlite_database": ":memory:"}
+    if backend == "sqlite":
+        return "sqlite", {"sqlite_database": str(workdir / f"{tag}.db")}
+    if backend == "redis":
+        return "redis", {"redis_url": REDIS_URL, "redis_namespace": tag}
+    if backend == "postgres":
+        return "postgres", {"postgres_url": POSTGRES_URL, "postgres_table_name": tag}
+    if backend == "mysql":
+        return "mysql", {
+            "mysql_host": MYSQL["host"],
+            "mysql_port": MYSQL["port"],
+            "mysql_user": MYSQL["user"],
+            "mysql_password": MYSQL["password"] or None,
+            "mysql_database": MYSQL["database"],
+            "mysql_table_name": tag,
+        }
+    if backend == "dynamodb":
+        assert endpoint is not None
+        return "dynamodb", {
+            "dynamodb_endpoint": endpoint,
+            "dynamodb_region_name": "us-east-1",
+            "dynamodb_table_name": tag,
+        }
+    raise ValueError(backend)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server (the dynamodb tests' serializing launcher) on a free loopback port; yields its URL."""
+    configured = os.environ.get("DYNAMODB_ENDPOINT")
+    if configured:
+        yield configured
+        return
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, str(MOTO_LAUNCHER), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the moto server did not start on {url}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def maybe_moto(backend: str) -> Iterator[str | None]:
+    if backend != "dynamodb":
+        yield None
+        return
+    with moto_server() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="pyncette-bench-") as name:
+        yield Path(name)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def legacy_python() -> Path:
+    """The python of an isolated venv with pyncette==1.1.0 and its backend extras, created on first use."""
+    python = LEGACY_VENV / "bin" / "python"
+    marker = LEGACY_VENV / ".complete"
+    if not marker.exists():
+        print(f"creating {LEGACY_VENV} with pyncette=={LEGACY_VERSION} ...", file=sys.stderr)
+        LEGACY_VENV.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["python3", "-m", "venv", str(LEGACY_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"pyncette[redis,postgres,mysql,dynamodb]=={LEGACY_VERSION}"],
+            check=True,
+        )
+        marker.touch()
+    return python
+
+
+def run_legacy(script: str, args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` with the 1.1.0 venv's python; it prints one JSON object as its last line."""
+    python = legacy_python()
+    proc = subprocess.run(
+        [str(python), str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),  # never import the workspace's pyncette
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Print (and return) a Markdown table."""
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def ratio(ours: Any, legacy: Any) -> str:
+    if isinstance(ours, int | float) and isinstance(legacy, int | float) and legacy:
+        return f"{ours / legacy:.1f}x"
+    return "n/a"
+
+
+def write_json(scenario: str, backend: str, payload: dict[str, Any], *, disabled: bool = False) -> None:
+    if disabled:
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{scenario}-{backend}.json"
+    payload = {"scenario": scenario, "backend": backend, "machine": machine(), "command": " ".join(sys.argv), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    print(f"\nwrote {path.relative_to(ROOT)}")

@@ -153,7 +153,15 @@ def workdir() -> Iterator[Path]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss`` is KiB on Linux)."""
+    """Peak resident set size of this process in MiB.
+
+    ``VmHWM`` from /proc (Linux), because ``ru_maxrss`` survives ``execve`` and so would report the parent's
+    peak in a freshly started worker; ``ru_maxrss`` (KiB on Linux) elsewhere.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -6,7 +6,9 @@ workspace packages.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,12 @@ async def cleanup(backend: str, table: str, options: dict[str, Any]) -> None:
             await conn.close()
     elif backend == "mysql":
         await _mysql([f"DROP TABLE IF EXISTS {table}"])
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS in MiB: VmHWM (``ru_maxrss`` survives ``execve``, so it would report the parent's peak)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import resource
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from _legacy_common import cleanup, legacy_factory
+from _legacy_common import cleanup, legacy_factory, peak_rss_mb
 
 from pyncette import Context, Pyncette
 
@@ -53,10 +53,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(*(feeder() for _ in range(args.in_flight)))
             registration_s = time.perf_counter() - start
             start = time.perf_counter()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.run(), timeout=args.timeout)
-            except asyncio.TimeoutError:
-                pass
             elapsed = time.perf_counter() - start
     finally:
         await cleanup(args.backend, "bench_legacy_tp", opts)
@@ -69,7 +67,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "executed": len(executed),
         "duplicates": sum(c - 1 for c in counts.values() if c > 1),
         "missing": len({f"i{i}" for i in range(n)} - set(counts)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     if note:
         result["note"] = note

@@ -148,6 +148,27 @@ class Pyncette:
         """Call ``listener(ctx, seconds)`` after every scheduler tick with the tick's duration."""
         self.tick_listeners.append(listener)
 
+    def configure(
+        self,
+        *,
+        backend: str | None = None,
+        repository_factory: RepositoryFactory | None = None,
+        **backend_options: Any,
+    ) -> Pyncette:
+        """Override the backend and its options after construction (the ``pyncette`` CLI uses this).
+
+        ``backend=`` (a name) or ``repository_factory=`` replaces whichever of the two the app was
+        built with; ``backend_options`` are merged over the existing ones. Returns the app.
+        """
+        if repository_factory is not None and backend is not None:
+            raise ConfigurationError("pass either repository_factory= or backend=, not both")
+        if backend is not None:
+            self.backend_name, self.repository_factory = backend, None
+        elif repository_factory is not None:
+            self.backend_name, self.repository_factory = None, repository_factory
+        self.backend_options.update(backend_options)
+        return self
+
     # -- running -----------------------------------------------------------------------------------
 
     def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
@@ -162,8 +183,11 @@ class Pyncette:
         return factory, capabilities
 
     @contextlib.asynccontextmanager
-    async def create(self, *, clock: Clock | None = None) -> AsyncIterator[PyncetteContext]:
-        """Open storage and set up fixtures; yields the context to ``run()``. Fixtures are torn down in reverse."""
+    async def create(self, *, clock: Clock | None = None, fixtures: bool = True) -> AsyncIterator[PyncetteContext]:
+        """Open storage and set up fixtures; yields the context to ``run()``. Fixtures are torn down in reverse.
+
+        ``fixtures=False`` skips them: for tools that only inspect or manage storage (``pyncette tasks``).
+        """
         factory, capabilities = self.resolve_backend()
         if capabilities.asyncio_only:
             try:
@@ -176,7 +200,7 @@ class Pyncette:
             for wrap in self.repository_wrappers:
                 repository = wrap(repository)
             ctx = PyncetteContext(self, repository, clock or Clock(), {})
-            for name, fixture in self.fixtures.items():
+            for name, fixture in list(self.fixtures.items()) if fixtures else []:
                 value = await stack.enter_async_context(contextlib.asynccontextmanager(fixture)(ctx))
                 ctx.add_to_context(name, value)
             yield ctx

@@ -205,7 +205,7 @@ async def test_server_lives_as_long_as_the_app_context() -> None:
     async with app.create() as ctx:
         port = port_of(ctx)
         assert (await http(port))[0] == 503
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="connection attempts failed"):
         await anyio.connect_tcp("127.0.0.1", port)
 
 

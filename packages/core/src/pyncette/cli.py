@@ -1,0 +1,635 @@
+"""The ``pyncette`` command line (also ``python -m pyncette``).
+
+Commands::
+
+    pyncette run MODULE:APP [--backend NAME] [-o KEY=VALUE ...] [--log-level LEVEL] [--seconds N]
+    pyncette backends [--json]
+    pyncette tasks MODULE:APP list TEMPLATE [--limit N] [--json]
+    pyncette tasks MODULE:APP show TEMPLATE INSTANCE [--json]
+    pyncette tasks MODULE:APP schedule TEMPLATE INSTANCE (--cron EXPR [--timezone TZ] | --interval SECONDS
+                                                          | --at ISO8601) [--arg KEY=VALUE ...] [--force]
+    pyncette tasks MODULE:APP unschedule TEMPLATE INSTANCE [--json]
+
+``MODULE:APP`` names a module (or a ``.py`` file) and the :class:`~pyncette.Pyncette`
+object in it (``app`` when left out). The backend and its options can be overridden
+by ``$PYNCETTE_BACKEND`` and ``$PYNCETTE_<OPTION>`` (``PYNCETTE_REDIS_URL`` sets
+``redis_url``), and by ``--backend`` and ``-o`` / ``--option``, which win.
+
+Exit status: 0 on success, 1 on a runtime error (storage unreachable, instance
+missing or running, the app failed), 2 on a usage or configuration error (bad
+arguments, module path, backend, template or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from . import __version__, backends
+from .abc import Backend
+from .app import Pyncette
+from .errors import (
+    BackendError,
+    BackendNotFound,
+    ConfigurationError,
+    PyncetteException,
+    TaskLockedException,
+)
+from .model import TaskState
+from .runtime import PyncetteContext
+from .task import Task
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+ENV_PREFIX = "PYNCETTE_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Option names ending like this are always text, never converted to numbers or booleans.
+_TEXT_OPTION = re.compile(r"_(url|password|user|host|database|name|namespace|prefix|endpoint|mode)$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
+
+
+class CliError(Exception):
+    """An error reported as one line, with an exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -------------------------------------------------------------------------------------------------
+# Loading and configuring the app
+# -------------------------------------------------------------------------------------------------
+
+
+def load_app(spec: str) -> Pyncette:
+    """Import ``MODULE:APP`` (or ``path/to/file.py:APP``) and return the app object."""
+    module_name, sep, attribute = spec.partition(":")
+    if not module_name or (sep and not attribute):
+        raise CliError(f"invalid app {spec!r}: expected MODULE:APP, e.g. myproject.tasks:app", EXIT_USAGE)
+    attribute = attribute or "app"
+    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+        module = _import_file(Path(module_name))
+    else:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (module_name == exc.name or module_name.startswith(f"{exc.name}.")):
+                raise  # a module the app imports is missing: a problem inside the app
+            raise CliError(
+                f"cannot import {module_name!r}: no module named {exc.name!r} "
+                "(run from its directory or add it to PYTHONPATH)",
+                EXIT_USAGE,
+            ) from exc
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no attribute {attribute!r}", EXIT_USAGE) from None
+    if not isinstance(obj, Pyncette):
+        raise CliError(f"{spec!r} is a {type(obj).__name__}, not a pyncette.Pyncette app", EXIT_USAGE)
+    return obj
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise CliError(f"cannot import {str(path)!r}: no such file", EXIT_USAGE)
+    name = path.stem
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise CliError(f"cannot import {str(path)!r}: not a Python module", EXIT_USAGE)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.resolve().parent))
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def convert_value(key: str, text: str) -> Any:
+    """A string option value as the backend expects it: booleans and numbers converted, names and URLs kept."""
+    if _TEXT_OPTION.search(key):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INTEGER.match(text.strip()):
+        return int(text)
+    if _FLOAT.match(text.strip()):
+        return float(text)
+    return text
+
+
+def parse_assignment(text: str, what: str = "option") -> tuple[str, str]:
+    """Split ``KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CliError(f"invalid {what} {text!r}: expected KEY=VALUE", EXIT_USAGE)
+    return key, value
+
+
+def environment_options(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Backend options from ``$PYNCETTE_<OPTION>`` variables (``PYNCETTE_BACKEND`` excluded)."""
+    environ = dict(os.environ) if environ is None else environ
+    options: dict[str, Any] = {}
+    for name, value in environ.items():
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != f"{ENV_PREFIX}BACKEND":
+            key = name[len(ENV_PREFIX) :].lower()
+            if key:
+                options[key] = convert_value(key, value)
+    return options
+
+
+def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]) -> str:
+    """Apply the environment and command-line overrides to ``app``, check its backend exists and name it."""
+    cli_options = {}
+    for text in assignments:
+        key, value = parse_assignment(text)
+        cli_options[key] = convert_value(key, value)
+    backend = backend or os.environ.get(f"{ENV_PREFIX}BACKEND") or None
+    app.configure(backend=backend)
+    factory, _ = app.resolve_backend()
+    env_options = environment_options()
+    if isinstance(factory, Backend):
+        # Variables meant for other backends are ignored; options given here must be this backend's.
+        env_options = {k: v for k, v in env_options.items() if k.startswith(f"{factory.name}_")}
+        unknown = sorted(set(cli_options) - set(factory.options))
+        if unknown:
+            allowed = ", ".join(sorted(factory.options)) or "none"
+            raise CliError(
+                f"unknown option(s) {', '.join(unknown)} for backend {factory.name!r}; its options: {allowed}",
+                EXIT_USAGE,
+            )
+    app.configure(**{**env_options, **cli_options})
+    return str(getattr(factory, "name", factory))
+
+
+def _find_template(app: Pyncette, name: str) -> Task:
+    for task in app.tasks:
+        if task.name == name:
+            if not task.dynamic:
+                raise CliError(f"{name!r} is a static task; only dynamic tasks have instances", EXIT_USAGE)
+            return task
+    templates = ", ".join(t.name for t in app.tasks if t.dynamic) or "none"
+    raise CliError(f"unknown template {name!r}; dynamic tasks of this app: {templates}", EXIT_USAGE)
+
+
+# -------------------------------------------------------------------------------------------------
+# Output
+# -------------------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime | None, *, precise: bool = True) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat() if precise else moment.isoformat(timespec="seconds")
+
+
+def state_to_dict(state: TaskState) -> dict[str, Any]:
+    """A task instance's stored state as JSON-ready data."""
+    task = state.task
+    return {
+        "template": task.template.name if task.template is not None else None,
+        "instance": task.name,
+        "scheduled_at": _iso(state.scheduled_at),
+        "locked_until": _iso(state.locked_until),
+        "locked_by": state.locked_by,
+        "cron": task.cron,
+        "timezone": task.timezone,
+        "interval": task.interval.total_seconds() if task.interval is not None else None,
+        "execute_at": _iso(task.execute_at),
+        "args": task.extra_args,
+        "lease_duration": task.lease_duration.total_seconds(),
+        "execution_mode": task.execution_mode.name,
+        "failure_mode": task.failure_mode.name,
+        "fast_forward": task.fast_forward,
+    }
+
+
+def _describe_schedule(task: Task) -> str:
+    if task.cron is not None:
+        return f"cron {task.cron}" + (f" ({task.timezone})" if task.timezone else "")
+    if task.interval is not None:
+        return f"every {task.interval.total_seconds():g}s"
+    if task.execute_at is not None:
+        return f"once at {_iso(task.execute_at, precise=False)}"
+    return "-"
+
+
+def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    body = [list(row) for row in rows]
+    widths = [max([len(h), *(len(row[i]) for row in body)]) for i, h in enumerate(headers)]
+    for row in [list(headers), *body]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _print_state(state: TaskState) -> None:
+    task = state.task
+    fields = [
+        ("template", task.template.name if task.template is not None else "-"),
+        ("instance", task.name),
+        ("next run", _iso(state.scheduled_at, precise=False) or "-"),
+        ("schedule", _describe_schedule(task)),
+        ("locked until", _iso(state.locked_until, precise=False) or "-"),
+        ("locked by", state.locked_by or "-"),
+        ("args", json.dumps(task.extra_args)),
+        ("lease", f"{task.lease_duration.total_seconds():g}s"),
+        ("execution mode", task.execution_mode.name),
+        ("failure mode", task.failure_mode.name),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {value}")
+
+
+# -------------------------------------------------------------------------------------------------
+# Commands
+# -------------------------------------------------------------------------------------------------
+
+
+def _configure_logging(level: str | None, stream: Any = sys.stdout) -> None:
+    chosen = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    if chosen not in LOG_LEVELS:
+        raise CliError(f"invalid log level {chosen!r}: choose one of {', '.join(LOG_LEVELS)}", EXIT_USAGE)
+    logging.basicConfig(stream=stream, level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the app until SIGINT/SIGTERM (or ``--seconds``), like ``app.main()``."""
+    _configure_logging(args.log_level)
+    if args.seconds is not None and args.seconds <= 0:
+        raise CliError(f"invalid --seconds {args.seconds:g}: must be positive", EXIT_USAGE)
+    app = load_app(args.app)
+    backend = configure_app(app, args.backend, args.option or [])
+    logging.getLogger("pyncette").info("Running %s on backend %r", args.app, backend)
+    anyio.run(app.run_until_signalled, args.seconds, backend=args.event_loop)
+    return EXIT_OK
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    """List installed backends and broken plugins."""
+    logging.getLogger(backends.__name__).setLevel(logging.CRITICAL)  # failures are reported below instead
+    working: list[dict[str, Any]] = []
+    broken: list[dict[str, Any]] = []
+    for info in backends.available():
+        entry: dict[str, Any] = {"name": info.name, "package": info.distribution, "version": info.version}
+        try:
+            backend = backends.load(info.name)
+        except PyncetteException as exc:
+            broken.append({**entry, "error": str(exc)})
+            continue
+        working.append({**entry, "capabilities": backend.capabilities.describe(), "options": dict(backend.options)})
+    if args.json:
+        _print_json({"backends": working, "broken": broken})
+        return EXIT_OK
+    _print_table(
+        ["NAME", "PACKAGE", "VERSION", "CAPABILITIES"],
+        ([b["name"], b["package"], b["version"], ", ".join(b["capabilities"]) or "-"] for b in working),
+    )
+    if broken:
+        print("\nBroken plugins:")
+        for b in broken:
+            print(f"  {b['name']} ({b['package']} {b['version']}): {b['error']}")
+    return EXIT_OK
+
+
+def _in_context(args: argparse.Namespace, app: Pyncette, action: Callable[[PyncetteContext], Awaitable[T]]) -> T:
+    """Open the app's storage (no fixtures, no scheduling) and run ``action`` in it."""
+
+    async def main() -> T:
+        async with app.create(fixtures=False) as ctx:
+            return await action(ctx)
+
+    return anyio.run(main, backend=getattr(args, "event_loop", None) or "asyncio")
+
+
+def _tasks_setup(args: argparse.Namespace) -> tuple[Pyncette, Task]:
+    _configure_logging(getattr(args, "log_level", None) or "WARNING", sys.stderr)
+    app = load_app(args.app)
+    configure_app(app, getattr(args, "backend", None), getattr(args, "option", None) or [])
+    return app, _find_template(app, args.template)
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    """Page through every instance of a template."""
+    app, template = _tasks_setup(args)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"invalid --limit {args.limit}: must be >= 1", EXIT_USAGE)
+
+    async def collect(ctx: PyncetteContext) -> list[TaskState]:
+        states: list[TaskState] = []
+        token: str | None = None
+        while True:
+            page_size = app.batch_size if args.limit is None else min(app.batch_size, args.limit - len(states))
+            page = await ctx.list_tasks(template, limit=page_size, continuation_token=token)
+            states.extend(page.tasks)
+            token = page.continuation_token
+            if token is None or (args.limit is not None and len(states) >= args.limit):
+                return states
+
+    states = sorted(_in_context(args, app, collect), key=lambda s: s.task.name)
+    if getattr(args, "json", False):
+        _print_json([state_to_dict(s) for s in states])
+        return EXIT_OK
+    _print_table(
+        ["INSTANCE", "NEXT RUN", "SCHEDULE", "LOCKED UNTIL", "ARGS"],
+        (
+            [
+                s.task.name,
+                _iso(s.scheduled_at, precise=False) or "-",
+                _describe_schedule(s.task),
+                _iso(s.locked_until, precise=False) or "-",
+                json.dumps(s.task.extra_args),
+            ]
+            for s in states
+        ),
+    )
+    print(f"{len(states)} instance(s) of {template.name!r}")
+    return EXIT_OK
+
+
+def _missing(template: Task, instance: str) -> CliError:
+    return CliError(f"no instance {instance!r} of {template.name!r}", EXIT_ERROR)
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> int:
+    """Show one instance's stored state."""
+    app, template = _tasks_setup(args)
+    state = _in_context(args, app, lambda ctx: ctx.get_task(template, args.instance))
+    if state is None:
+        raise _missing(template, args.instance)
+    if getattr(args, "json", False):
+        _print_json(state_to_dict(state))
+    else:
+        _print_state(state)
+    return EXIT_OK
+
+
+def _parse_at(text: str) -> datetime:
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise CliError(
+            f"invalid --at {text!r}: expected ISO 8601, e.g. 2030-01-01T09:00:00+00:00", EXIT_USAGE
+        ) from None
+
+
+def _parse_argument(text: str) -> tuple[str, Any]:
+    key, value = parse_assignment(text, "argument")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def cmd_tasks_schedule(args: argparse.Namespace) -> int:
+    """Create or update an instance."""
+    app, template = _tasks_setup(args)
+    options: dict[str, Any] = dict(_parse_argument(text) for text in args.arg or [])
+    if args.cron is not None:
+        options["schedule"] = args.cron
+    if args.timezone is not None:
+        options["timezone"] = args.timezone
+    if args.interval is not None:
+        if args.interval <= 0:
+            raise CliError(f"invalid --interval {args.interval:g}: must be positive", EXIT_USAGE)
+        options["interval"] = timedelta(seconds=args.interval)
+    if args.at is not None:
+        options["execute_at"] = _parse_at(args.at)
+    template.instantiate(args.instance, **options)  # validate before touching storage
+
+    async def schedule(ctx: PyncetteContext) -> TaskState | None:
+        try:
+            await ctx.schedule_task(template, args.instance, force=args.force, **options)
+        except TaskLockedException:
+            raise CliError(
+                f"instance {args.instance!r} of {template.name!r} is running; pass --force to overwrite it"
+            ) from None
+        return await ctx.get_task(template, args.instance)
+
+    state = _in_context(args, app, schedule)
+    if state is None:  # removed at once by a running app (a once-off instance that already ran)
+        raise _missing(template, args.instance)
+    if getattr(args, "json", False):
+        _print_json(state_to_dict(state))
+    else:
+        print(
+            f"scheduled {template.name}/{args.instance}: {_describe_schedule(state.task)}, "
+            f"next run {_iso(state.scheduled_at, precise=False)}"
+        )
+    return EXIT_OK
+
+
+def cmd_tasks_unschedule(args: argparse.Namespace) -> int:
+    """Remove an instance."""
+    app, template = _tasks_setup(args)
+
+    async def unschedule(ctx: PyncetteContext) -> bool:
+        if await ctx.get_task(template, args.instance) is None:
+            return False
+        await ctx.unschedule_task(template, args.instance)
+        return True
+
+    if not _in_context(args, app, unschedule):
+        raise _missing(template, args.instance)
+    if getattr(args, "json", False):
+        _print_json({"template": template.name, "instance": args.instance, "unscheduled": True})
+    else:
+        print(f"unscheduled {template.name}/{args.instance}")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------------------------
+# Argument parsing and the entry point
+# -------------------------------------------------------------------------------------------------
+
+
+def _backend_arguments(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--backend",
+        metavar="NAME",
+        default=default,
+        help="backend to use instead of the app's (default: $PYNCETTE_BACKEND, else the app's own)",
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=default,
+        help="backend option, e.g. -o redis_url=redis://host:6379/0; repeatable; overrides $PYNCETTE_<KEY>",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "trio"),
+        default=argparse.SUPPRESS if suppress else "asyncio",
+        help="event loop to run on (default: asyncio)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pyncette`` command."""
+    parser = argparse.ArgumentParser(
+        prog="pyncette",
+        description="Run Pyncette apps and manage their tasks.",
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"pyncette {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run an app",
+        description="Run an app like app.main() does: logging to stdout, graceful shutdown on the first "
+        "SIGINT/SIGTERM, immediate exit on the second.",
+    )
+    run.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object, e.g. myproject.tasks:app")
+    _backend_arguments(run, suppress=False)
+    run.add_argument(
+        "--log-level", metavar="LEVEL", default=None, help="DEBUG, INFO, WARNING, ... (default: $LOG_LEVEL or INFO)"
+    )
+    run.add_argument("--seconds", type=float, metavar="N", default=None, help="stop gracefully after N seconds")
+    run.set_defaults(handler=cmd_run)
+
+    listing = commands.add_parser(
+        "backends", help="list installed backends", description="List installed backends and broken plugins."
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=cmd_backends)
+
+    # Options shared by `tasks` and its actions are accepted before or after the action.
+    common = argparse.ArgumentParser(add_help=False)
+    _backend_arguments(common, suppress=True)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument(
+        "--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="log level on stderr (default: WARNING)"
+    )
+
+    tasks = commands.add_parser(
+        "tasks",
+        parents=[common],
+        help="inspect and manage dynamic task instances",
+        description="Inspect and manage the dynamic task instances of an app in its storage (the app is not run).",
+    )
+    tasks.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object")
+    actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    list_ = actions.add_parser("list", parents=[common], help="list the instances of a template")
+    list_.add_argument("template", help="dynamic task name")
+    list_.add_argument("--limit", type=int, metavar="N", default=None, help="show at most N instances")
+    list_.set_defaults(handler=cmd_tasks_list)
+
+    show = actions.add_parser("show", parents=[common], help="show one instance")
+    show.add_argument("template", help="dynamic task name")
+    show.add_argument("instance", help="instance name")
+    show.set_defaults(handler=cmd_tasks_show)
+
+    schedule = actions.add_parser(
+        "schedule",
+        parents=[common],
+        help="create or update an instance",
+        description="Create or update an instance. An existing one keeps the sooner of its old and new next run.",
+    )
+    schedule.add_argument("template", help="dynamic task name")
+    schedule.add_argument("instance", help="instance name")
+    when = schedule.add_mutually_exclusive_group()
+    when.add_argument("--cron", metavar="EXPR", help="cron expression (5 fields, or 6 with seconds last)")
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
+    when.add_argument(
+        "--at", metavar="ISO8601", help="run once at this time (without an offset: local time), e.g. 2030-01-01T09:00Z"
+    )
+    schedule.add_argument("--timezone", metavar="TZ", help="time zone of --cron, e.g. Europe/Dublin")
+    schedule.add_argument(
+        "--arg",
+        metavar="KEY=VALUE",
+        action="append",
+        help="task argument (context.args); VALUE is parsed as JSON when it can be, else kept as text",
+    )
+    schedule.add_argument("--force", action="store_true", help="overwrite the instance even while it is running")
+    schedule.set_defaults(handler=cmd_tasks_schedule)
+
+    unschedule = actions.add_parser("unschedule", parents=[common], help="remove an instance")
+    unschedule.add_argument("template", help="dynamic task name")
+    unschedule.add_argument("instance", help="instance name")
+    unschedule.set_defaults(handler=cmd_tasks_unschedule)
+    return parser
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) exception groups, or ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
+
+
+def _classify(exc: BaseException) -> tuple[int, str] | None:
+    """Exit status and message of an expected error; ``None`` for anything else (a bug: show the traceback)."""
+    if isinstance(exc, CliError):
+        return exc.code, str(exc)
+    if isinstance(exc, (BackendNotFound, ConfigurationError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, BackendError):
+        return EXIT_ERROR, f"storage error: {exc}"
+    if isinstance(exc, PyncetteException):
+        return EXIT_ERROR, str(exc)
+    if isinstance(exc, OSError):
+        return EXIT_ERROR, f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"pyncette: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pyncette`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return _fail(130, "interrupted")
+    except Exception as exc:
+        classified = _classify(_leaf(exc))
+        if classified is None:
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+            return _fail(EXIT_ERROR, f"{type(_leaf(exc)).__name__}: {_leaf(exc)}")
+        return _fail(*classified)
+
+
+__all__ = ["build_parser", "configure_app", "convert_value", "load_app", "main"]

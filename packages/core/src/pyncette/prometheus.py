@@ -1,0 +1,264 @@
+"""Prometheus metrics for a Pyncette app (install with ``pip install "pyncette[prometheus]"``).
+
+Example::
+
+    from pyncette.prometheus import use_prometheus
+
+    app = Pyncette(...)
+    use_prometheus(app, port=9090)  # or leave port out and expose the registry yourself
+
+Metrics (all prefixed ``pyncette_``):
+
+========================================  ==============  =====================================================
+name                                      labels          what
+========================================  ==============  =====================================================
+``task_runs_total``                       task, outcome   finished runs; outcome is success, failure or lease_lost
+``task_run_duration_seconds``             task            run time (on the app's clock)
+``task_start_lag_seconds``                task            start time minus scheduled time (on the app's clock)
+``tasks_running``                         task            runs in progress
+``repository_call_duration_seconds``      operation       latency of each storage call
+``repository_errors_total``               operation       storage calls that raised
+``tick_duration_seconds``                                 one pass of the scheduler loop
+``claimed_batch_size``                                    records returned by each claim call
+``leases_lost_total``                                     commits, unlocks or heartbeats that found the lease lost
+========================================  ==============  =====================================================
+
+A dynamic instance is counted under its template's name, so label values stay few.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
+    if exc.name != "prometheus_client":
+        raise
+    raise ModuleNotFoundError(
+        'pyncette.prometheus needs prometheus-client; install it with: pip install "pyncette[prometheus]"',
+        name=exc.name,
+    ) from exc
+
+from ._http import Response, serve_http
+from .abc import Completion, Lease, Record, RegisterMode, Repository
+from .app import Pyncette
+from .errors import LeaseLostException
+from .model import Context, NextFunc
+from .runtime import PyncetteContext
+
+logger = logging.getLogger("pyncette")
+
+T = TypeVar("T")
+
+#: The fixture (and context attribute) holding the bound port of the metrics server.
+PORT_ATTRIBUTE = "prometheus_port"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metric families, registered once per registry and shared by every app using it."""
+
+    runs: Counter
+    run_duration: Histogram
+    start_lag: Histogram
+    running: Gauge
+    repository_latency: Histogram
+    repository_errors: Counter
+    tick_duration: Histogram
+    claimed_batch_size: Histogram
+    leases_lost: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        return cls(
+            runs=Counter("pyncette_task_runs", "Finished task runs by outcome", ["task", "outcome"], registry=registry),
+            run_duration=Histogram(
+                "pyncette_task_run_duration_seconds", "Task run duration", ["task"], registry=registry
+            ),
+            start_lag=Histogram(
+                "pyncette_task_start_lag_seconds",
+                "Time between a run's scheduled time and its start",
+                ["task"],
+                registry=registry,
+            ),
+            running=Gauge("pyncette_tasks_running", "Task runs in progress", ["task"], registry=registry),
+            repository_latency=Histogram(
+                "pyncette_repository_call_duration_seconds",
+                "Latency of storage calls",
+                ["operation"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            repository_errors=Counter(
+                "pyncette_repository_errors", "Storage calls that raised", ["operation"], registry=registry
+            ),
+            tick_duration=Histogram(
+                "pyncette_tick_duration_seconds",
+                "Duration of one pass of the scheduler loop",
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            claimed_batch_size=Histogram(
+                "pyncette_claimed_batch_size",
+                "Records returned by one claim call",
+                buckets=_BATCH_BUCKETS,
+                registry=registry,
+            ),
+            leases_lost=Counter(
+                "pyncette_leases_lost", "Commits, unlocks or heartbeats that found their lease lost", registry=registry
+            ),
+        )
+
+
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
+
+
+def metrics_for(registry: CollectorRegistry = REGISTRY) -> Metrics:
+    """The metric families in ``registry``, registering them on first use."""
+    metrics = _metrics.get(registry)
+    if metrics is None:
+        metrics = _metrics[registry] = Metrics.create(registry)
+    return metrics
+
+
+class InstrumentedRepository(Repository):
+    """A repository that times and counts every call of the one it wraps."""
+
+    def __init__(self, inner: Repository, metrics: Metrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call
+        except Exception:
+            self._metrics.repository_errors.labels(operation).inc()
+            raise
+        finally:
+            self._metrics.repository_latency.labels(operation).observe(time.perf_counter() - started)
+
+    def _count_lost(self, results: Sequence[bool]) -> None:
+        lost = sum(1 for ok in results if not ok)
+        if lost:
+            self._metrics.leases_lost.inc(lost)
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        return await self._timed("register", self.inner.register(records, now=now, mode=mode))
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        claimed = await self._timed(
+            "claim", self.inner.claim(parent, now=now, limit=limit, lease_until=lease_until, token=token)
+        )
+        self._metrics.claimed_batch_size.observe(len(claimed))
+        return claimed
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        results = await self._timed("commit", self.inner.commit(completions))
+        self._count_lost(results)
+        return results
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        results = await self._timed("unlock", self.inner.unlock(leases))
+        self._count_lost(results)
+        return results
+
+    async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
+        extended = await self._timed("extend", self.inner.extend(lease, lease_until=lease_until))
+        self._count_lost([extended])
+        return extended
+
+    async def delete(self, parent: str, name: str) -> bool:
+        return await self._timed("delete", self.inner.delete(parent, name))
+
+    async def get(self, parent: str, name: str) -> Record | None:
+        return await self._timed("get", self.inner.get(parent, name))
+
+    async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
+        return await self._timed("list_page", self.inner.list_page(parent, limit=limit, continuation=continuation))
+
+    async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
+        await self.inner.write_raw_spec(parent, name, raw)
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific extras of the wrapped repository stay reachable.
+        return getattr(self.inner, name)
+
+
+def _task_label(context: Context) -> str:
+    task = context.task
+    return task.template.name if task.template is not None else task.name
+
+
+def use_prometheus(
+    app: Pyncette,
+    port: int | None = None,
+    bind_address: str | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Metrics:
+    """Record metrics of ``app`` in ``registry`` (the default one unless given) and return them.
+
+    With ``port``, ``/metrics`` (any path, in fact) is served on ``bind_address:port`` while the
+    app context is open; ``port=0`` picks a free port, readable as ``ctx.prometheus_port``.
+    """
+    target = registry if registry is not None else REGISTRY
+    metrics = metrics_for(target)
+
+    async def prometheus_middleware(context: Context, call_next: NextFunc) -> None:
+        label = _task_label(context)
+        clock = context.app_context.clock
+        started = clock.now()
+        metrics.start_lag.labels(label).observe(max(0.0, (started - context.scheduled_at).total_seconds()))
+        outcome = "failure"
+        metrics.running.labels(label).inc()
+        try:
+            await call_next()
+            outcome = "success"
+        except LeaseLostException:
+            outcome = "lease_lost"
+            raise
+        finally:
+            metrics.running.labels(label).dec()
+            metrics.run_duration.labels(label).observe((clock.now() - started).total_seconds())
+            metrics.runs.labels(label, outcome).inc()
+
+    def on_tick(ctx: PyncetteContext, seconds: float) -> None:
+        metrics.tick_duration.observe(seconds)
+
+    app.use_middleware(prometheus_middleware)
+    app.use_tick_listener(on_tick)
+    app.use_repository_wrapper(lambda repository: InstrumentedRepository(repository, metrics))
+    if port is not None:
+        app.use_fixture(PORT_ATTRIBUTE, _metrics_server(target, port, bind_address))
+    return metrics
+
+
+def _metrics_server(
+    registry: CollectorRegistry, port: int, bind_address: str | None
+) -> Callable[[PyncetteContext], AsyncIterator[int]]:
+    async def handle(method: str, path: str) -> Response:
+        if method not in ("GET", "HEAD"):
+            return Response(405, b"Method Not Allowed\n", headers=(("Allow", "GET, HEAD"),))
+        return Response(200, generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    async def prometheus_fixture(ctx: PyncetteContext) -> AsyncIterator[int]:
+        async with serve_http(handle, port=port, bind_address=bind_address, what="metrics") as bound:
+            setattr(ctx, PORT_ATTRIBUTE, bound)
+            logger.info("Prometheus metrics served on %s:%d/metrics", bind_address or "*", bound)
+            yield bound
+
+    return prometheus_fixture
+
+
+__all__ = ["InstrumentedRepository", "Metrics", "metrics_for", "use_prometheus"]

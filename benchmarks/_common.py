@@ -209,6 +209,8 @@ def machine() -> dict[str, Any]:
 
 def fmt(value: Any) -> str:
     if isinstance(value, float):
+        if abs(value) < 10:
+            return f"{value:.2f}"
         return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -135,6 +136,33 @@ def test_run_log_level_and_file_path(sqlite_cli: Cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "tick ran" in result.stdout
     assert "Pyncette stopped" not in result.stdout  # INFO is below the chosen level
+
+
+def test_run_stops_gracefully_on_sigint(app_dir: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PYNCETTE_")}
+    environment.update(PYTHONPATH=str(app_dir), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyncette", "run", "cliapp:app"],
+        cwd=app_dir,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # wait until the app is running
+            if "tick ran" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output
+    assert "SIGINT received: shutting down gracefully" in output
+    assert "Pyncette stopped" in output
 
 
 # -- tasks --------------------------------------------------------------------------------------

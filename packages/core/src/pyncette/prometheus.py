@@ -193,6 +193,8 @@ class InstrumentedRepository(Repository):
 
     def __getattr__(self, name: str) -> Any:
         # Backend-specific extras of the wrapped repository stay reachable.
+        if name == "inner":  # not set yet (e.g. while copying)
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 

@@ -16,7 +16,7 @@ from example_backends import {backend}
 class Mixin:
     @pytest.fixture
     async def pyncette_backend(self):
-        under_test = BackendUnderTest({backend}(), {{}})
+        under_test = BackendUnderTest({backend}(), {{}}, settle_timeout=20)
         try:
             yield under_test
         finally:

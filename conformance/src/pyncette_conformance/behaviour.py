@@ -35,7 +35,7 @@ class AppFactory:
     def __init__(self, under_test: BackendUnderTest) -> None:
         self.under_test = under_test
         self.options = under_test.isolated_options()
-        self.clock = VirtualClock(START, settle_timeout=20)
+        self.clock = VirtualClock(START, settle_timeout=under_test.settle_timeout)
 
     def app(self, **kwargs: Any) -> Pyncette:
         settings: dict[str, Any] = {"poll_interval": timedelta(seconds=10), **self.options, **kwargs}

@@ -174,9 +174,9 @@ class CoordinationSuite(ConformanceBase):
         async with app.create() as ctx:
             await ctx.schedule_tasks(job, {n: {"execute_at": PAST} for n in names})
         outputs = [tmp_path / f"out{i}.txt" for i in range(2)]
-        workers = [_spawn(pyncette_backend, options, out, "drain", seconds=60, lease=30) for out in outputs]
+        workers = [_spawn(pyncette_backend, options, out, "drain", seconds=300, lease=30) for out in outputs]
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 240
             while time.monotonic() < deadline and _count(outputs) < len(names):
                 await anyio.sleep(0.2)
         finally:

@@ -28,6 +28,8 @@ class BackendUnderTest:
 
     backend: Backend
     base_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Real seconds the virtual clock waits for work to stop before failing a test (slow emulators need more).
+    settle_timeout: float = 300.0
     _issued: list[dict[str, Any]] = field(default_factory=list)
     _tempdir: tempfile.TemporaryDirectory[str] | None = None
 

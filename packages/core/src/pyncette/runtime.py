@@ -401,7 +401,10 @@ class PyncetteContext:
     async def _worker(self) -> None:
         while True:
             while self._queue:
-                await self._execute(*self._queue.popleft())
+                try:
+                    await self._execute(*self._queue.popleft())
+                except Exception:  # a bug, or a schedule that cannot compute its next run: never fatal
+                    logger.exception("Internal error while finishing a run")
             wake = anyio.Event()
             self._idle_workers.append(wake)
             await wake.wait()

@@ -36,11 +36,9 @@ class ConformanceBase:
     override, the backend named by ``--pyncette-backend`` is used.
     """
 
-    #: anyio backends to run on; the suite adds ``trio`` for backends that are not asyncio-only.
-    anyio_backends: tuple[str, ...] = ("asyncio",)
-
     @pytest.fixture
     def anyio_backend(self) -> str:
+        """asyncio by default; override (e.g. parametrized over "asyncio" and "trio") to run on trio too."""
         return "asyncio"
 
     @pytest.fixture

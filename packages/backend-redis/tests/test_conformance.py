@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pyncette_conformance.behaviour import BehaviourSuite
+from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.harness import BackendUnderTest
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_redis import backend
@@ -45,4 +46,16 @@ class TestRedisClusterRepository(RedisClusterMixin, RepositoryContract):
 
 
 class TestRedisClusterBehaviour(RedisClusterMixin, BehaviourSuite):
+    pass
+
+
+class TestRedisPersistence(RedisBackendMixin, PersistenceSuite):
+    pass
+
+
+class TestRedisIsolation(RedisBackendMixin, IsolationSuite):
+    pass
+
+
+class TestRedisCoordination(RedisBackendMixin, CoordinationSuite):
     pass

@@ -298,3 +298,13 @@ def test_redis_shim_with_the_package_installed() -> None:
 
     assert pyncette.redis.redis_repository is pyncette_redis.backend
     assert pyncette.redis.redis_repository.name == "redis"
+
+
+async def test_options_of_another_backend_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    app = Pyncette(redis_url="redis://localhost", sqlite_database=":memory:")
+    with caplog.at_level(logging.WARNING, logger="pyncette"):
+        async with app.create():
+            pass
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("redis_url" in m and "'sqlite'" in m for m in messages), messages
+    assert not any("sqlite_database" in m for m in messages)

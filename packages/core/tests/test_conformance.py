@@ -9,7 +9,13 @@ import pytest
 import sniffio
 
 import pyncette.sqlite
-from pyncette_conformance import BackendUnderTest, RepositoryContract
+from pyncette_conformance import (
+    BackendUnderTest,
+    CoordinationSuite,
+    IsolationSuite,
+    PersistenceSuite,
+    RepositoryContract,
+)
 from pyncette_conformance.behaviour import BehaviourSuite
 
 
@@ -66,4 +72,20 @@ class TestSqliteFileRepository(_SqliteFile, RepositoryContract):
 
 
 class TestSqliteFileBehaviour(_SqliteFile, BehaviourSuite):
+    pass
+
+
+class TestMemoryIsolation(_InMemory, IsolationSuite):
+    pass
+
+
+class TestSqliteFilePersistence(_SqliteFile, PersistenceSuite):
+    pass
+
+
+class TestSqliteFileIsolation(_SqliteFile, IsolationSuite):
+    pass
+
+
+class TestSqliteFileCoordination(_SqliteFile, CoordinationSuite):
     pass

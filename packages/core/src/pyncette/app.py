@@ -171,6 +171,20 @@ class Pyncette:
 
     # -- running -----------------------------------------------------------------------------------
 
+    def _warn_about_foreign_options(self, factory: RepositoryFactory) -> None:
+        """Options meant for another backend are ignored; say so, since it is usually a mistake."""
+        if not isinstance(factory, Backend):
+            return
+        others = {*backends.KNOWN_EXTRAS, *(info.name for info in backends.available())} - {factory.name}
+        foreign = sorted(k for k in self.backend_options if any(k.startswith(f"{name}_") for name in others))
+        if foreign:
+            logger.warning(
+                "Ignoring option(s) %s: the app uses the %r backend (pass backend= or repository_factory= to "
+                "choose another)",
+                ", ".join(foreign),
+                factory.name,
+            )
+
     def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
         """The repository factory to use and what it declares it can do."""
         factory = self.repository_factory
@@ -189,6 +203,7 @@ class Pyncette:
         ``fixtures=False`` skips them: for tools that only inspect or manage storage (``pyncette tasks``).
         """
         factory, capabilities = self.resolve_backend()
+        self._warn_about_foreign_options(factory)
         if capabilities.asyncio_only:
             try:
                 asyncio.get_running_loop()

@@ -300,6 +300,7 @@ def test_redis_shim_with_the_package_installed() -> None:
     assert pyncette.redis.redis_repository.name == "redis"
 
 
+@pytest.mark.anyio
 async def test_options_of_another_backend_are_reported(caplog: pytest.LogCaptureFixture) -> None:
     app = Pyncette(redis_url="redis://localhost", sqlite_database=":memory:")
     with caplog.at_level(logging.WARNING, logger="pyncette"):

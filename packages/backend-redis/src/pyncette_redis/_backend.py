@@ -133,7 +133,7 @@ def parse_options(options: Mapping[str, Any]) -> RedisSettings:
         timeout=_seconds(options, "redis_timeout", 10.0),
         connect_timeout=_seconds(options, "redis_connect_timeout", 5.0),
         # The cluster client fails instead of waiting when a node's pool is exhausted: give it room.
-        pool_size=_positive_int(options, "redis_pool_size", 100 if cluster else 10),
+        pool_size=_positive_int(options, "redis_pool_size", 100 if cluster else 50),
         cluster=cluster,
     )
 
@@ -213,7 +213,7 @@ class RedisBackend(Backend):
         "redis_namespace": "isolates apps sharing a server: letters, digits, underscores (default '')",
         "redis_timeout": "seconds a command (or waiting for a pooled connection) may take (default 10)",
         "redis_connect_timeout": "seconds to wait when connecting (default 5)",
-        "redis_pool_size": "maximum connections kept by the repository (default 10; per node and 100 with a cluster)",
+        "redis_pool_size": "maximum connections kept by the repository (default 50; per node and 100 with a cluster)",
         "redis_cluster": "use the Redis Cluster client; redis_url names any node (default false)",
     }
 

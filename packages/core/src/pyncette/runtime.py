@@ -12,6 +12,7 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import math
@@ -44,6 +45,8 @@ T = TypeVar("T")
 RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat"})
 _REGISTER_CHUNK = 1000
 _MAX_BACKOFF = 30.0
+#: How many upcoming dynamic runs this process remembers to wake for (beyond that, polling finds them).
+_MAX_HINTS = 10_000
 
 
 @dataclass
@@ -80,9 +83,9 @@ class PyncetteContext:
         self._static_running: dict[str, datetime] = {}
         # When the loop will next wake up, while it sleeps; earlier work wakes it.
         self._next_wake: datetime | None = None
-        # The earliest next run of a dynamic instance this process knows of (from its own commits and
-        # registrations), so it wakes for it instead of waiting for the next poll.
-        self._dynamic_hint: datetime | None = None
+        # Upcoming runs of dynamic instances this process knows of (from its own commits and
+        # registrations), a heap, so it wakes for them instead of waiting for the next poll.
+        self._dynamic_hints: list[datetime] = []
         self._running = 0
         self._starved = False
         self._shutting_down = False
@@ -155,8 +158,8 @@ class PyncetteContext:
             chunk = records[start : start + _REGISTER_CHUNK]
             written = await self.repository.register(chunk, now=now, mode=mode)
             locked.extend(t for t, ok in zip(concrete[start : start + _REGISTER_CHUNK], written, strict=True) if not ok)
-        if concrete:
-            self._planned(concrete[0], min(r.scheduled_at for r in records))
+        for instance, record in zip(concrete, records, strict=True):
+            self._planned(instance, record.scheduled_at)
         if locked:
             names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
             raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
@@ -306,8 +309,8 @@ class PyncetteContext:
                 due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
                 self._static_due[task.name] = due
                 next_wake = min(next_wake, due)
-        if self._dynamic_hint is not None and self._dynamic_hint <= now:
-            self._dynamic_hint = None
+        while self._dynamic_hints and self._dynamic_hints[0] <= now:
+            heapq.heappop(self._dynamic_hints)
         for parent, template in self._template_of_parent.items():
             if not template.enabled or self._shutting_down:
                 continue
@@ -328,16 +331,16 @@ class PyncetteContext:
                     self._start(tg, instance, record)
                 if len(claimed) < limit:
                     break
-        if self._dynamic_hint is not None:
-            next_wake = min(next_wake, self._dynamic_hint)
+        if self._dynamic_hints:
+            next_wake = min(next_wake, self._dynamic_hints[0])
         return max(next_wake, now)
 
     def _planned(self, task: Task, next_at: datetime | None) -> None:
         """Note a committed next run, and wake the loop if it is due before the loop would wake."""
         if task.template is None:
             self._static_due[task.name] = next_at
-        elif next_at is not None and (self._dynamic_hint is None or next_at < self._dynamic_hint):
-            self._dynamic_hint = next_at
+        elif next_at is not None and len(self._dynamic_hints) < _MAX_HINTS:
+            heapq.heappush(self._dynamic_hints, next_at)
         if next_at is not None and self._next_wake is not None and next_at < self._next_wake:
             self._wakeup()
 

@@ -12,6 +12,7 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import copy
 import heapq
 import json
 import logging
@@ -32,7 +33,7 @@ from .abc import Completion, Lease, Record, RegisterMode, Repository
 from .clock import Clock, set_current_clock
 from .errors import ConfigurationError, LeaseLostException, RecordDecodeError, TaskLockedException
 from .model import Context, ExecutionMode, FailureMode, ListTasksResponse, MiddlewareFunc, TaskState
-from .task import Task
+from .task import Task, validate_instance_name
 
 if TYPE_CHECKING:
     from .app import Pyncette
@@ -146,12 +147,23 @@ class PyncetteContext:
         naming them.
         """
         now = self.clock.now()
-        concrete = [task.instantiate(name, **dict(options)) for name, options in instances.items()]
-        records = []
-        for instance in concrete:
+        concrete: list[Task] = []
+        records: list[Record] = []
+        # Bulk callers usually give many instances the same options: build and encode those once.
+        previous: Mapping[str, Any] | None = None
+        prototype: Task | None = None
+        spec, first = "", now
+        for instance_name, options in instances.items():
+            if prototype is None or options != previous:
+                prototype = instance = task.instantiate(instance_name, **dict(options))
+                assert instance.schedule is not None
+                spec, first, previous = instance.to_spec(), instance.schedule.first(now), options
+            else:
+                instance = copy.copy(prototype)
+                instance.name = validate_instance_name(instance_name)
             parent, name = instance.storage_key()
-            assert instance.schedule is not None
-            records.append(Record(parent, name, instance.to_spec(), instance.schedule.first(now)))
+            concrete.append(instance)
+            records.append(Record(parent, name, spec, first))
         mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
         locked: list[Task] = []
         for start in range(0, len(records), _REGISTER_CHUNK):

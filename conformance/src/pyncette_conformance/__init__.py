@@ -11,10 +11,11 @@ from .base import ConformanceBase, requires
 from .behaviour import BehaviourSuite
 from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .harness import BackendUnderTest
+from .recovery import RecoverySuite, run_script_until_interrupted
 from .repository import RepositoryContract
 
 #: Every standard suite, for ``class TestMine(MyMixin, suite)`` loops or explicit subclasses.
-ALL_SUITES = (RepositoryContract, BehaviourSuite, PersistenceSuite, IsolationSuite, CoordinationSuite)
+ALL_SUITES = (RepositoryContract, BehaviourSuite, PersistenceSuite, IsolationSuite, CoordinationSuite, RecoverySuite)
 
 __all__ = [
     "ALL_SUITES",
@@ -24,6 +25,8 @@ __all__ = [
     "CoordinationSuite",
     "IsolationSuite",
     "PersistenceSuite",
+    "RecoverySuite",
     "RepositoryContract",
     "requires",
+    "run_script_until_interrupted",
 ]

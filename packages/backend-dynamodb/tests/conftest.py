@@ -7,6 +7,8 @@ like DynamoDB's; see that file for why.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -100,3 +103,68 @@ def dynamodb_endpoint() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the server: :meth:`cut` aborts every connection through it at once;
+    with ``reject`` set, new connections are accepted and cut immediately."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.reject = False
+
+    async def start(self) -> None:
+        """Listen (again on the same port after :meth:`stop`)."""
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.cut()
+            await self.server.wait_closed()
+
+    def cut(self) -> int:
+        """Abort every open connection (client and server side); returns how many client connections."""
+        clients = len(self.writers) // 2
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+        return clients
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.reject:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.writers.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            with contextlib.suppress(Exception):
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers.discard(writer)
+        self.writers.discard(up_writer)
+
+
+@pytest.fixture
+async def cutting_proxy(dynamodb_endpoint: str) -> AsyncIterator[CuttingProxy]:
+    parts = urlsplit(dynamodb_endpoint)
+    server = CuttingProxy(parts.hostname or "127.0.0.1", parts.port or 80)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

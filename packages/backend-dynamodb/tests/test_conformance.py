@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from pyncette import PyncetteContext
 from pyncette_conformance import (
     BehaviourSuite,
     CoordinationSuite,
@@ -14,6 +16,7 @@ from pyncette_conformance import (
     RepositoryContract,
 )
 from pyncette_conformance.harness import BackendUnderTest
+from pyncette_conformance.recovery import KillConnections, RecoverySuite
 from pyncette_dynamodb import backend
 
 
@@ -45,3 +48,19 @@ class TestDynamoDBIsolation(DynamoDBBackendMixin, IsolationSuite):
 
 class TestDynamoDBCoordination(DynamoDBBackendMixin, CoordinationSuite):
     pass
+
+
+class TestDynamoDBRecovery(DynamoDBBackendMixin, RecoverySuite):
+    recovery_instances = 300  # moto answers slowly; still enough to be cut mid-run
+
+    @pytest.fixture
+    def recovery_options(self, cutting_proxy: Any) -> dict[str, Any]:
+        # Through the proxy, with one botocore attempt, so a cut request reaches the backend and the runtime.
+        return {"dynamodb_endpoint": f"http://127.0.0.1:{cutting_proxy.port}", "dynamodb_max_attempts": 1}
+
+    @pytest.fixture
+    def kill_connections(self, cutting_proxy: Any) -> KillConnections:
+        async def kill(ctx: PyncetteContext) -> int:
+            return cutting_proxy.cut()
+
+        return kill

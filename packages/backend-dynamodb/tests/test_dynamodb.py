@@ -600,69 +600,6 @@ async def test_missing_region_is_a_configuration_error(monkeypatch: pytest.Monke
             pass
 
 
-class _Proxy:
-    """A TCP proxy in front of the server whose connections the test can cut, or refuse for a while."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.reject = False
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        self.kill_connections()
-        await self.server.wait_closed()
-
-    def kill_connections(self) -> None:
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.reject:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.writers.update((writer, up_writer))
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            with contextlib.suppress(Exception):
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers.discard(writer)
-        self.writers.discard(up_writer)
-
-
-@pytest.fixture
-async def proxy(dynamodb_endpoint: str) -> AsyncIterator[_Proxy]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(dynamodb_endpoint)
-    server = _Proxy(parts.hostname or "127.0.0.1", parts.port or 80)
-    await server.start()
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(Exception):
-            await server.stop()
-
-
 async def _eventually(call: Any) -> Any:
     """The call's result, allowing one BackendError (the failure may surface once before the pool reconnects)."""
     try:
@@ -672,14 +609,15 @@ async def _eventually(call: Any) -> Any:
 
 
 async def test_repository_recovers_after_connections_are_killed(
-    proxy: _Proxy, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    cutting_proxy: Any, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    proxy = cutting_proxy
     monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
     proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": 2}
     async with backend.open(proxied) as repo:
         await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)
         # Cut every connection, including idle pooled ones.
-        proxy.kill_connections()
+        proxy.cut()
         assert await _eventually(lambda: repo.get("p", "r0")) is not None
         # The server goes away entirely: calls fail with BackendError, not a driver exception.
         await proxy.stop()

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pyncette import PyncetteContext
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
@@ -15,7 +16,8 @@ from pyncette_conformance import (
     PersistenceSuite,
     RepositoryContract,
 )
-from pyncette_mysql import backend
+from pyncette_conformance.recovery import KillConnections, RecoverySuite
+from pyncette_mysql import MySQLRepository, backend
 
 
 class MySQLBackendMixin:
@@ -46,3 +48,20 @@ class TestMySQLIsolation(MySQLBackendMixin, IsolationSuite):
 
 class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
     pass
+
+
+class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
+    @pytest.fixture
+    def kill_connections(self, raw_connection: Any) -> KillConnections:
+        async def kill(ctx: PyncetteContext) -> int:
+            """KILL the connections in the app's pool (the server and its root user are shared)."""
+            repository = ctx.repository
+            assert isinstance(repository, MySQLRepository)
+            pool = repository._pool
+            own = {conn.thread_id() for conn in [*pool._free, *pool._used] if not conn.closed}
+            async with raw_connection.cursor() as cursor:
+                for thread_id in sorted(own):
+                    await cursor.execute(f"KILL {int(thread_id)}")
+            return len(own)
+
+        return kill

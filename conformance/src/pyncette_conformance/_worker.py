@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import anyio
 
-from pyncette import Context, Pyncette
+from pyncette import Context, Pyncette, PyncetteContext
 
 
 def build(spec: dict[str, Any]) -> Pyncette:
@@ -35,6 +36,14 @@ def build(spec: dict[str, Any]) -> Pyncette:
             f.write(f"{os.getpid()} {context.task.name}\n")
         if spec["mode"] == "hang":
             await anyio.sleep_forever()
+        await anyio.sleep(spec.get("work_seconds", 0))
+
+    @app.fixture()
+    async def ready(app_context: PyncetteContext) -> AsyncIterator[None]:
+        # Tells the test this process is connected and about to poll.
+        with open(out + ".ready", "w", encoding="utf-8") as f:
+            f.write(str(os.getpid()))
+        yield
 
     return app
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timezone
@@ -284,8 +285,7 @@ class SqliteBackend(Backend):
             yield MemoryRepository()
             return
 
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False)
+        def set_up(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(
@@ -294,7 +294,21 @@ class SqliteBackend(Backend):
                 "PRIMARY KEY (parent, name)) WITHOUT ROWID"
             )
             db.execute(f"CREATE INDEX IF NOT EXISTS {table}_ready ON {table} (parent, ready_at)")
-            return db
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False)
+            # Switching a new file to WAL can report "database is locked" without waiting for the busy
+            # timeout when another process is setting it up at the same moment: retry until the timeout.
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    set_up(db)
+                    return db
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        db.close()
+                        raise
+                    time.sleep(0.05)
 
         with map_exceptions(_ERRORS, f"opening sqlite database {database!r}"):
             connection = await anyio.to_thread.run_sync(connect)

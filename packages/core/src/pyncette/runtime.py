@@ -108,8 +108,7 @@ class PyncetteContext:
 
     def add_to_context(self, name: str, value: Any) -> None:
         """Make ``value`` available as ``context.<name>`` in every task."""
-        if name in RESERVED_CONTEXT_NAMES or name.startswith("_"):
-            raise ConfigurationError(f"context name {name!r} is reserved")
+        validate_context_names([name])
         if name in self._values:
             raise ConfigurationError(f"context name {name!r} is already in use")
         self._values[name] = value

@@ -298,6 +298,48 @@ async def test_slow_commit_does_not_stall_a_static_task() -> None:
     assert max(cadence(started)) <= 2
 
 
+class SlowClaimRepository(MemoryRepository):
+    """Claims take a second each (a far-away, busy database); records how long each new lease runs."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.lease_seconds: list[float] = []
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        await anyio.sleep(1)
+        self.lease_seconds.append((lease_until - self.clock.now()).total_seconds())
+        return await super().claim(parent, now=now, limit=limit, lease_until=lease_until, token=token)
+
+
+@on_trio_mock_time()
+async def test_slow_claims_neither_shorten_leases_nor_starve_static_tasks() -> None:
+    clock = LoopClock()
+    repository = SlowClaimRepository(clock)
+    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S, batch_size=1)
+    dynamic_runs: list[str] = []
+    static_runs: list[datetime] = []
+
+    @app.dynamic_task(lease_duration=timedelta(seconds=10))
+    async def backlog(context: Context) -> None:
+        dynamic_runs.append(context.task.name)
+
+    @app.task(interval=timedelta(seconds=5))
+    async def heartbeat(context: Context) -> None:
+        static_runs.append(clock.now())
+
+    async with app.create(clock=clock) as ctx:
+        await ctx.schedule_tasks(backlog, {f"i{n}": {"execute_at": START} for n in range(60)})
+        async with running(ctx):
+            await anyio.sleep(90)
+    assert sorted(dynamic_runs) == sorted(f"i{n}" for n in range(60))
+    # every lease runs its full duration from the moment it is granted, however long the loop has been busy
+    assert min(repository.lease_seconds) >= 9.0
+    # the backlog takes about a minute of claims; the static task keeps its cadence meanwhile
+    assert len(static_runs) >= 12
+    assert max(cadence(static_runs)) <= 7
+
+
 @on_trio_mock_time()
 async def test_graceful_shutdown_while_storage_is_down() -> None:
     repository = CountingRepository()

@@ -287,7 +287,12 @@ class PyncetteContext:
             await self.repository.register(records, now=now, mode=RegisterMode.CREATE)
 
     async def _tick(self, tg: TaskGroup) -> datetime:
-        """Claim and start everything due that fits in the free slots; return when to look again."""
+        """Claim and start what is due and fits in the free slots; return when to look again.
+
+        One tick claims at most one batch per dynamic parent, so a long backlog in one parent cannot
+        starve static tasks or other parents: when a batch came back full, the next tick starts at once.
+        Every claim reads the clock afresh, so a lease always runs for its full duration from its claim.
+        """
         now = self.clock.now()
         next_wake = now + timedelta(seconds=self._poll_interval)
         self._starved = False
@@ -306,6 +311,7 @@ class PyncetteContext:
                 self._starved = True
                 break
             parent, name = task.storage_key()
+            now = self.clock.now()
             claimed = await self.repository.claim(
                 parent, now=now, limit=1, lease_until=now + task.lease_duration, token=self._token()
             )
@@ -325,23 +331,26 @@ class PyncetteContext:
         for parent, template in self._template_of_parent.items():
             if not template.enabled or self._shutting_down:
                 continue
-            while True:
-                limit = min(self._free_slots(), self._batch_size)
-                if limit < 1:
-                    self._starved = True
-                    break
-                claimed = await self.repository.claim(
-                    parent, now=now, limit=limit, lease_until=now + template.lease_duration, token=self._token()
-                )
-                for record in claimed:
-                    try:
-                        instance = self._decode(record, template)
-                    except RecordDecodeError as exc:
-                        logger.error("Skipping undecodable record (left leased until it expires): %s", exc)
-                        continue
-                    self._start(tg, instance, record)
-                if len(claimed) < limit:
-                    break
+            limit = min(self._free_slots(), self._batch_size)
+            if limit < 1:
+                self._starved = True
+                break
+            now = self.clock.now()
+            claimed = await self.repository.claim(
+                parent, now=now, limit=limit, lease_until=now + template.lease_duration, token=self._token()
+            )
+            for record in claimed:
+                try:
+                    instance = self._decode(record, template)
+                except RecordDecodeError as exc:
+                    logger.error("Skipping undecodable record (left leased until it expires): %s", exc)
+                    continue
+                self._start(tg, instance, record)
+            if len(claimed) == limit:
+                if self._free_slots() > 0:
+                    next_wake = now  # more may be due: look again right away
+                else:
+                    self._starved = True  # more may be due: look again when a slot frees up
         if self._dynamic_hints:
             next_wake = min(next_wake, self._dynamic_hints[0])
         return max(next_wake, now)

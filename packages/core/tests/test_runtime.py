@@ -126,6 +126,28 @@ async def test_loop_sleeps_until_the_next_static_run() -> None:
     assert repository.calls["claim"] <= 6
 
 
+async def test_static_task_whose_record_was_deleted_is_recreated(caplog: pytest.LogCaptureFixture) -> None:
+    repository = MemoryRepository()
+    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=5))
+    clock = VirtualClock(START)
+    starts: list[datetime] = []
+
+    @app.task(interval=timedelta(seconds=10))
+    async def job(context: Context) -> None:
+        starts.append(clock.now())
+
+    with caplog.at_level(logging.WARNING, logger="pyncette"):
+        async with started(app, clock):
+            await clock.advance(timedelta(seconds=10))
+            assert offsets(starts) == [10]
+            # storage purged by hand while the app runs
+            assert await repository.delete(*job.storage_key())
+            await clock.advance(timedelta(seconds=60))
+    # found missing when it came due at 20 s, recreated as on a fresh start: due one interval later
+    assert offsets(starts) == [10, 30, 40, 50, 60, 70]
+    assert "static task 'job' was missing; recreating it" in caplog.text
+
+
 async def test_task_disabled_before_run_never_runs() -> None:
     app = Pyncette()
     clock = VirtualClock(START)
@@ -269,6 +291,49 @@ async def test_commit_outage_does_not_run_a_task_twice() -> None:
     async with app.create(clock=LoopClock()) as ctx, running(ctx):
         await anyio.sleep(205)
     assert offsets(seen) == [pytest.approx(10 * n) for n in range(1, 21)]
+
+
+class LostAnswerRepository(MemoryRepository):
+    """The first ``lose`` commits are applied, but their answer never arrives (the connection dropped)."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        results = await super().commit(completions)
+        if self.lose > 0:
+            self.lose -= 1
+            raise BackendError("connection lost before the answer")
+        return results
+
+
+@on_trio_mock_time()
+async def test_commit_whose_answer_was_lost_is_not_reported_as_a_lost_lease(caplog: pytest.LogCaptureFixture) -> None:
+    repository = LostAnswerRepository(lose=2)
+    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S)
+    seen: list[str] = []
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        seen.append(context.task.name)
+
+    @app.task(interval=timedelta(seconds=10))
+    async def ticker(context: Context) -> None:
+        seen.append("ticker")
+
+    with caplog.at_level(logging.WARNING, logger="pyncette"):
+        async with app.create(clock=LoopClock()) as ctx:
+            await ctx.schedule_tasks(job, {f"i{n}": {"execute_at": START} for n in range(5)})
+            async with running(ctx):
+                await anyio.sleep(25)
+            remaining = await ctx.list_tasks(job)
+    assert sorted(seen) == ["i0", "i1", "i2", "i3", "i4", "ticker", "ticker"]
+    assert remaining.tasks == []
+    assert repository.lose == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Storage call 'commit' failed" in m for m in messages)
+    assert not [m for m in messages if "lease had been lost" in m]
 
 
 class SlowCommitRepository(MemoryRepository):

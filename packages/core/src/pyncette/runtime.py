@@ -87,7 +87,8 @@ class PyncetteContext:
         # Upcoming runs of dynamic instances this process knows of (from its own commits and
         # registrations), a heap, so it wakes for them instead of waiting for the next poll.
         self._dynamic_hints: list[datetime] = []
-        self._running = 0
+        self._running = 0  # claimed runs not yet settled (committed, unlocked or given up)
+        self._committing = 0  # of those, the ones whose body is over and whose commit is queued or in flight
         self._starved = False
         self._shutting_down = False
         self._wake_scope: anyio.CancelScope | None = None
@@ -98,6 +99,7 @@ class PyncetteContext:
         self._pending: list[_Pending] = []
         self._queue: deque[tuple[Task, Record]] = deque()
         self._idle_workers: list[anyio.Event] = []
+        self._worker_waking = False
         self._pending_event = anyio.Event()
         self._drained = anyio.Event()
         self._middlewares: list[MiddlewareFunc] = list(app.middlewares)
@@ -265,7 +267,7 @@ class PyncetteContext:
                 task_status.started()
                 while not self._shutting_down:
                     started = time.perf_counter()
-                    next_wake = await self._retrying("poll", lambda: self._tick(tg))
+                    next_wake = await self._retrying("poll", partial(self._tick, tg))
                     self.last_tick = self.clock.now()
                     for listener in self.app.tick_listeners:
                         listener(self, time.perf_counter() - started)
@@ -322,10 +324,15 @@ class PyncetteContext:
                 continue
             # Someone else ran it or holds it: learn when to look again instead of polling blindly.
             record = await self.repository.get(parent, name)
-            if record is not None:
-                due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
-                self._static_due[task.name] = due
-                next_wake = min(next_wake, due)
+            if record is None:
+                # Deleted behind our back (storage purged by hand): put it back as a fresh start would.
+                logger.warning("The stored record of static task %r was missing; recreating it", task.name)
+                assert task.schedule is not None
+                record = Record(parent, name, None, task.schedule.first(now))
+                await self.repository.register([record], now=now, mode=RegisterMode.CREATE)
+            due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
+            self._static_due[task.name] = due
+            next_wake = min(next_wake, due)
         while self._dynamic_hints and self._dynamic_hints[0] <= now:
             heapq.heappop(self._dynamic_hints)
         for parent, template in self._template_of_parent.items():
@@ -365,7 +372,18 @@ class PyncetteContext:
             self._wakeup()
 
     def _free_slots(self) -> int:
-        return self._concurrency_limit - self._running
+        """How many runs the loop may claim now.
+
+        ``concurrency_limit`` bounds the task bodies running at once. Runs waiting only for their commit
+        (at most another ``concurrency_limit``) do not take a slot, so the next claim overlaps the last commit.
+        """
+        limit = self._concurrency_limit
+        return min(limit - (self._running - self._committing), 2 * limit - self._running)
+
+    def _slot_freed(self) -> None:
+        if self._starved:
+            self._starved = False
+            self._wakeup()
 
     @staticmethod
     def _token() -> str:
@@ -412,20 +430,35 @@ class PyncetteContext:
     # ---------------------------------------------------------------------------------------------
 
     def _start(self, tg: TaskGroup, task: Task, record: Record) -> None:
-        """Hand a claimed run to an idle worker, or start a worker (cheaper than a task per run)."""
+        """Queue a claimed run for the worker pool (cheaper than a task per run)."""
         self._running += 1
         self.clock.hold()
         self._queue.append((task, record))
+        if not self._worker_waking:
+            self._wake_worker(tg)
+
+    def _wake_worker(self, tg: TaskGroup) -> None:
+        """Get one more worker to the queue: an idle one, or a new one.
+
+        Only one wake-up is outstanding at a time: the woken worker wakes the next when it takes a run and
+        more are queued. Runs that never wait are then all done by one worker, and runs that do wait still
+        each get a worker of their own, one event-loop step apart.
+        """
+        self._worker_waking = True
         if self._idle_workers:
             self._idle_workers.pop().set()
         else:
-            tg.start_soon(self._worker)
+            tg.start_soon(self._worker, tg)
 
-    async def _worker(self) -> None:
+    async def _worker(self, tg: TaskGroup) -> None:
         while True:
+            self._worker_waking = False
             while self._queue:
+                task, record = self._queue.popleft()
+                if self._queue and not self._worker_waking:
+                    self._wake_worker(tg)  # takes the next run if this one waits
                 try:
-                    await self._execute(*self._queue.popleft())
+                    await self._execute(task, record)
                 except Exception:  # a bug, or a schedule that cannot compute its next run: never fatal
                     logger.exception("Internal error while finishing a run")
             wake = anyio.Event()
@@ -488,6 +521,8 @@ class PyncetteContext:
             self._submit(_Pending(lease, next_at, unlock, task))
             self.clock.release()  # the committer holds the clock for this run until it is stored
             handed_over = True
+            self._committing += 1
+            self._slot_freed()
         finally:
             if not handed_over:
                 self._run_done(task)
@@ -498,9 +533,7 @@ class PyncetteContext:
             self._drained.set()
         if task.template is None:
             self._static_running.pop(task.name, None)
-        if self._starved:
-            self._starved = False
-            self._wakeup()
+        self._slot_freed()
         self.clock.release()
 
     async def _invoke(self, context: Context) -> None:
@@ -560,14 +593,39 @@ class PyncetteContext:
             commits = [p for p in batch if not p.unlock]
             unlocks = [p for p in batch if p.unlock]
             if commits:
-                completions = [Completion(p.lease.parent, p.lease.name, p.lease.token, p.next_at) for p in commits]
-                self._resolve(commits, await self._retrying("commit", partial(self.repository.commit, completions)))
+                self._resolve(commits, await self._commit(commits))
             if unlocks:
                 leases = [p.lease for p in unlocks]
                 self._resolve(unlocks, await self._retrying("unlock", partial(self.repository.unlock, leases)))
             if not self._pending:
                 self._commit_hold = False
                 self.clock.release()
+
+    async def _commit(self, items: list[_Pending]) -> list[bool]:
+        """Commit a batch, retrying failures; after a retry, tell leases lost from writes that had landed.
+
+        A call can fail after storage applied it (the connection dropped before the answer), and its retry
+        then finds those leases gone. For runs that already happened, a record that shows the outcome and
+        is not leased means the write was ours. At-most-once commits (``done`` set) stay strict: there a
+        false "committed" could run a task that another process has already taken over.
+        """
+        completions = [Completion(p.lease.parent, p.lease.name, p.lease.token, p.next_at) for p in items]
+        failures = 0
+
+        async def attempt() -> list[bool]:
+            nonlocal failures
+            try:
+                return await self.repository.commit(completions)
+            except Exception:
+                failures += 1
+                raise
+
+        results = await self._retrying("commit", attempt)
+        for i, (item, completion) in enumerate(zip(items, completions, strict=True)):
+            if failures and not results[i] and item.done is None:
+                get = partial(self.repository.get, completion.parent, completion.name)
+                results[i] = _shows(await self._retrying("verify commit", get), completion)
+        return results
 
     def _resolve(self, items: list[_Pending], results: list[bool]) -> None:
         for item, ok in zip(items, results, strict=True):
@@ -586,6 +644,7 @@ class PyncetteContext:
             else:
                 logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
             self.clock.hold()  # taken back from the committer, released by _run_done
+            self._committing -= 1
             self._run_done(task)
 
     # ---------------------------------------------------------------------------------------------
@@ -603,6 +662,13 @@ class PyncetteContext:
                 delay = min(_MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
                 logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await self.clock.sleep(delay)  # every caller holds the clock (see _finish)
+
+
+def _shows(record: Record | None, completion: Completion) -> bool:
+    """Whether ``record`` shows ``completion`` applied: deleted, or rescheduled to its next run and unleased."""
+    if completion.next_at is None:
+        return record is None
+    return record is not None and record.locked_by is None and record.scheduled_at == completion.next_at
 
 
 def validate_context_names(names: Iterable[str]) -> None:

@@ -11,7 +11,6 @@ Task names may not contain ``/``, so these never collide.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -278,7 +277,8 @@ class Task:
             if len(cache) >= _SPEC_CACHE_SIZE:
                 cache.clear()
             cache[spec] = prototype
-        instance = copy.copy(prototype)
+        instance = object.__new__(Task)
+        instance.__dict__.update(prototype.__dict__)  # copy.copy without its generic protocol overhead
         instance.name = name
         return instance
 

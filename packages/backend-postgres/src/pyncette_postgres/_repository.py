@@ -89,16 +89,18 @@ class _Statements:
         # The inner SELECT walks the (parent, claimable_at) index from the oldest
         # due entry and stops after $3 rows it could lock, so its cost depends on
         # the due rows only; SKIP LOCKED lets concurrent claimers pass each other.
+        # The UPDATE finds the locked rows by their physical address (a TID scan):
+        # joining on the key let the planner pick a scan of the whole table.
         self.claim = f"""
             WITH due AS (
-                SELECT name, {CLAIMABLE_AT} AS due_at FROM {t}
+                SELECT ctid AS row_id, {CLAIMABLE_AT} AS due_at FROM {t}
                 WHERE parent = $1 AND {CLAIMABLE_AT} <= $2
                 ORDER BY {CLAIMABLE_AT}
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
             ), claimed AS (
                 UPDATE {t} AS t SET locked_until = $4, locked_by = $5
-                FROM due WHERE t.parent = $1 AND t.name = due.name
+                FROM due WHERE t.ctid = due.row_id
                 RETURNING t.name, t.spec, t.scheduled_at, t.locked_until, t.locked_by, due.due_at
             )
             SELECT {columns} FROM claimed ORDER BY due_at, name"""

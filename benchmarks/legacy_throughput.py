@@ -23,7 +23,31 @@ from pyncette import Context, Pyncette
 PAST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
+def count_dynamodb_requests() -> Counter[str]:
+    """Count 1.1.0's DynamoDB API calls and HTTP sends: it opens an aioboto3 session; hook every new one."""
+    import aioboto3
+
+    requests: Counter[str] = Counter()
+
+    def on_call(model: Any, **_: Any) -> None:
+        requests[model.name] += 1
+
+    def on_send(**_: Any) -> None:
+        requests["(http sends)"] += 1
+
+    original = aioboto3.Session.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.events.register("before-call.dynamodb", on_call)
+        self.events.register("before-send.dynamodb", on_send)
+
+    aioboto3.Session.__init__ = init  # type: ignore[method-assign]
+    return requests
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    requests: Counter[str] = count_dynamodb_requests() if args.backend == "dynamodb" else Counter()
     factory, opts, note = await legacy_factory(args.backend, "bench_legacy_tp", args.workdir, args.endpoint)
     app = Pyncette(
         repository_factory=factory,
@@ -52,6 +76,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             await asyncio.gather(*(feeder() for _ in range(args.in_flight)))
             registration_s = time.perf_counter() - start
+            before = requests.copy()
             start = time.perf_counter()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.run(), timeout=args.timeout)
@@ -69,6 +94,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "missing": len({f"i{i}" for i in range(n)} - set(counts)),
         "peak_rss_mb": peak_rss_mb(),
     }
+    if requests:
+        during = requests - before  # the execution phase only, as on our side
+        calls = sum(v for k, v in during.items() if not k.startswith("("))
+        result["requests"] = dict(during)
+        result["api_calls_per_execution"] = calls / max(len(executed), 1)
+        result["http_sends_per_execution"] = during["(http sends)"] / max(len(executed), 1)
+        result["api_calls_per_s"] = calls / elapsed
     if note:
         result["note"] = note
     return result

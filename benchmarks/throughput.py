@@ -226,6 +226,7 @@ async def run_ours(backend: str, cfg: dict[str, Any], wd: Path, endpoint: str | 
         result["requests"] = dict(requests)
         result["api_calls_per_execution"] = calls / max(total, 1)
         result["http_sends_per_execution"] = requests["(http sends)"] / max(total, 1)
+        result["api_calls_per_s"] = calls / elapsed
     return result
 
 
@@ -308,6 +309,7 @@ def run(args: argparse.Namespace) -> None:
         metrics += [
             ("DynamoDB API calls per execution", "api_calls_per_execution"),
             ("DynamoDB HTTP sends per execution", "http_sends_per_execution"),
+            ("DynamoDB API calls/s while executing", "api_calls_per_s"),
         ]
     header = ["metric", "pyncette 2"]
     if legacy is not None:

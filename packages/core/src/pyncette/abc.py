@@ -149,6 +149,11 @@ class Repository(ABC):
         Concurrent claims, from any process, must never both return one record
         with overlapping leases: this is the guarantee that prevents double runs.
         The cost must depend on the number of due records, not on how many exist.
+
+        ``now`` is the app's time as of which to claim: use it, never the
+        storage server's clock. It may be a few milliseconds ahead of the app's
+        clock (a static run claimed ahead of its due time; the run still starts
+        on time).
         """
 
     @abstractmethod

@@ -47,7 +47,7 @@ class Pyncette:
             instead of ``repository_factory``. With neither, ``$PYNCETTE_BACKEND``
             is used, else the embedded ``sqlite`` backend (in memory by default).
         poll_interval: the longest the loop sleeps before looking for new work.
-        concurrency_limit: the most runs in progress at once; no more work is claimed than fits.
+        concurrency_limit: the most task bodies running at once; no more work is claimed than fits.
         batch_size: the most dynamic instances claimed in one storage call.
         **backend_options: options of the backend, prefixed with its name (``redis_url=...``).
     """

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.lowlevel import checkpoint
 
 from .abc import Completion, Lease, Record, RegisterMode, Repository
 from .clock import Clock, set_current_clock
@@ -46,6 +47,7 @@ T = TypeVar("T")
 RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat"})
 _REGISTER_CHUNK = 1000
 _MAX_BACKOFF = 30.0
+_MAX_CLAIM_LEAD = timedelta(milliseconds=50)
 #: How many upcoming dynamic runs this process remembers to wake for (beyond that, polling finds them).
 _MAX_HINTS = 10_000
 
@@ -80,6 +82,9 @@ class PyncetteContext:
         self._templates = [t for t in app.tasks if t.dynamic]
         self._template_of_parent = {parent: t for t in self._templates for parent in t.parents()}
         self._static_due: dict[str, datetime | None] = {}
+        # How long a static claim takes (moving average, on the app's clock). The loop claims a static
+        # run this much ahead of its due time and starts it on time; on a virtual clock it is zero.
+        self._claim_latency = timedelta(0)
         # Static tasks running here, with the expiry of their lease: not claimed again until it passes.
         self._static_running: dict[str, datetime] = {}
         # When the loop will next wake up, while it sleeps; earlier work wakes it.
@@ -272,7 +277,11 @@ class PyncetteContext:
                     for listener in self.app.tick_listeners:
                         listener(self, time.perf_counter() - started)
                     if not self._shutting_down:
-                        await self._sleep_until(next_wake)
+                        if next_wake > self.clock.now():
+                            await self._sleep_until(next_wake)
+                        else:
+                            # More is due at once: stay busy (a virtual clock must not move), let others run.
+                            await checkpoint()
                 await self._drain()
                 tg.cancel_scope.cancel()
         logger.info("Pyncette stopped")
@@ -306,20 +315,24 @@ class PyncetteContext:
                 next_wake = min(next_wake, running_until)
                 continue
             due = self._static_due.get(task.name)
-            if due is not None and due > now:
-                next_wake = min(next_wake, due)
+            if due is not None and due - self._claim_lead() > now:
+                next_wake = min(next_wake, due - self._claim_lead())
                 continue
             if self._free_slots() < 1:
                 self._starved = True
                 break
             parent, name = task.storage_key()
             now = self.clock.now()
+            # Claimed as of its due time, up to _claim_lead() early, so that the round trip is over when it
+            # is due; the worker waits for the due time before starting it.
+            claim_at = now if due is None else max(now, due)
             claimed = await self.repository.claim(
-                parent, now=now, limit=1, lease_until=now + task.lease_duration, token=self._token()
+                parent, now=claim_at, limit=1, lease_until=claim_at + task.lease_duration, token=self._token()
             )
+            self._claim_latency = (4 * self._claim_latency + (self.clock.now() - now)) / 5
             if claimed:
                 self._static_due[task.name] = None
-                self._static_running[task.name] = now + task.lease_duration
+                self._static_running[task.name] = claim_at + task.lease_duration
                 self._start(tg, task, claimed[0])
                 continue
             # Someone else ran it or holds it: learn when to look again instead of polling blindly.
@@ -364,12 +377,21 @@ class PyncetteContext:
 
     def _planned(self, task: Task, next_at: datetime | None) -> None:
         """Note a committed next run, and wake the loop if it is due before the loop would wake."""
+        if next_at is None:
+            if task.template is None:
+                self._static_due[task.name] = None
+            return
         if task.template is None:
             self._static_due[task.name] = next_at
-        elif next_at is not None and len(self._dynamic_hints) < _MAX_HINTS:
+            next_at -= self._claim_lead()
+        elif len(self._dynamic_hints) < _MAX_HINTS:
             heapq.heappush(self._dynamic_hints, next_at)
-        if next_at is not None and self._next_wake is not None and next_at < self._next_wake:
+        if self._next_wake is not None and next_at < self._next_wake:
             self._wakeup()
+
+    def _claim_lead(self) -> timedelta:
+        """How far ahead of its due time a static run is claimed: about two claim round trips."""
+        return min(2 * self._claim_latency, _MAX_CLAIM_LEAD)
 
     def _free_slots(self) -> int:
         """How many runs the loop may claim now.
@@ -469,6 +491,9 @@ class PyncetteContext:
         """One run: invoke the task, then hand its outcome to the committer (or finish it here)."""
         assert record.locked_by is not None
         lease = Lease(record.parent, record.name, record.locked_by)
+        early = (record.scheduled_at - self.clock.now()).total_seconds()
+        if early > 0:  # a static run claimed ahead of its due time (see _tick)
+            await self.clock.sleep(early)
         lost = False
         handed_over = False
 

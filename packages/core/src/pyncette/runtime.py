@@ -82,7 +82,7 @@ class PyncetteContext:
         self._templates = [t for t in app.tasks if t.dynamic]
         self._template_of_parent = {parent: t for t in self._templates for parent in t.parents()}
         self._static_due: dict[str, datetime | None] = {}
-        # How long a static claim takes (moving average, on the app's clock). The loop claims a static
+        # How long a slow static claim takes (on the app's clock). The loop claims a static
         # run this much ahead of its due time and starts it on time; on a virtual clock it is zero.
         self._claim_latency = timedelta(0)
         # Static tasks running here, with the expiry of their lease: not claimed again until it passes.
@@ -329,7 +329,8 @@ class PyncetteContext:
             claimed = await self.repository.claim(
                 parent, now=claim_at, limit=1, lease_until=claim_at + task.lease_duration, token=self._token()
             )
-            self._claim_latency = (4 * self._claim_latency + (self.clock.now() - now)) / 5
+            # A slowly decaying peak: the lead must cover the slow claims, not the typical one.
+            self._claim_latency = max(self.clock.now() - now, self._claim_latency * 0.9)
             if claimed:
                 self._static_due[task.name] = None
                 self._static_running[task.name] = claim_at + task.lease_duration
@@ -390,8 +391,11 @@ class PyncetteContext:
             self._wakeup()
 
     def _claim_lead(self) -> timedelta:
-        """How far ahead of its due time a static run is claimed: about two claim round trips."""
-        return min(2 * self._claim_latency, _MAX_CLAIM_LEAD)
+        """How far ahead of its due time a static run is claimed: two slow claims per static task.
+
+        Static tasks due together are claimed one after another, so each needs the time of all of them.
+        """
+        return min(2 * self._claim_latency * len(self._static), _MAX_CLAIM_LEAD)
 
     def _free_slots(self) -> int:
         """How many runs the loop may claim now.

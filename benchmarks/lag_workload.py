@@ -89,7 +89,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     at = datetime.now(timezone.utc) + timedelta(seconds=1 + (i % 10) / 10 + 0.037)
                     await ctx.schedule_task(local, f"l{i}", execute_at=at)
                     if other is not None and i % 2 == 0:
-                        await other.schedule_task(remote, f"r{i}", execute_at=at)
+                        # 0.25 s after the local one: nothing this app knows of is due then, so only its
+                        # polling (or a notification) can find it.
+                        await other.schedule_task(remote, f"r{i}", execute_at=at + timedelta(seconds=0.25))
                     i += 1
 
             async def stop() -> None:

@@ -288,14 +288,20 @@ class PyncetteContext:
 
     async def _register_static(self) -> None:
         now = self.clock.now()
-        records = []
+        tasks, records = [], []
         for task in self._static:
             if task.enabled:
                 parent, name = task.storage_key()
                 assert task.schedule is not None
+                tasks.append(task)
                 records.append(Record(parent, name, None, task.schedule.first(now)))
         if records:
-            await self.repository.register(records, now=now, mode=RegisterMode.CREATE)
+            created = await self.repository.register(records, now=now, mode=RegisterMode.CREATE)
+            # A first estimate of a round trip, so even the first static run can be claimed ahead.
+            self._claim_latency = self.clock.now() - now
+            for task, record, new in zip(tasks, records, created, strict=True):
+                if new:  # otherwise its schedule is learnt from storage on the first tick
+                    self._static_due[task.name] = record.scheduled_at
 
     async def _tick(self, tg: TaskGroup) -> datetime:
         """Claim and start what is due and fits in the free slots; return when to look again.

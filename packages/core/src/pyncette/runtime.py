@@ -288,13 +288,8 @@ class PyncetteContext:
 
     async def _register_static(self) -> None:
         now = self.clock.now()
-        tasks, records = [], []
-        for task in self._static:
-            if task.enabled:
-                parent, name = task.storage_key()
-                assert task.schedule is not None
-                tasks.append(task)
-                records.append(Record(parent, name, None, task.schedule.first(now)))
+        tasks = [task for task in self._static if task.enabled]
+        records = [_fresh_static_record(task, now) for task in tasks]
         if records:
             created = await self.repository.register(records, now=now, mode=RegisterMode.CREATE)
             # A first estimate of a round trip, so even the first static run can be claimed ahead.
@@ -347,8 +342,7 @@ class PyncetteContext:
             if record is None:
                 # Deleted behind our back (storage purged by hand): put it back as a fresh start would.
                 logger.warning("The stored record of static task %r was missing; recreating it", task.name)
-                assert task.schedule is not None
-                record = Record(parent, name, None, task.schedule.first(now))
+                record = _fresh_static_record(task, now)
                 await self.repository.register([record], now=now, mode=RegisterMode.CREATE)
             due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
             self._static_due[task.name] = due
@@ -697,6 +691,13 @@ class PyncetteContext:
                 delay = min(_MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
                 logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
                 await self.clock.sleep(delay)  # every caller holds the clock (see _finish)
+
+
+def _fresh_static_record(task: Task, now: datetime) -> Record:
+    """A static task's record as a first start writes it: due at its schedule's first run after ``now``."""
+    parent, name = task.storage_key()
+    assert task.schedule is not None
+    return Record(parent, name, None, task.schedule.first(now))
 
 
 def _shows(record: Record | None, completion: Completion) -> bool:

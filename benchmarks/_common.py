@@ -62,7 +62,7 @@ def backend_options(
 ) -> tuple[str, dict[str, Any]]:
     """(registry name, options) of our backend for one benchmark; ``tag`` keeps tables/namespaces apart."""
     if backend == "memory":
-        return "sqlite", {"sqlite_database": ":memory:"}
+        return "memory", {}
     if backend == "sqlite":
         return "sqlite", {"sqlite_database": str(workdir / f"{tag}.db")}
     if backend == "redis":
@@ -133,6 +133,14 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def purge(name: str, options: dict[str, Any]) -> None:
+    """Remove the storage a benchmark used (table, namespace, file)."""
+    from pyncette import backends
+
+    backend = backends.load(name)
+    await backend.purge(backend.settings(options))
 
 
 def legacy_python() -> Path:

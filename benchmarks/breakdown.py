@@ -24,9 +24,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import backend_options, base_parser, maybe_moto, workdir
+from _common import backend_options, base_parser, maybe_moto, purge, workdir
 
-from pyncette import Context, Pyncette, backends
+from pyncette import Context, Pyncette
 from pyncette.abc import Completion, Record, Repository
 
 PAST = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -80,7 +80,7 @@ async def profile(name: str, opts: dict[str, Any], n: int, concurrency: int, bat
             app.use_repository_wrapper(lambda repository: Timed(repository, calls))  # type: ignore[arg-type,return-value]
         return app, job
 
-    await backends.load(name).purge(opts)
+    await purge(name, opts)
     app, job = build(timed=False)
     async with app.create() as ctx:
         await ctx.schedule_tasks(job, {f"i{i}": {"execute_at": PAST} for i in range(n)})
@@ -94,7 +94,7 @@ async def profile(name: str, opts: dict[str, Any], n: int, concurrency: int, bat
         if profiler:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    await backends.load(name).purge(opts)
+    await purge(name, opts)
     print(f"backend={name} N={n} concurrency_limit={concurrency} batch_size={batch}")
     print(f"executions/s {n / wall:,.0f}; wall {wall:.2f} s; app CPU {cpu:.2f} s ({cpu / wall:.0%} of wall)")
     for op in ("claim", "commit"):

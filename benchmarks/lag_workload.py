@@ -32,12 +32,10 @@ async def setup(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         return {"repository_factory": factory, **opts}, note
     from pathlib import Path
 
-    from _common import backend_options
-
-    from pyncette import backends
+    from _common import backend_options, purge
 
     name, opts = backend_options(args.backend, "bench_lag", workdir=Path(args.workdir), endpoint=args.endpoint or None)
-    await backends.load(name).purge(opts)
+    await purge(name, opts)
     return {"backend": name, **opts}, ""
 
 
@@ -47,10 +45,10 @@ async def teardown(args: argparse.Namespace, kwargs: dict[str, Any]) -> None:
 
         await cleanup(args.backend, "bench_legacy_lag", {})
         return
-    from pyncette import backends
+    from _common import purge
 
     opts = {k: v for k, v in kwargs.items() if k != "backend"}
-    await backends.load(kwargs["backend"]).purge(opts)
+    await purge(kwargs["backend"], opts)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

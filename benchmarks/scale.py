@@ -44,7 +44,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(name: str, opts: dict[str, Any], size: int, ticks: int, claims: int, chunk: int) -> dict[str, Any]:
     descriptor = backends.load(name)
-    await descriptor.purge(opts)
+    await descriptor.purge(descriptor.settings(opts))
     durations: list[float] = []
     app = Pyncette(backend=name, poll_interval=timedelta(seconds=0.02), **opts)
 
@@ -87,7 +87,7 @@ async def measure(name: str, opts: dict[str, Any], size: int, ticks: int, claims
             if len(claimed) != 100:
                 raise RuntimeError(f"claimed {len(claimed)} of 100 due instances")
             await repo.commit([Completion(parent, r.name, token, None) for r in claimed])
-    await descriptor.purge(opts)
+    await descriptor.purge(descriptor.settings(opts))
     return {
         "size": size,
         "fill_per_s": size / fill_s,

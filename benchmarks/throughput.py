@@ -150,7 +150,7 @@ async def run_ours(backend: str, cfg: dict[str, Any], wd: Path, endpoint: str | 
     n = cfg["n"]
     name, opts = backend_options(backend, TAG, workdir=wd, endpoint=endpoint)
     descriptor = backends.load(name)
-    await descriptor.purge(opts)
+    await descriptor.purge(descriptor.settings(opts))
     single_n = cfg["single_n"]
     result: dict[str, Any] = {"registrations_n": single_n}
     try:
@@ -161,7 +161,7 @@ async def run_ours(backend: str, cfg: dict[str, Any], wd: Path, endpoint: str | 
             exc = exc.exceptions[0]  # type: ignore[attr-defined]
         result["registrations_per_s"] = "failed"
         result["registration_error"] = f"{type(exc).__name__}: {exc}"
-    await descriptor.purge(opts)
+    await descriptor.purge(descriptor.settings(opts))
     if backend == "memory":
         # :memory: lives in this process only: register and execute in one app.
         app, job, executed, requests = make_app(name, opts, cfg)
@@ -202,7 +202,7 @@ async def run_ours(backend: str, cfg: dict[str, Any], wd: Path, endpoint: str | 
             out, _ = await anyio.to_thread.run_sync(proc.communicate)
             runs.append(json.loads(out.strip().splitlines()[-1]))
         elapsed = max(r["end"] for r in runs) - min(r["start"] for r in runs)
-        await descriptor.purge(opts)
+        await descriptor.purge(descriptor.settings(opts))
     counts = Counter(name for r in runs for name in r["names"])
     expected = {f"i{i}" for i in range(n)}
     total = sum(counts.values())

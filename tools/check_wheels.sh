@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build all six wheels and install them into fresh virtual environments outside the workspace.
+# Build every distribution's wheel and install them into fresh virtual environments outside the workspace.
 # Catches packaging mistakes that editable installs hide: missing modules, wrong entry points,
 # extras pinned to the wrong version.
 set -euo pipefail
@@ -9,20 +9,22 @@ version=$(cat VERSION)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for package in packages/core packages/backend-redis packages/backend-postgres packages/backend-mysql \
-               packages/backend-dynamodb conformance; do
+# Derived from the folders: a new packages/backend-<name>/ is checked without touching this script.
+packages=(packages/*/ conformance/)
+backends=$(for folder in packages/backend-*/; do folder=${folder%/}; printf '%s ' "${folder#packages/backend-}"; done)
+for package in "${packages[@]}"; do
     python3 -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "./$package"
 done
 ls "$work/dist"
-[ "$(ls "$work/dist"/*.whl | wc -l)" -eq 6 ] || { echo "expected six wheels" >&2; exit 1; }
+[ "$(ls "$work/dist"/*.whl | wc -l)" -eq "${#packages[@]}" ] || { echo "expected ${#packages[@]} wheels" >&2; exit 1; }
 
-# Only the core wheel: sqlite is the only backend; 1.x paths of missing backends name the extra.
+# Only the core wheel: memory and sqlite are the only backends; 1.x paths of missing backends name the extra.
 python3 -m venv "$work/core"
 "$work/core/bin/pip" install --quiet "$work/dist/pyncette-$version-py3-none-any.whl"
 (cd "$work" && "$work/core/bin/python" - <<'PY'
 import pyncette.backends
 names = [b.name for b in pyncette.backends.available()]
-assert names == ["sqlite"], names
+assert names == ["memory", "sqlite"], names
 from pyncette.sqlite import sqlite_repository
 try:
     from pyncette.redis import redis_repository
@@ -38,25 +40,25 @@ PY
 python3 -m venv "$work/all"
 "$work/all/bin/pip" install --quiet --find-links "$work/dist" "pyncette[all]==$version" "pyncette-conformance==$version"
 "$work/all/bin/pip" check
-(cd "$work" && "$work/all/bin/python" - "$version" <<'PY'
+(cd "$work" && "$work/all/bin/python" - "$version" $backends <<'PY'
+import importlib
 import sys
 from importlib.metadata import requires, version
 
-expected = sys.argv[1]
-from pyncette import Pyncette, Context
-from pyncette.redis import redis_repository
-from pyncette.postgres import postgres_repository
-from pyncette.mysql import mysql_repository
-from pyncette.dynamodb import dynamodb_repository
+expected, backends = sys.argv[1], sys.argv[2:]
 import pyncette.backends
 
+for name in ("redis", "postgres", "mysql", "dynamodb"):  # Pyncette 1.x import paths keep working
+    module = importlib.import_module(f"pyncette.{name}")
+    assert module.backend.name == name, module
 infos = pyncette.backends.available()
-assert [b.name for b in infos] == ["dynamodb", "mysql", "postgres", "redis", "sqlite"], infos
-for dist in ("pyncette", "pyncette-redis", "pyncette-postgres", "pyncette-mysql", "pyncette-dynamodb", "pyncette-conformance"):
+assert [b.name for b in infos] == sorted([*backends, "memory", "sqlite"]), infos
+for dist in ("pyncette", "pyncette-conformance", *(f"pyncette-{name}" for name in backends)):
     assert version(dist) == expected, (dist, version(dist))
-for extra in ("redis", "postgres", "mysql", "dynamodb"):
+for extra in backends:
     pin = f"pyncette-{extra}=={expected}; extra == '{extra}'"
     assert pin in (requires("pyncette") or []), (pin, requires("pyncette"))
+assert pyncette.backends.KNOWN_EXTRAS == {name: name for name in backends}, pyncette.backends.KNOWN_EXTRAS
 for info in infos:
     print(f"  {info.name:9} {info.distribution} {info.version}")
 print("all wheels: OK")

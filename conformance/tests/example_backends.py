@@ -8,14 +8,13 @@ same ``shared_namespace``, so multi-app tests have common storage.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pyncette._memory import MemoryRepository
 from pyncette.abc import Backend, Capabilities, Completion, Lease, Record, Repository
-from pyncette.errors import ConfigurationError
+from pyncette.memory import MemoryRepository
+from pyncette.options import Identifier, Option, Options, Settings
 
 
 class SharedMemoryBackend(Backend):
@@ -23,24 +22,27 @@ class SharedMemoryBackend(Backend):
 
     name = "shared"
     capabilities = Capabilities(persistent=True, coordinated=True)
-    options: ClassVar[Mapping[str, str]] = {"shared_namespace": "which shared store to use"}
+    options = Options(
+        Option(
+            "shared_namespace",
+            Identifier(r"[A-Za-z_][A-Za-z0-9_]*", "a Python identifier"),
+            "which shared store to use",
+            default="default",
+            isolates=True,
+        )
+    )
     repository_class: ClassVar[type[MemoryRepository]] = MemoryRepository
     stores: ClassVar[dict[str, MemoryRepository]] = {}
 
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        mine = self.select_options(options)
-        namespace = mine.get("shared_namespace", "default")
-        if not str(namespace).isidentifier():
-            raise ConfigurationError(f"invalid shared_namespace {namespace!r}: must be an identifier")
-        return self._open(f"{type(self).__name__}:{namespace}")
-
     @contextlib.asynccontextmanager
-    async def _open(self, key: str) -> AsyncIterator[Repository]:
-        yield self.stores.setdefault(key, self.repository_class())
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
+        yield self.stores.setdefault(self._key(settings), self.repository_class())
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
-        namespace = self.select_options(options).get("shared_namespace", "default")
-        self.stores.pop(f"{type(self).__name__}:{namespace}", None)
+    async def purge(self, settings: Settings) -> None:
+        self.stores.pop(self._key(settings), None)
+
+    def _key(self, settings: Settings) -> str:
+        return f"{type(self).__name__}:{settings['shared_namespace']}"
 
 
 class _NoLeaseRepository(MemoryRepository):

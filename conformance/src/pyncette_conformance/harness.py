@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pyncette.abc import Backend, Capabilities, Repository
-
-#: Option suffixes that select an isolated namespace inside shared storage.
-_ISOLATING_SUFFIXES = ("_namespace", "_table_name", "_partition_prefix")
 
 
 @dataclass
@@ -21,8 +18,10 @@ class BackendUnderTest:
     """A backend plus the options that point it at fresh, empty, isolated storage.
 
     ``base_options`` are shared settings (server URL, credentials).
-    :meth:`isolated_options` adds a unique namespace, table name or prefix on
-    every call, so two calls give two apps that cannot see each other; every
+    :meth:`isolated_options` adds a unique namespace on every call, from the
+    backend's :meth:`~pyncette.abc.Backend.isolated_options` (the options its
+    schema declares as isolating, plus whatever the backend adds, such as a
+    file), so two calls give two apps that cannot see each other. Every
     namespace handed out is purged when the test ends (see :meth:`aclose`).
     """
 
@@ -36,18 +35,13 @@ class BackendUnderTest:
     @property
     def capabilities(self) -> Capabilities:
         """What the backend declares for these options."""
-        return self.backend.capabilities_for(self._options_for("probe"))
+        return self.backend.capabilities_for(self.backend.settings(self._options_for("probe")))
 
     def _options_for(self, unique: str) -> dict[str, Any]:
-        options = dict(self.base_options)
-        for key in self.backend.options:
-            if key.endswith(_ISOLATING_SUFFIXES) and key not in self.base_options:
-                options[key] = unique
-        if self.backend.name == "sqlite" and "sqlite_database" not in self.base_options:
-            if self._tempdir is None:
-                self._tempdir = tempfile.TemporaryDirectory(prefix="pyncette-conformance-")
-            options["sqlite_database"] = os.path.join(self._tempdir.name, f"{unique}.db")
-        return options
+        if self._tempdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="pyncette-conformance-")
+        fresh = self.backend.isolated_options(unique, Path(self._tempdir.name))
+        return {**fresh, **self.base_options}
 
     def isolated_options(self) -> dict[str, Any]:
         """Options for a new isolated namespace; call once and share the result between apps that must share storage."""
@@ -58,14 +52,15 @@ class BackendUnderTest:
     @contextlib.asynccontextmanager
     async def repository(self, options: Mapping[str, Any] | None = None) -> AsyncIterator[Repository]:
         """Open a repository directly (no app) on ``options`` or on a fresh namespace."""
-        async with self.backend.open(options if options is not None else self.isolated_options()) as repository:
+        chosen = options if options is not None else self.isolated_options()
+        async with self.backend.open(self.backend.settings(chosen)) as repository:
             yield repository
 
     async def aclose(self) -> None:
         """Purge every namespace handed out."""
         for options in self._issued:
             with contextlib.suppress(Exception):
-                await self.backend.purge(options)
+                await self.backend.purge(self.backend.settings(options))
         self._issued.clear()
         if self._tempdir is not None:
             self._tempdir.cleanup()

@@ -5,9 +5,9 @@ Run the whole suite against an installed backend::
     pytest --pyargs pyncette_conformance --pyncette-backend redis \\
         --pyncette-option redis_url=redis://localhost:6379/0
 
-Options can also come from the environment as ``PYNCETTE_OPTION_<NAME>``
-(for example ``PYNCETTE_OPTION_REDIS_URL``), and the backend from
-``PYNCETTE_BACKEND``.
+Options can also come from the environment as ``PYNCETTE_<NAME>`` (for example
+``PYNCETTE_REDIS_URL``), the same variables the ``pyncette`` command reads, and the
+backend from ``PYNCETTE_BACKEND``. Values are text, converted by the backend's option schema.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import pytest
 from pyncette import backends
 
 from .harness import BackendUnderTest
-
-_ENV_PREFIX = "PYNCETTE_OPTION_"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,26 +43,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realtime: uses real time or real OS processes on purpose")
 
 
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return int(raw)
-    except ValueError:
-        return raw
-
-
 def backend_from_config(config: pytest.Config) -> BackendUnderTest:
     """Build the backend under test from ``--pyncette-backend`` / ``--pyncette-option`` and the environment."""
     name = config.getoption("--pyncette-backend") or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
-    options: dict[str, Any] = {}
-    for key, value in os.environ.items():
-        if key.startswith(_ENV_PREFIX):
-            options[key[len(_ENV_PREFIX) :].lower()] = _parse_value(value)
+    backend = backends.load(name)
+    options: dict[str, Any] = dict(backend.options.from_environment())
     for item in config.getoption("--pyncette-option"):
         key, sep, value = item.partition("=")
         if not sep:
             raise pytest.UsageError(f"--pyncette-option expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = _parse_value(value)
-    return BackendUnderTest(backends.load(name), options)
+        options[key.strip()] = value
+    backend.settings(options)  # a bad option fails at once, naming it
+    return BackendUnderTest(backend, options)

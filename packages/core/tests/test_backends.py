@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,12 +20,14 @@ import pytest
 import sniffio
 
 import pyncette
+import pyncette.memory
 import pyncette.sqlite
 from pyncette import Context, Pyncette, backends
-from pyncette._memory import MemoryRepository
 from pyncette.abc import Backend, Capabilities, Repository
 from pyncette.backends import DuplicateBackendError
 from pyncette.errors import BackendNotFound, ConfigurationError, PyncetteException
+from pyncette.memory import MemoryRepository
+from pyncette.options import Settings
 from pyncette.testing import VirtualClock, running
 
 
@@ -76,6 +78,13 @@ def test_load_sqlite() -> None:
     assert backend is pyncette.sqlite.sqlite_repository
     assert isinstance(backend, Backend)
     assert backend.name == "sqlite"
+
+
+def test_first_party_backends_and_their_extras_come_from_package_metadata() -> None:
+    # One extra per packages/backend-<name>/ folder, generated at build time from the folders themselves.
+    folders = sorted(p.name.removeprefix("backend-") for p in Path(__file__).parents[2].glob("backend-*"))
+    assert folders
+    assert {name: name for name in folders} == backends.KNOWN_EXTRAS
 
 
 def test_load_unknown_name_lists_installed() -> None:
@@ -194,14 +203,33 @@ async def test_backend_by_name(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_default_is_in_memory_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_default_is_the_memory_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PYNCETTE_BACKEND", raising=False)
     app = Pyncette()
     factory, capabilities = app.resolve_backend()
-    assert factory is pyncette.sqlite.backend
+    assert factory is pyncette.memory.backend
     assert not capabilities.persistent
     async with app.create(clock=VirtualClock()) as ctx:
         assert isinstance(ctx.repository, MemoryRepository)
+
+
+@pytest.mark.anyio
+async def test_sqlite_options_choose_sqlite_and_memory_is_real_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYNCETTE_BACKEND", raising=False)
+    app = Pyncette(sqlite_database=":memory:")
+    factory, capabilities = app.resolve_backend()
+    assert factory is pyncette.sqlite.backend
+    assert not capabilities.persistent and not capabilities.coordinated
+    async with app.create(clock=VirtualClock()) as ctx:
+        assert isinstance(ctx.repository, pyncette.sqlite.SqliteRepository)
+    assert await _runs_a_task(app) == [1, 1, 1]
+
+
+def test_unknown_option_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) colour: .*backend's name .*sqlite_"):
+        Pyncette(colour="blue")
+    with pytest.raises(ConfigurationError, match=r"unknown sqlite option\(s\) sqlite_colour; allowed: sqlite_database"):
+        Pyncette(sqlite_colour="blue").resolve_backend()
 
 
 @pytest.mark.anyio
@@ -234,9 +262,7 @@ class AsyncioOnlyBackend(Backend):
     name = "asynciotest"
     capabilities = Capabilities(asyncio_only=True)
 
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        self.select_options(options)
-
+    def open(self, settings: Settings) -> AbstractAsyncContextManager[Repository]:
         @contextlib.asynccontextmanager
         async def repository() -> AsyncIterator[Repository]:
             yield MemoryRepository()

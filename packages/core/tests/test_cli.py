@@ -19,7 +19,8 @@ import anyio
 import pytest
 
 from pyncette import backends
-from pyncette.cli import build_parser, convert_value, environment_options, main
+from pyncette.cli import build_parser, configure_app, load_app, main
+from pyncette.errors import ConfigurationError
 
 pytestmark = pytest.mark.realtime
 
@@ -105,7 +106,8 @@ def cli(request: pytest.FixtureRequest, app_dir: Path) -> Iterator[Cli]:
         return
     options = {"redis_url": _redis_url(), "redis_namespace": f"cli_test_{uuid.uuid4().hex[:10]}"}
     yield Cli(app_dir, args=["--backend", "redis", *(f"-o{k}={v}" for k, v in options.items())])
-    anyio.run(backends.load("redis").purge, options)
+    redis = backends.load("redis")
+    anyio.run(redis.purge, redis.settings(options))
 
 
 @pytest.fixture
@@ -279,7 +281,17 @@ def test_backends_lists_installed_and_broken(app_dir: Path) -> None:
     names = {b["name"]: b for b in listing["backends"]}
     assert names["sqlite"]["package"] == "pyncette"
     assert set(names["sqlite"]["capabilities"]) >= {"persistent", "coordinated"}
-    assert "sqlite_database" in names["sqlite"]["options"]
+    options = {o["name"]: o for o in names["sqlite"]["options"]}
+    assert options["sqlite_timeout"] == {
+        "name": "sqlite_timeout",
+        "type": "seconds",
+        "default": 30.0,
+        "required": False,
+        "secret": False,
+        "isolates": False,
+        "help": "seconds to wait for another process's write lock",
+    }
+    assert options["sqlite_table_name"]["isolates"] is True
     [broken] = listing["broken"]
     assert broken["name"] == "broken"
     assert broken["package"] == "pyncette-broken-plugin"
@@ -289,6 +301,8 @@ def test_backends_lists_installed_and_broken(app_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:4] == ["NAME", "PACKAGE", "VERSION", "CAPABILITIES"]
     assert "Broken plugins:" in result.stdout
+    assert "sqlite options (also settable as PYNCETTE_<NAME IN CAPITALS>):" in result.stdout
+    assert any(line.split()[:3] == ["sqlite_timeout", "seconds", "30.0"] for line in result.stdout.splitlines())
     assert result.stderr == ""
 
 
@@ -387,13 +401,16 @@ def test_parser_accepts_shared_options_before_or_after_the_action() -> None:
     assert before.backend == after.backend == "redis"
 
 
-def test_value_conversion() -> None:
-    assert convert_value("redis_cluster", "true") is True
-    assert convert_value("postgres_skip_table_create", "False") is False
-    assert convert_value("redis_timeout", "5") == 5
-    assert convert_value("sqlite_timeout", "0.5") == 0.5
-    assert convert_value("mysql_password", "1234") == "1234"
-    assert convert_value("sqlite_database", "true") == "true"
-    assert convert_value("redis_url", "redis://h:1/0") == "redis://h:1/0"
-    env = {"PYNCETTE_REDIS_URL": "redis://x", "PYNCETTE_BACKEND": "redis", "PYNCETTE_REDIS_TIMEOUT": "3", "HOME": "/"}
-    assert environment_options(env) == {"redis_url": "redis://x", "redis_timeout": 3}
+def test_options_are_converted_by_the_backend_schema(app_dir: Path) -> None:
+    app = load_app(str(app_dir / "cliapp.py") + ":app")
+    env = {"PYNCETTE_SQLITE_TIMEOUT": "2.5", "PYNCETTE_REDIS_URL": "redis://ignored", "HOME": "/"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert configure_app(app, "sqlite", ["sqlite_table_name=other"]) == "sqlite"
+    settings = backends.load("sqlite").settings(app.backend_options)
+    assert settings["sqlite_timeout"] == 2.5
+    assert settings["sqlite_table_name"] == "other"
+    assert "redis_url" not in app.backend_options  # only the chosen backend's variables are read
+    with pytest.raises(ConfigurationError, match=r"invalid sqlite_timeout 'soon': expected a number of seconds"):
+        configure_app(app, "sqlite", ["sqlite_timeout=soon"])

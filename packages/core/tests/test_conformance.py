@@ -1,4 +1,4 @@
-"""The standard conformance suites on the embedded backends (in memory and SQLite file), on asyncio and trio."""
+"""The standard conformance suites on the embedded backends (memory, SQLite file), on asyncio and trio."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import sniffio
 
+import pyncette.memory
 import pyncette.sqlite
 from pyncette_conformance import (
     BackendUnderTest,
@@ -37,7 +38,7 @@ class _BothEventLoops:
 class _InMemory(_BothEventLoops):
     @pytest.fixture
     async def pyncette_backend(self) -> AsyncIterator[BackendUnderTest]:
-        under_test = BackendUnderTest(pyncette.sqlite.backend, {"sqlite_database": ":memory:"})
+        under_test = BackendUnderTest(pyncette.memory.backend)
         try:
             yield under_test
         finally:

@@ -19,10 +19,10 @@ from trio.testing import MockClock
 
 import pyncette
 from pyncette import Context, Pyncette, PyncetteContext
-from pyncette._memory import MemoryRepository
 from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
 from pyncette.clock import Clock, current_clock
 from pyncette.errors import BackendError, TaskLockedException
+from pyncette.memory import MemoryRepository
 from pyncette.testing import VirtualClock, running
 
 pytestmark = pytest.mark.anyio

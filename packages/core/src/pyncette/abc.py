@@ -34,24 +34,34 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import BackendError, ConfigurationError
+from .options import Option, Options, Settings
+from .redaction import get_logger, redact
+
+#: The latest time any backend must store. Nothing is ever scheduled later; the runtime parks a
+#: record it cannot use (see :attr:`Record.corrupt`) by committing it to this time.
+PARKED_AT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do. The runtime and the conformance suite read these; declare them honestly.
+    """What a backend can do; declare them honestly.
 
     Attributes:
-        persistent: state survives closing and reopening the repository.
+        persistent: state survives closing and reopening the repository (the
+            conformance suite runs its persistence tests only then).
         coordinated: several processes (or hosts) sharing the storage never
-            run one due task twice; claims are atomic across connections.
-        asyncio_only: the driver only works on asyncio (not trio).
-        notifications: the backend can wake other instances when work is
-            scheduled sooner (optional; the runtime polls regardless).
+            run one due task twice; claims are atomic across connections (the
+            conformance suite runs its multi-process tests only then).
+        asyncio_only: the driver only works on asyncio (not trio); the app
+            refuses to start on another event loop.
+        notifications: reserved for pushing wake-ups to other instances; no
+            backend sets it and nothing reads it yet.
     """
 
     persistent: bool = False
@@ -75,6 +85,8 @@ class Record:
         scheduled_at: when the next run is due.
         locked_until: when the current lease expires, ``None`` if not leased.
         locked_by: the token of the current lease, ``None`` if not leased.
+        corrupt: set (to the reason) by a backend that could not decode the stored record; see
+            :meth:`Repository.claim`. Never stored: computed when the record is read.
     """
 
     parent: str
@@ -83,6 +95,7 @@ class Record:
     scheduled_at: datetime
     locked_until: datetime | None = None
     locked_by: str | None = None
+    corrupt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,8 +136,11 @@ class Repository(ABC):
     Errors: a method may raise :class:`~pyncette.errors.BackendError` for a
     transient storage failure (the runtime logs it and retries with backoff)
     and :class:`~pyncette.errors.ConfigurationError` for a problem the user must
-    fix. Any other exception is a bug in the backend. Wrap driver calls in
-    :func:`map_exceptions` to translate them.
+    fix (a value the storage refuses). Any other exception is a bug in the
+    backend: the runtime logs it at ERROR with its traceback and does not retry
+    the call as if storage were down. Wrap driver calls in :func:`map_exceptions`
+    to translate them. One record that cannot be decoded never fails a call
+    (see :attr:`Record.corrupt`).
     """
 
     @abstractmethod
@@ -135,7 +151,9 @@ class Repository(ABC):
         Returns one flag per record, in order: ``True`` where the record was
         written, ``False`` where it was left as it was (already present in
         ``CREATE`` mode; locked in ``UPDATE`` mode). Each record is updated
-        atomically; the batch as a whole need not be.
+        atomically; the batch as a whole need not be. A stored record that
+        cannot be decoded counts as missing in ``UPDATE`` and ``FORCE`` mode
+        (it is overwritten) and as present in ``CREATE`` mode.
         """
 
     @abstractmethod
@@ -154,6 +172,19 @@ class Repository(ABC):
         storage server's clock. It may be a few milliseconds ahead of the app's
         clock (a static run claimed ahead of its due time; the run still starts
         on time).
+
+        A due record whose stored form cannot be decoded must neither fail the
+        claim nor hold up the other records. Return it with :attr:`Record.corrupt`
+        set to the reason, filling in what could be read (an unreadable
+        ``scheduled_at`` becomes :data:`PARKED_AT`, an unreadable lease ``None``):
+
+        * if it was leased like the others (``locked_by == token``), the runtime
+          logs it once and parks it with a commit to :data:`PARKED_AT`, which
+          must then succeed whatever the stored time fields hold;
+        * if it cannot even be leased (its stored form is unreadable to the
+          server too), take it out of the claimable set in the same atomic step,
+          keeping its data, and return it unleased: no later claim may return it
+          until :meth:`register` overwrites it.
         """
 
     @abstractmethod
@@ -184,7 +215,7 @@ class Repository(ABC):
 
     @abstractmethod
     async def get(self, parent: str, name: str) -> Record | None:
-        """Read one record, or ``None``."""
+        """Read one record, or ``None``. A record that cannot be decoded is returned with ``corrupt`` set."""
 
     @abstractmethod
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
@@ -193,13 +224,23 @@ class Repository(ABC):
         ``continuation`` is ``None`` for the first page, then the value the
         previous page returned; the last page returns ``None``. Paging must
         neither skip nor repeat records that exist throughout the iteration.
+        Records that cannot be decoded are returned with ``corrupt`` set.
         """
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         """Testing hook: store ``raw`` verbatim as the record's spec, bypassing validation.
 
-        The conformance suite uses it to check that a corrupt record is
-        skipped, not fatal. Optional: the default skips that test.
+        The conformance suite uses it to check that a record whose spec the
+        runtime cannot decode affects itself alone. Optional: the default skips that test.
+        """
+        raise NotImplementedError
+
+    async def corrupt(self, parent: str, name: str) -> None:
+        """Testing hook: damage the stored record so that it can no longer be decoded, as a hand edit or a
+        foreign writer might (garbage in a time field, or in the stored form as a whole).
+
+        The conformance suite uses it to check that such a record affects itself alone. Optional: the
+        default skips those tests.
         """
         raise NotImplementedError
 
@@ -208,48 +249,55 @@ class Backend(ABC):
     """A backend descriptor: what the ``pyncette.backends`` entry point refers to.
 
     Calling the descriptor with keyword options (``backend(redis_url=...)``)
-    returns an async context manager yielding a :class:`Repository`; this makes
-    it usable as a Pyncette 1.x ``repository_factory``.
+    validates them and returns an async context manager yielding a
+    :class:`Repository`; this makes it usable as a Pyncette 1.x ``repository_factory``.
     """
 
     #: The entry-point name; also the prefix of its options (``redis`` -> ``redis_url``).
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
-    #: Option names this backend accepts (with their prefix) mapped to a one-line description.
-    options: ClassVar[Mapping[str, str]] = {}
+    #: The options this backend accepts, each named with the prefix (see :mod:`pyncette.options`).
+    options: ClassVar[Options] = Options()
+
+    def settings(self, options: Mapping[str, Any]) -> Settings:
+        """Validate the options meant for this backend (those starting with ``<name>_``); others are ignored.
+
+        Raises :class:`~pyncette.errors.ConfigurationError` naming a bad or unknown option.
+        """
+        prefix = f"{self.name}_"
+        return self.options.parse({k: v for k, v in options.items() if k.startswith(prefix)}, owner=self.name)
 
     @abstractmethod
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        """Validate ``options`` and connect.
+    def open(self, settings: Settings) -> AbstractAsyncContextManager[Repository]:
+        """Connect with validated ``settings``; the context manager yields the repository.
 
-        Must raise :class:`~pyncette.errors.ConfigurationError` for a missing
-        or bad option and :class:`~pyncette.errors.BackendError` when storage
+        Must raise :class:`~pyncette.errors.ConfigurationError` for a setting the
+        server refuses and :class:`~pyncette.errors.BackendError` when storage
         cannot be reached, promptly (bounded by a timeout), with a message that
-        names the option or the server (never a password).
+        names the option or the server and never a secret (see :func:`map_exceptions`).
         """
 
-    def capabilities_for(self, options: Mapping[str, Any]) -> Capabilities:
-        """The capabilities with these options (for backends whose abilities depend on them)."""
+    def capabilities_for(self, settings: Settings) -> Capabilities:
+        """The capabilities with these settings (for backends whose abilities depend on them)."""
         return self.capabilities
 
-    async def purge(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Remove all storage these options point at (table, key namespace, prefix).
+    async def purge(self, settings: Settings) -> None:  # noqa: B027 - optional hook
+        """Remove all storage these settings point at (table, key namespace, prefix).
 
         Used by the conformance suite to clean up after each test. The default does nothing.
         """
 
-    def select_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The subset of ``options`` meant for this backend, checked against :attr:`options`."""
-        prefix = f"{self.name}_"
-        mine = {k: v for k, v in options.items() if k.startswith(prefix)}
-        unknown = sorted(set(mine) - set(self.options))
-        if unknown:
-            allowed = ", ".join(sorted(self.options)) or "none"
-            raise ConfigurationError(f"unknown {self.name} option(s) {', '.join(unknown)}; allowed: {allowed}")
-        return mine
+    def isolated_options(self, unique: str, workdir: Path) -> dict[str, Any]:
+        """Options pointing at a fresh, empty namespace, for tests (the conformance suite calls this).
+
+        The default sets every option declared ``isolates`` to ``unique`` (a short string of
+        lowercase letters and digits, starting with a letter). Override to add what the schema
+        cannot express, such as a file in ``workdir``.
+        """
+        return {name: unique for name, option in self.options.items() if option.isolates}
 
     def __call__(self, **options: Any) -> AbstractAsyncContextManager[Repository]:
-        return self.open(options)
+        return self.open(self.settings(options))
 
     def __repr__(self) -> str:
         return f"<pyncette backend {self.name!r}>"
@@ -261,7 +309,8 @@ def map_exceptions(mapping: Mapping[type[BaseException], type[Exception]], what:
 
     ``mapping`` maps driver exception types to Pyncette ones (usually
     :class:`~pyncette.errors.BackendError`); ``what`` names the operation in the
-    message. Pyncette's own exceptions pass through unchanged.
+    message, which is redacted (see :func:`pyncette.redaction.redact`). Pyncette's own exceptions
+    pass through unchanged; anything not in ``mapping`` propagates as it is (a bug, to be fixed).
     """
     try:
         yield
@@ -270,17 +319,23 @@ def map_exceptions(mapping: Mapping[type[BaseException], type[Exception]], what:
     except Exception as exc:
         for source, target in mapping.items():
             if isinstance(exc, source):
-                raise target(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+                raise target(redact(f"{what} failed: {type(exc).__name__}: {exc}")) from exc
         raise
 
 
 __all__ = [
+    "PARKED_AT",
     "Backend",
     "Capabilities",
     "Completion",
     "Lease",
+    "Option",
+    "Options",
     "Record",
     "RegisterMode",
     "Repository",
+    "Settings",
+    "get_logger",
     "map_exceptions",
+    "redact",
 ]

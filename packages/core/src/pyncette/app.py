@@ -45,7 +45,7 @@ class Pyncette:
             context manager that yields a :class:`~pyncette.abc.Repository`.
         backend: the entry-point name of an installed backend (``"redis"``, ...),
             instead of ``repository_factory``. With neither, ``$PYNCETTE_BACKEND``
-            is used, else the embedded ``sqlite`` backend (in memory by default).
+            is used, else ``sqlite`` when ``sqlite_*`` options are given, else ``memory``.
         poll_interval: the longest the loop sleeps before looking for new work.
         concurrency_limit: the most task bodies running at once; no more work is claimed than fits.
         batch_size: the most dynamic instances claimed in one storage call.
@@ -72,6 +72,7 @@ class Pyncette:
         self.concurrency_limit = _positive_int("concurrency_limit", concurrency_limit)
         self.batch_size = _positive_int("batch_size", batch_size)
         self.backend_options = backend_options
+        self._check_option_names()
         self.tasks: list[Task] = []
         self.fixtures: dict[str, FixtureFunc] = {}
         self.middlewares: list[MiddlewareFunc] = []
@@ -167,15 +168,32 @@ class Pyncette:
         elif repository_factory is not None:
             self.backend_name, self.repository_factory = None, repository_factory
         self.backend_options.update(backend_options)
+        self._check_option_names()
         return self
 
     # -- running -----------------------------------------------------------------------------------
+
+    def _check_option_names(self) -> None:
+        """Every backend option must carry a backend's prefix: an unknown keyword is a mistake, never ignored.
+
+        A custom (1.x style) repository factory receives every option, so its own are not checked here.
+        """
+        if self.repository_factory is not None and not isinstance(self.repository_factory, Backend):
+            return
+        prefixes = {f"{name}_" for name in backends.known_names()}
+        unknown = sorted(k for k in self.backend_options if not any(k.startswith(p) for p in prefixes))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {', '.join(unknown)}: Pyncette() takes repository_factory, backend, "
+                "poll_interval, concurrency_limit, batch_size and backend options prefixed with a backend's "
+                f"name ({', '.join(sorted(prefixes))})"
+            )
 
     def _warn_about_foreign_options(self, factory: RepositoryFactory) -> None:
         """Options meant for another backend are ignored; say so, since it is usually a mistake."""
         if not isinstance(factory, Backend):
             return
-        others = {*backends.KNOWN_EXTRAS, *(info.name for info in backends.available())} - {factory.name}
+        others = backends.known_names() - {factory.name}
         foreign = sorted(k for k in self.backend_options if any(k.startswith(f"{name}_") for name in others))
         if foreign:
             logger.warning(
@@ -186,15 +204,18 @@ class Pyncette:
             )
 
     def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
-        """The repository factory to use and what it declares it can do."""
+        """The repository factory to use and what it declares it can do.
+
+        Without ``repository_factory=`` or ``backend=``: ``$PYNCETTE_BACKEND``, else ``sqlite`` when
+        ``sqlite_*`` options are given, else ``memory``.
+        """
         factory = self.repository_factory
         if factory is None:
-            name = self.backend_name or os.environ.get("PYNCETTE_BACKEND") or "sqlite"
-            factory = backends.load(name)
-        capabilities = (
-            factory.capabilities_for(self.backend_options) if isinstance(factory, Backend) else Capabilities()
-        )
-        return factory, capabilities
+            default = "sqlite" if any(k.startswith("sqlite_") for k in self.backend_options) else "memory"
+            factory = backends.load(self.backend_name or os.environ.get("PYNCETTE_BACKEND") or default)
+        if isinstance(factory, Backend):
+            return factory, factory.capabilities_for(factory.settings(self.backend_options))
+        return factory, Capabilities()
 
     @contextlib.asynccontextmanager
     async def create(self, *, clock: Clock | None = None, fixtures: bool = True) -> AsyncIterator[PyncetteContext]:
@@ -211,7 +232,12 @@ class Pyncette:
                 raise ConfigurationError(
                     f"backend {getattr(factory, 'name', factory)!r} only works on asyncio, not on this event loop"
                 ) from None
-        async with factory(**self.backend_options) as repository, contextlib.AsyncExitStack() as stack:
+        opened = (
+            factory.open(factory.settings(self.backend_options))
+            if isinstance(factory, Backend)
+            else factory(**self.backend_options)
+        )
+        async with opened as repository, contextlib.AsyncExitStack() as stack:
             for wrap in self.repository_wrappers:
                 repository = wrap(repository)
             ctx = PyncetteContext(self, repository, clock or Clock(), {})

@@ -8,8 +8,9 @@ logged and reported, and never hides the others.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, requires
 
 from .abc import Backend
 from .errors import BackendNotFound, PyncetteException
@@ -18,13 +19,29 @@ logger = logging.getLogger(__name__)
 
 GROUP = "pyncette.backends"
 
+
+def _first_party_extras() -> dict[str, str]:
+    """First-party backends and the extra of ``pyncette`` that installs each, read from the package metadata.
+
+    Every extra that requires a ``pyncette-<name>`` distribution installs the backend ``<name>``, so a
+    new ``packages/backend-<name>/`` folder (which the build turns into such an extra) is known here too.
+    """
+    try:
+        requirements = requires("pyncette") or []
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+        return {}
+    found = {}
+    for requirement in requirements:
+        match = _EXTRA_REQUIREMENT.match(requirement)
+        if match and match["backend"] == match["extra"]:
+            found[match["backend"]] = match["extra"]
+    return found
+
+
+_EXTRA_REQUIREMENT = re.compile(r"""^pyncette-(?P<backend>[a-z0-9]+)\b.*extra\s*==\s*["'](?P<extra>[a-z0-9]+)["']""")
+
 #: First-party backends and the extra that installs each.
-KNOWN_EXTRAS = {
-    "redis": "redis",
-    "postgres": "postgres",
-    "mysql": "mysql",
-    "dynamodb": "dynamodb",
-}
+KNOWN_EXTRAS = _first_party_extras()
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,11 @@ def _by_name() -> dict[str, list[EntryPoint]]:
         if not any(_describe(other).distribution == _describe(ep).distribution for other in group):
             group.append(ep)
     return found
+
+
+def known_names() -> set[str]:
+    """The names of installed backends and of the first-party ones that could be installed."""
+    return {*KNOWN_EXTRAS, *_by_name()}
 
 
 def available() -> list[BackendInfo]:
@@ -117,4 +139,4 @@ def broken() -> dict[str, str]:
     return errors
 
 
-__all__ = ["GROUP", "BackendInfo", "DuplicateBackendError", "available", "broken", "load"]
+__all__ = ["GROUP", "BackendInfo", "DuplicateBackendError", "available", "broken", "known_names", "load"]

@@ -13,7 +13,8 @@ Commands::
 ``MODULE:APP`` names a module (or a ``.py`` file) and the :class:`~pyncette.Pyncette`
 object in it (``app`` when left out). The backend and its options can be overridden
 by ``$PYNCETTE_BACKEND`` and ``$PYNCETTE_<OPTION>`` (``PYNCETTE_REDIS_URL`` sets
-``redis_url``), and by ``--backend`` and ``-o`` / ``--option``, which win.
+``redis_url``; only the chosen backend's options are read), and by ``--backend`` and
+``-o`` / ``--option``, which win. Values are text, converted by the backend's option schema.
 
 Exit status: 0 on success, 1 on a runtime error (storage unreachable, instance
 missing or running, the app failed), 2 on a usage or configuration error (bad
@@ -28,7 +29,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -49,6 +49,8 @@ from .errors import (
     TaskLockedException,
 )
 from .model import TaskState
+from .options import ENV_PREFIX
+from .redaction import redact
 from .runtime import PyncetteContext
 from .task import Task
 
@@ -58,12 +60,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
-ENV_PREFIX = "PYNCETTE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-#: Option names ending like this are always text, never converted to numbers or booleans.
-_TEXT_OPTION = re.compile(r"_(url|password|user|host|database|name|namespace|prefix|endpoint|mode)$")
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
 
 class CliError(Exception):
@@ -125,54 +122,31 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-def convert_value(key: str, text: str) -> Any:
-    """A string option value as the backend expects it: booleans and numbers converted, names and URLs kept."""
-    if _TEXT_OPTION.search(key):
-        return text
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if _INTEGER.match(text.strip()):
-        return int(text)
-    if _FLOAT.match(text.strip()):
-        return float(text)
-    return text
-
-
 def parse_assignment(text: str, what: str = "option") -> tuple[str, str]:
     """Split ``KEY=VALUE``."""
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise CliError(f"invalid {what} {text!r}: expected KEY=VALUE", EXIT_USAGE)
+        raise CliError(f"invalid {what} {redact(text)!r}: expected KEY=VALUE", EXIT_USAGE)
     return key, value
 
 
-def environment_options(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Backend options from ``$PYNCETTE_<OPTION>`` variables (``PYNCETTE_BACKEND`` excluded)."""
-    environ = dict(os.environ) if environ is None else environ
-    options: dict[str, Any] = {}
-    for name, value in environ.items():
-        if name.upper().startswith(ENV_PREFIX) and name.upper() != f"{ENV_PREFIX}BACKEND":
-            key = name[len(ENV_PREFIX) :].lower()
-            if key:
-                options[key] = convert_value(key, value)
-    return options
-
-
 def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]) -> str:
-    """Apply the environment and command-line overrides to ``app``, check its backend exists and name it."""
-    cli_options = {}
-    for text in assignments:
-        key, value = parse_assignment(text)
-        cli_options[key] = convert_value(key, value)
+    """Apply the environment and command-line overrides to ``app``, check its backend exists and name it.
+
+    Options are text here (``-o KEY=VALUE`` and ``$PYNCETTE_<OPTION>``); the backend's option schema
+    converts them like any other value. Only the chosen backend's options are read from the environment.
+    """
+    cli_options: dict[str, Any] = dict(parse_assignment(text) for text in assignments)
     backend = backend or os.environ.get(f"{ENV_PREFIX}BACKEND") or None
+    if backend is None and app.repository_factory is None and app.backend_name is None:
+        # The app leaves the choice to the defaults, which pick sqlite when sqlite options are given.
+        given = [*cli_options, *app.backend_options, *(k.lower() for k in os.environ if k.startswith(ENV_PREFIX))]
+        if any(k.startswith(("sqlite_", f"{ENV_PREFIX.lower()}sqlite_")) for k in given):
+            backend = "sqlite"
     app.configure(backend=backend)
     factory, _ = app.resolve_backend()
-    env_options = environment_options()
     if isinstance(factory, Backend):
-        # Variables meant for other backends are ignored; options given here must be this backend's.
-        env_options = {k: v for k, v in env_options.items() if k.startswith(f"{factory.name}_")}
         unknown = sorted(set(cli_options) - set(factory.options))
         if unknown:
             allowed = ", ".join(sorted(factory.options)) or "none"
@@ -180,7 +154,11 @@ def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]
                 f"unknown option(s) {', '.join(unknown)} for backend {factory.name!r}; its options: {allowed}",
                 EXIT_USAGE,
             )
-    app.configure(**{**env_options, **cli_options})
+        environment: dict[str, Any] = factory.options.from_environment()
+        app.configure(**{**environment, **cli_options})
+        factory.settings(app.backend_options)  # refuse a bad value now, with the option's name
+    else:
+        app.configure(**cli_options)
     return str(getattr(factory, "name", factory))
 
 
@@ -302,7 +280,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
         except PyncetteException as exc:
             broken.append({**entry, "error": str(exc)})
             continue
-        working.append({**entry, "capabilities": backend.capabilities.describe(), "options": dict(backend.options)})
+        options = [option.describe() for option in backend.options.values()]
+        working.append({**entry, "capabilities": backend.capabilities.describe(), "options": options})
     if args.json:
         _print_json({"backends": working, "broken": broken})
         return EXIT_OK
@@ -310,6 +289,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
         ["NAME", "PACKAGE", "VERSION", "CAPABILITIES"],
         ([b["name"], b["package"], b["version"], ", ".join(b["capabilities"]) or "-"] for b in working),
     )
+    for b in working:
+        if b["options"]:
+            print(f"\n{b['name']} options (also settable as {ENV_PREFIX}<NAME IN CAPITALS>):")
+            _print_table(["  OPTION", "TYPE", "DEFAULT", "DESCRIPTION"], (_option_row(o) for o in b["options"]))
     if broken:
         print("\nBroken plugins:")
         for b in broken:
@@ -607,8 +590,14 @@ def _classify(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def _option_row(option: dict[str, Any]) -> list[str]:
+    default = "(required)" if option["required"] else "-" if option["default"] is None else repr(option["default"])
+    kind = option["type"] + (", secret" if option["secret"] else "")
+    return ["  " + option["name"], kind, default, option["help"]]
+
+
 def _fail(code: int, message: str) -> int:
-    print(f"pyncette: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"pyncette: error: {redact(' '.join(message.split()))}", file=sys.stderr)
     return code
 
 
@@ -627,9 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         classified = _classify(_leaf(exc))
         if classified is None:
-            traceback.print_exception(type(exc), exc, exc.__traceback__)
+            print(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))), file=sys.stderr)
             return _fail(EXIT_ERROR, f"{type(_leaf(exc)).__name__}: {_leaf(exc)}")
         return _fail(*classified)
 
 
-__all__ = ["build_parser", "configure_app", "convert_value", "load_app", "main"]
+__all__ = ["build_parser", "configure_app", "load_app", "main"]

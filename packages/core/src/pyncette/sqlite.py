@@ -1,10 +1,12 @@
-"""The embedded backend: in memory by default, or a SQLite file (``sqlite_database="pyncette.db"``).
+"""The ``sqlite`` backend: a SQLite database file (``sqlite_database="pyncette.db"``), or one in memory.
 
-The file backend uses the standard library's :mod:`sqlite3` in a worker
-thread, so the event loop never blocks on disk. Several processes can share
-one file: every state change runs in a ``BEGIN IMMEDIATE`` transaction, which
-SQLite serializes across processes, so a due record is claimed by one of
-them only. Times are stored as integer microseconds since the epoch.
+It uses the standard library's :mod:`sqlite3` in a worker thread, so the
+event loop never blocks on disk. Several processes can share one file: every
+state change runs in a ``BEGIN IMMEDIATE`` transaction, which SQLite
+serializes across processes, so a due record is claimed by one of them only.
+With ``sqlite_database=":memory:"`` (the default) the database lives in the
+process and is gone when the repository closes. Times are stored as integer
+microseconds since the epoch.
 
 Schema (``{table}`` is ``sqlite_table_name``)::
 
@@ -20,11 +22,9 @@ Schema (``{table}`` is ``sqlite_table_name``)::
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,15 +32,19 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._memory import MemoryRepository
-from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from .abc import PARKED_AT, Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
 from .errors import BackendError, ConfigurationError
+from .options import Custom, Identifier, Option, Options, Seconds, Settings
 
 MEMORY = ":memory:"
 DEFAULT_TABLE = "pyncette_tasks"
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ERRORS: dict[type[BaseException], type[Exception]] = {sqlite3.Error: BackendError}
+_ERRORS: dict[type[BaseException], type[Exception]] = {
+    sqlite3.DataError: ConfigurationError,
+    sqlite3.Error: BackendError,
+}
+#: A stored row whose time fields are not integers (hand edits, a foreign writer) cannot be decoded.
+_CORRUPT = "(typeof(scheduled_at) != 'integer' OR typeof(locked_until) NOT IN ('integer', 'null'))"
 
 T = TypeVar("T")
 
@@ -50,17 +54,18 @@ def _to_int(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _from_int(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc).replace(microsecond=micros % 1_000_000)
+def _from_int(micros: object) -> datetime:
+    if not isinstance(micros, int):
+        raise TypeError(f"expected integer microseconds, found {type(micros).__name__} {str(micros)[:40]!r}")
+    return datetime.fromtimestamp(micros // 1_000_000, timezone.utc).replace(microsecond=micros % 1_000_000)
 
 
-def validate_table_name(option: str, name: object) -> str:
-    """Accept only plain identifiers, so a table name can be put into SQL safely."""
-    if not isinstance(name, str) or not _TABLE_NAME.match(name):
-        raise ConfigurationError(
-            f"invalid {option} {name!r}: use 1-63 letters, digits and underscores, not starting with a digit"
-        )
-    return name
+def _database(value: object) -> str:
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return value
 
 
 class SqliteRepository(Repository):
@@ -76,16 +81,18 @@ class SqliteRepository(Repository):
             with map_exceptions(_ERRORS, f"sqlite {what}"):
                 return await anyio.to_thread.run_sync(func, self._db)
 
-    def _row(self, row: tuple[Any, ...]) -> Record:
+    @staticmethod
+    def _row(row: tuple[Any, ...]) -> Record:
+        """Decode a row; one that cannot be decoded comes back with ``corrupt`` set (see the contract)."""
         parent, name, spec, scheduled_at, locked_until, locked_by = row
-        return Record(
-            parent,
-            name,
-            spec,
-            _from_int(scheduled_at),
-            None if locked_until is None else _from_int(locked_until),
-            locked_by,
-        )
+        try:
+            until = None if locked_until is None else _from_int(locked_until)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return Record(parent, name, spec, PARKED_AT, None, locked_by, corrupt=f"bad locked_until: {exc}")
+        try:
+            return Record(parent, name, spec, _from_int(scheduled_at), until, locked_by)
+        except (TypeError, ValueError, OverflowError) as exc:
+            return Record(parent, name, spec, PARKED_AT, until, locked_by, corrupt=f"bad scheduled_at: {exc}")
 
     _COLUMNS = "parent, name, spec, scheduled_at, locked_until, locked_by"
 
@@ -117,11 +124,17 @@ class SqliteRepository(Repository):
                     if cursor.rowcount == 1 or mode is RegisterMode.CREATE:
                         results.append(cursor.rowcount == 1)
                         continue
+                    # A row whose time fields cannot be decoded is overwritten as if it were missing.
                     cursor = db.execute(
-                        f"UPDATE {t} SET spec = ?, scheduled_at = min(scheduled_at, ?), "
-                        "ready_at = max(min(scheduled_at, ?), coalesce(locked_until, 0)) "
-                        "WHERE parent = ? AND name = ? AND (locked_until IS NULL OR locked_until <= ?)",
-                        (r.spec, at, at, r.parent, r.name, now_i),
+                        f"UPDATE {t} SET spec = ?, "
+                        f"scheduled_at = CASE WHEN {_CORRUPT} THEN ? ELSE min(scheduled_at, ?) END, "
+                        f"ready_at = CASE WHEN {_CORRUPT} THEN ? "
+                        "ELSE max(min(scheduled_at, ?), coalesce(locked_until, 0)) END, "
+                        f"locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_until END, "
+                        f"locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_by END "
+                        "WHERE parent = ? AND name = ? "
+                        f"AND (locked_until IS NULL OR locked_until <= ? OR {_CORRUPT})",
+                        (r.spec, at, at, at, at, r.parent, r.name, now_i),
                     )
                     results.append(cursor.rowcount == 1)
             return results
@@ -243,51 +256,54 @@ class SqliteRepository(Repository):
 
         await self._call("write_raw_spec", work)
 
+    async def corrupt(self, parent: str, name: str) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    f"UPDATE {self._table} SET scheduled_at = 'garbage' WHERE parent = ? AND name = ?", (parent, name)
+                )
 
-#: What the in-memory default can do: nothing beyond this process.
-IN_MEMORY = Capabilities()
+        await self._call("corrupt", work)
 
 
 class SqliteBackend(Backend):
-    """``sqlite``: the default backend. ``:memory:`` (the default) keeps everything in the process."""
+    """``sqlite``: a SQLite database file shared by the processes of one host, or one in memory."""
 
     name = "sqlite"
     capabilities = Capabilities(persistent=True, coordinated=True)
-    options = {
-        "sqlite_database": "path of the database file; ':memory:' (default) keeps state in this process only",
-        "sqlite_table_name": f"table name (letters, digits, underscores; default {DEFAULT_TABLE!r})",
-        "sqlite_timeout": "seconds to wait for another process's write lock (default 30)",
-    }
+    options = Options(
+        Option(
+            "sqlite_database",
+            Custom(_database, "a file path, or ':memory:'", "path"),
+            "path of the database file; ':memory:' keeps it in this process until the repository closes",
+            default=MEMORY,
+        ),
+        Option(
+            "sqlite_table_name",
+            Identifier(r"[A-Za-z_][A-Za-z0-9_]{0,62}", "1-63 letters, digits or underscores, not first a digit"),
+            "table name",
+            default=DEFAULT_TABLE,
+            isolates=True,
+        ),
+        Option("sqlite_timeout", Seconds(), "seconds to wait for another process's write lock", default=30.0),
+    )
 
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        return self._open(self.select_options(options))
-
-    def capabilities_for(self, options: Mapping[str, Any]) -> Capabilities:
-        if options.get("sqlite_database", MEMORY) == MEMORY:
-            return IN_MEMORY
+    def capabilities_for(self, settings: Settings) -> Capabilities:
+        if settings["sqlite_database"] == MEMORY:
+            return Capabilities()
         return self.capabilities
 
-    @staticmethod
-    def _settings(options: Mapping[str, Any]) -> tuple[str, str, float]:
-        database = options.get("sqlite_database", MEMORY)
-        if not isinstance(database, (str, Path)) or not str(database):
-            raise ConfigurationError(f"invalid sqlite_database {database!r}: expected a file path or ':memory:'")
-        table = validate_table_name("sqlite_table_name", options.get("sqlite_table_name", DEFAULT_TABLE))
-        timeout = options.get("sqlite_timeout", 30)
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigurationError(f"invalid sqlite_timeout {timeout!r}: must be a positive number of seconds")
-        return str(database), table, float(timeout)
+    def isolated_options(self, unique: str, workdir: Path) -> dict[str, Any]:
+        return {**super().isolated_options(unique, workdir), "sqlite_database": str(workdir / f"{unique}.db")}
 
     @contextlib.asynccontextmanager
-    async def _open(self, options: dict[str, Any]) -> AsyncIterator[Repository]:
-        database, table, timeout = self._settings(options)
-        if database == MEMORY:
-            yield MemoryRepository()
-            return
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
+        database, table, timeout = (settings[f"sqlite_{key}"] for key in ("database", "table_name", "timeout"))
 
         def set_up(db: sqlite3.Connection) -> None:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if database != MEMORY:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT, "
                 "scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT, ready_at INTEGER NOT NULL, "
@@ -317,8 +333,8 @@ class SqliteBackend(Backend):
         finally:
             await anyio.to_thread.run_sync(connection.close)
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
-        database, table, timeout = self._settings(self.select_options(options))
+    async def purge(self, settings: Settings) -> None:
+        database, table, timeout = (settings[f"sqlite_{key}"] for key in ("database", "table_name", "timeout"))
         if database == MEMORY:
             return
 

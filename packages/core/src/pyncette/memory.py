@@ -1,19 +1,27 @@
-"""The in-memory repository: the default when no storage is configured.
+"""The ``memory`` backend: records in the running process, the default when no storage is configured.
 
-No persistence and no coordination between processes. Each parent keeps a
-heap ordered by the time its records next become claimable, so claiming is
-O(k log n) for k claimed records rather than a scan of everything stored.
+No persistence and no coordination between processes. Each open repository
+has a store of its own, unless ``memory_namespace`` names one: apps of one
+process that give the same namespace share its store (until it is purged).
+
+Each parent keeps a heap ordered by the time its records next become
+claimable, so claiming is O(k log n) for k claimed records rather than a
+scan of everything stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import ClassVar
 
-from .abc import Completion, Lease, Record, RegisterMode, Repository
+from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository
+from .options import Identifier, Option, Options, Settings
 
 
 @dataclass
@@ -146,3 +154,36 @@ class MemoryRepository(Repository):
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         group = self._parent(parent)
         group.records[name] = replace(group.records[name], spec=raw)
+
+
+class MemoryBackend(Backend):
+    """``memory``: records in this process only (the default backend)."""
+
+    name = "memory"
+    capabilities = Capabilities()
+    options = Options(
+        Option(
+            "memory_namespace",
+            Identifier(r"[A-Za-z0-9_]{0,64}", "up to 64 letters, digits or underscores"),
+            "share one store between the apps of this process that give the same name ('' : a store of its own)",
+            default="",
+            isolates=True,
+        ),
+    )
+    #: Named stores of this process.
+    stores: ClassVar[dict[str, MemoryRepository]] = {}
+
+    def open(self, settings: Settings) -> AbstractAsyncContextManager[Repository]:
+        return self._open(settings["memory_namespace"])
+
+    @contextlib.asynccontextmanager
+    async def _open(self, namespace: str) -> AsyncIterator[Repository]:
+        yield self.stores.setdefault(namespace, MemoryRepository()) if namespace else MemoryRepository()
+
+    async def purge(self, settings: Settings) -> None:
+        self.stores.pop(settings["memory_namespace"], None)
+
+
+backend = MemoryBackend()
+
+__all__ = ["MemoryBackend", "MemoryRepository", "backend"]

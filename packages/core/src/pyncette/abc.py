@@ -244,6 +244,16 @@ class Repository(ABC):
         """
         raise NotImplementedError
 
+    async def kill_connections(self) -> int:
+        """Testing hook: cut this repository's open server connections the way a network failure or a
+        server-side kill would (and only this repository's: other clients of the server are left alone).
+        Returns how many were cut.
+
+        The conformance suite's recovery tests use it to check that runs survive it exactly once.
+        Optional: the default skips those tests.
+        """
+        raise NotImplementedError
+
 
 class Backend(ABC):
     """A backend descriptor: what the ``pyncette.backends`` entry point refers to.

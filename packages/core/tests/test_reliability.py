@@ -189,12 +189,16 @@ async def test_shutdown_is_bounded_by_the_drain_timeout(caplog: pytest.LogCaptur
 
     with caplog.at_level(logging.ERROR, logger="pyncette"):
         async with app.create(clock=clock) as ctx:
-            with pytest.raises(BaseException) as raised:  # noqa: PT011 - the task group wraps it; checked below
+
+            async def run_then_shut_down() -> None:
                 async with anyio.create_task_group() as tg:
                     await tg.start(ctx.run)
                     await clock.advance(timedelta(seconds=2))
                     ctx.shutdown()
                     await clock.advance(timedelta(seconds=11))
+
+            with pytest.raises(BaseException) as raised:  # noqa: PT011 - the task group wraps it; checked below
+                await run_then_shut_down()
     error = leaf_exception(raised.value)
     assert isinstance(error, ShutdownTimeout) and "drain_timeout" in str(error)
     assert clock.now() < START + timedelta(seconds=60)

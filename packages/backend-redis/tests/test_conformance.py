@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio
 
 from pyncette import PyncetteContext
 from pyncette_conformance.behaviour import BehaviourSuite
@@ -66,14 +65,9 @@ class TestRedisCoordination(RedisBackendMixin, CoordinationSuite):
 
 class TestRedisRecovery(RedisBackendMixin, RecoverySuite):
     @pytest.fixture
-    async def kill_connections(self, redis_url: str) -> AsyncIterator[KillConnections]:
-        admin = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-
+    def kill_connections(self) -> KillConnections:
         async def kill(ctx: PyncetteContext) -> int:
-            killed: int = await admin.client_kill_filter(_type="normal", skipme=True)
-            return killed
+            # Only the app's own connections (Repository.kill_connections): other clients of the shared server live on.
+            return await ctx.repository.kill_connections()
 
-        try:
-            yield kill
-        finally:
-            await admin.aclose()
+        return kill

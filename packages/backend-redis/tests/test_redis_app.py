@@ -57,6 +57,6 @@ async def test_seed_snippet_runs(variant: str, redis_url: str, tmp_path: Path) -
     try:
         done = await anyio.to_thread.run_sync(run_script_until_interrupted, script)
     finally:
-        await backend.purge(purge_options)
+        await backend.purge(backend.settings(purge_options))
     assert "This will run every 10 seconds" in done.stdout, done.stdout
     assert done.returncode == 0, done.stdout

@@ -91,6 +91,13 @@ class ServerProcess:
                 time.sleep(0.02)
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown, no final save (acknowledged writes are in the AOF already)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

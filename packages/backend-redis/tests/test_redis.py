@@ -22,7 +22,7 @@ import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette_redis import RedisRepository, backend, redis_repository
 from pyncette_redis._backend import RedisSettings
@@ -504,6 +504,137 @@ async def test_recovers_after_server_restart(private_server: ServerProcess) -> N
         private_server.start()
         assert await retry_once(lambda: repo.commit([Completion("p", "a", "t", None)])) == [True]
         assert await repo.unlock([Lease("p", "b", "t")]) == [True]
+
+
+# --- corrupt records ----------------------------------------------------------------------
+
+
+def stored(s: str, **fields: Any) -> str:
+    return json.dumps({"s": s, **fields})
+
+
+NOW_S = repr(T0.timestamp())
+
+#: Garbage a hand edit or a foreign writer may leave in a record's hash value, and what stays readable.
+GARBAGE: dict[str, tuple[str | bytes, bool]] = {
+    # kind: (stored value, whether scheduled_at stays readable)
+    "invalid json": ("{garbage", False),
+    "truncated json": ('{"s": "1893499200.0", "d": "{\\"v', False),
+    "invalid utf-8": (b'\xff\xfe{"s": 1', False),
+    "json array": ("[1, 2]", False),
+    "json string": ('"text"', False),
+    "non-numeric scheduled_at": (stored("soon", d='{"v": 1}'), False),
+    "hex scheduled_at": (stored("0x10"), False),
+    "nan scheduled_at": ('{"s": NaN}', False),
+    "scheduled_at after year 9999": (stored("1e300"), False),
+    "missing scheduled_at": ('{"d": "x"}', False),
+    "boolean scheduled_at": ('{"s": true}', False),
+    "non-numeric locked_until": (stored(NOW_S, l="later", t="old"), True),
+    "numeric token": (stored(NOW_S, t=5), True),
+    "spec not text": (stored(NOW_S, d={"v": 1}), True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+async def test_corrupt_record_affects_itself_only(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str, kind: str
+) -> None:
+    garbage, readable = GARBAGE[kind]
+    await repo.register([rec("a"), rec("bad"), rec("c"), rec("d")], now=T0, mode=RegisterMode.UPDATE)
+    base = f"pyncette:{tag(namespace, 'p')}"
+    await admin.hset(f"{base}:rec", "bad", garbage)
+
+    # get and list show it, with the reason, never raise.
+    found = await repo.get("p", "bad")
+    assert found is not None and found.corrupt and found.corrupt.startswith("redis record:")
+    assert found.scheduled_at == (T0 if readable else PARKED_AT)
+    assert found.locked_by is None
+    page, _ = await repo.list_page("p", limit=10, continuation=None)
+    assert [(r.name, bool(r.corrupt)) for r in page] == [("a", False), ("bad", True), ("c", False), ("d", False)]
+
+    # A claim leases the others of the batch and returns the corrupt one unleased, quarantined.
+    claimed = await repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="tok")
+    assert [(r.name, r.locked_by, bool(r.corrupt)) for r in claimed] == [
+        ("a", "tok", False),
+        ("bad", None, True),
+        ("c", "tok", False),
+        ("d", "tok", False),
+    ]
+    bad = claimed[1]
+    assert bad.locked_until is None
+    assert bad.scheduled_at == (T0 if readable else PARKED_AT)
+    assert await admin.zscore(f"{base}:due", "bad") is None
+    assert await admin.zscore(f"{base}:idx", "bad") == 0
+    assert await repo.get("p", "bad") == found  # data kept as it was
+    # No later claim returns it; the others come back once their lease expires.
+    later = LEASE + timedelta(seconds=1)
+    again = await repo.claim("p", now=later, limit=10, lease_until=later + timedelta(seconds=30), token="tok2")
+    assert [r.name for r in again] == ["a", "c", "d"]
+
+    # Settling or extending a lease on it reports the lease lost and writes nothing.
+    assert await repo.commit([Completion("p", "bad", "tok", PARKED_AT)]) == [False]
+    assert await repo.unlock([Lease("p", "bad", "tok")]) == [False]
+    assert await repo.extend(Lease("p", "bad", "tok"), lease_until=LEASE) is False
+    await repo.write_raw_spec("p", "bad", "{}")
+    assert await repo.get("p", "bad") == found
+
+    # CREATE leaves it, UPDATE overwrites it as if it were missing, and it is claimable again.
+    assert await repo.register([rec("bad", at=T0 + timedelta(hours=1))], now=later, mode=RegisterMode.CREATE) == [False]
+    assert await repo.get("p", "bad") == found
+    assert await repo.register([rec("bad", at=T0 + timedelta(hours=1))], now=later, mode=RegisterMode.UPDATE) == [True]
+    fixed = await repo.get("p", "bad")
+    assert fixed == rec("bad", at=T0 + timedelta(hours=1))
+    claimed = await repo.claim("p", now=T0 + timedelta(hours=1), limit=10, lease_until=LEASE, token="tok3")
+    assert [(r.name, r.corrupt) for r in claimed if r.name == "bad"] == [("bad", None)]
+
+
+async def test_force_overwrites_a_corrupt_record_and_delete_removes_one(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+    base = f"pyncette:{tag(namespace, 'p')}"
+    await admin.hset(f"{base}:rec", "a", "{garbage")
+    await admin.hset(f"{base}:rec", "b", "{garbage")
+    assert await repo.register([rec("a", spec=None)], now=T0, mode=RegisterMode.FORCE) == [True]
+    assert await repo.get("p", "a") == rec("a", spec=None)
+    assert await repo.delete("p", "b") is True
+    assert await repo.get("p", "b") is None
+    assert await admin.zscore(f"{base}:idx", "b") is None
+
+
+async def test_corrupt_hook_damages_the_time_and_keeps_the_spec(repo: Repository) -> None:
+    await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+    await repo.corrupt("p", "a")
+    found = await repo.get("p", "a")
+    assert found is not None
+    assert found.corrupt == "redis record: scheduled_at is not a time: 'garbage'"
+    assert (found.spec, found.scheduled_at) == ('{"v": 1}', PARKED_AT)
+    claimed = await repo.claim("p", now=T0, limit=1, lease_until=LEASE, token="t")
+    assert [(r.name, r.corrupt is not None, r.locked_by) for r in claimed] == [("a", True, None)]
+    # The quarantined record took a place of the batch; the next claim gets the other.
+    claimed = await repo.claim("p", now=T0, limit=1, lease_until=LEASE, token="t")
+    assert [(r.name, r.corrupt, r.locked_by) for r in claimed] == [("b", None, "t")]
+
+
+async def test_a_record_parks_at_the_latest_time(repo: Repository) -> None:
+    await repo.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+    assert len(await repo.claim("p", now=T0, limit=1, lease_until=LEASE, token="t")) == 1
+    assert await repo.commit([Completion("p", "a", "t", PARKED_AT)]) == [True]
+    parked = await repo.get("p", "a")
+    assert parked is not None and (parked.scheduled_at, parked.corrupt) == (PARKED_AT, None)
+    assert await repo.claim("p", now=PARKED_AT - timedelta(seconds=1), limit=1, lease_until=PARKED_AT, token="t") == []
+
+
+async def test_a_number_where_text_is_stored_is_read(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    # A hand edit writing the time as a JSON number (not the text Pyncette writes) is still a time.
+    await repo.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+    await admin.hset(f"pyncette:{tag(namespace, 'p')}:rec", "a", json.dumps({"s": int(T0.timestamp())}))
+    assert await repo.get("p", "a") == rec("a", spec=None)
+    [claimed] = await repo.claim("p", now=T0, limit=1, lease_until=LEASE, token="t")
+    assert (claimed.scheduled_at, claimed.locked_by, claimed.corrupt) == (T0, "t", None)
+    assert await repo.commit([Completion("p", "a", "t", None)]) == [True]
 
 
 # --- data details -----------------------------------------------------------------------

@@ -113,7 +113,7 @@ def _check(settings: Settings) -> None:
         client = _client(config, CLIENT_NAME_PREFIX)
         if isinstance(client, Redis):
             # Connections are made lazily: making one (not connecting it) checks the URL's parameters.
-            client.connection_pool.make_connection()
+            client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, RedisClusterException) as exc:
         cluster = " with redis_cluster" if config.cluster else ""
         raise ConfigurationError(

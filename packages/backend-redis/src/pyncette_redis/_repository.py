@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
 from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
@@ -67,7 +68,9 @@ _EARLIEST, _BEYOND = -62135596800.0, 253402300800.0
 
 def _time(value: object) -> datetime:
     """A stored time; ``ValueError`` when it is not one."""
-    if isinstance(value, str) and _NUMBER.fullmatch(value):
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value):
+            raise ValueError
         number = float(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
@@ -93,7 +96,7 @@ def decode(parent: str, name: str, body: object) -> Record:
     filled in: an unreadable ``scheduled_at`` is :data:`~pyncette.abc.PARKED_AT`, an unreadable lease ``None``.
     """
     if not isinstance(body, dict):
-        return Record(parent, name, None, PARKED_AT, corrupt="the stored value is not a JSON object")
+        return Record(parent, name, None, PARKED_AT, corrupt="redis record: the stored value is not a JSON object")
     problems: list[str] = []
     spec, token = body.get("d"), body.get("t")
     if spec is not None and not isinstance(spec, str):
@@ -122,7 +125,7 @@ def decode_text(parent: str, name: str, raw: str) -> Record:
     """Build a record from its stored text (see :func:`decode`); invalid JSON gives a corrupt record."""
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return Record(parent, name, None, PARKED_AT, corrupt=f"redis record: the stored value is not JSON: {exc}")
     return decode(parent, name, body)
 
@@ -320,6 +323,7 @@ class RedisRepository(Repository):
         The kills go through a separate connection per node (named differently), so every one of
         the repository's connections is cut and no other client of the server is touched.
         """
+        targets: list[tuple[type[AbstractConnection], dict[str, Any]]]
         if isinstance(self._client, RedisCluster):
             targets = [(node.connection_class, node.connection_kwargs) for node in self._client.get_nodes()]
         else:

@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pyncette import PyncetteContext
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.harness import BackendUnderTest
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
+from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_redis import backend
 
@@ -64,10 +63,8 @@ class TestRedisCoordination(RedisBackendMixin, CoordinationSuite):
 
 
 class TestRedisRecovery(RedisBackendMixin, RecoverySuite):
-    @pytest.fixture
-    def kill_connections(self) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            # Only the app's own connections (Repository.kill_connections): other clients of the shared server live on.
-            return await ctx.repository.kill_connections()
+    """Cuts only the app's own connections (``RedisRepository.kill_connections``: ``CLIENT KILL ID``)."""
 
-        return kill
+
+class TestRedisClusterRecovery(RedisClusterMixin, RecoverySuite):
+    pass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,8 +16,11 @@ from typing import Any, Protocol
 
 import anyio
 import pytest
+import redis.asyncio
 
 from pyncette import Context, Pyncette
+from pyncette.testing import DEFAULT_START as START
+from pyncette.testing import VirtualClock, running
 from pyncette_conformance import run_script_until_interrupted
 from pyncette_conformance.recovery import count_instances, wait_for
 from pyncette_redis import backend
@@ -142,3 +146,52 @@ async def test_app_survives_a_killed_and_restarted_server(
     assert not [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     # The app noticed the crash (and retried), so the test did cut it off.
     assert any("retrying" in r.getMessage() for r in records if r.levelno == logging.WARNING)
+
+
+# --- the reported corrupt-record failure, end to end -------------------------------------------
+
+
+@pytest.mark.parametrize("garbage", ["{not json", '{"s": "soon"}'])
+async def test_garbage_in_a_record_stops_nothing_else(redis_url: str, garbage: str) -> None:
+    """Garbage in one instance's stored value (or its time): the other instances of that template,
+    another template and the every-second static task keep running (virtual clock)."""
+    namespace = "t" + uuid.uuid4().hex[:12]
+    options: dict[str, Any] = {"redis_url": redis_url, "redis_namespace": namespace}
+    clock = VirtualClock(START)
+    app = Pyncette(repository_factory=backend, poll_interval=timedelta(seconds=1), **options)
+    ran: Counter[str] = Counter()
+    ticks: list[datetime] = []
+
+    @app.dynamic_task()
+    async def first(context: Context) -> None:
+        ran[context.task.name] += 1
+
+    @app.dynamic_task()
+    async def second(context: Context) -> None:
+        ran["second/" + context.task.name] += 1
+
+    @app.task(schedule="* * * * * *")
+    async def every_second(context: Context) -> None:
+        ticks.append(context.scheduled_at)
+
+    try:
+        async with app.create(clock=clock) as ctx:
+            every = timedelta(seconds=5)
+            await ctx.schedule_tasks(first, {n: {"interval": every} for n in ("a", "bad", "c")})
+            await ctx.schedule_task(second, "x", interval=every)
+            parent, name = first.instance_key("bad")
+            base = f"pyncette:{{{namespace}:{parent.encode().hex()}}}"
+            admin = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+            try:
+                await admin.hset(f"{base}:rec", name, garbage)
+            finally:
+                await admin.aclose()
+            async with running(ctx):
+                await clock.advance(timedelta(seconds=30))
+            assert ran["a"] >= 5 and ran["c"] >= 5 and ran["second/x"] >= 5, ran
+            assert "bad" not in ran
+            assert len(ticks) >= 29 and len(set(ticks)) == len(ticks)
+            stored = await ctx.repository.get(parent, name)
+            assert stored is not None and stored.corrupt
+    finally:
+        await backend.purge(backend.settings(options))

@@ -140,14 +140,15 @@ def _claimed(parent: str, entry: list[Any]) -> Record:
 
 
 class RedisRepository(Repository):
-    """A repository on one Redis server, in one namespace.
+    """A repository on one Redis server, in one namespace; ``client_name`` is the name its connections
+    carry, unique to it (``kill_connections`` cuts the connections carrying it).
 
     Scripts are loaded when the repository opens and called with EVALSHA; a
     server that lost them (``SCRIPT FLUSH``, restart, failover) gets them again
     on the first ``NOSCRIPT`` reply, transparently.
     """
 
-    def __init__(self, client: Client, namespace: str, client_name: str = CLIENT_NAME_PREFIX) -> None:
+    def __init__(self, client: Client, namespace: str, client_name: str) -> None:
         self._client = client
         self._execute: Callable[..., Awaitable[Any]] = client.execute_command
         self._namespace = namespace

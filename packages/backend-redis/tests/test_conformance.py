@@ -11,6 +11,7 @@ from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite,
 from pyncette_conformance.harness import BackendUnderTest
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
+from pyncette_conformance.validation import ValidationSuite
 from pyncette_redis import backend
 
 
@@ -67,4 +68,12 @@ class TestRedisRecovery(RedisBackendMixin, RecoverySuite):
 
 
 class TestRedisClusterRecovery(RedisClusterMixin, RecoverySuite):
+    pass
+
+
+class TestRedisValidation(RedisBackendMixin, ValidationSuite):
+    pass
+
+
+class TestRedisClusterValidation(RedisClusterMixin, ValidationSuite):
     pass

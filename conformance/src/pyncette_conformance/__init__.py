@@ -10,6 +10,7 @@ against an installed backend with::
 from .base import ConformanceBase, requires
 from .behaviour import BehaviourSuite
 from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
+from .faults import FaultPlan, FaultSuite, FaultyRepository
 from .harness import BackendUnderTest
 from .recovery import RecoverySuite, run_script_until_interrupted
 from .repository import RepositoryContract
@@ -24,6 +25,7 @@ ALL_SUITES = (
     CoordinationSuite,
     RecoverySuite,
     ValidationSuite,
+    FaultSuite,
 )
 
 __all__ = [
@@ -32,6 +34,9 @@ __all__ = [
     "BehaviourSuite",
     "ConformanceBase",
     "CoordinationSuite",
+    "FaultPlan",
+    "FaultSuite",
+    "FaultyRepository",
     "IsolationSuite",
     "PersistenceSuite",
     "RecoverySuite",

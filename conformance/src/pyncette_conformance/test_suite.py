@@ -2,6 +2,7 @@
 
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
+from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_conformance.validation import ValidationSuite
@@ -33,3 +34,7 @@ class TestRecovery(RecoverySuite):
 
 class TestValidation(ValidationSuite):
     """Bad input gives the same early error everywhere; no secret in any connection error."""
+
+
+class TestFaults(FaultSuite):
+    """Lost answers and failed calls lose and double nothing."""

@@ -13,6 +13,7 @@ import pyncette.sqlite
 from pyncette_conformance import (
     BackendUnderTest,
     CoordinationSuite,
+    FaultSuite,
     IsolationSuite,
     PersistenceSuite,
     RepositoryContract,
@@ -98,4 +99,12 @@ class TestMemoryValidation(_InMemory, ValidationSuite):
 
 
 class TestSqliteFileValidation(_SqliteFile, ValidationSuite):
+    pass
+
+
+class TestMemoryFaults(_InMemory, FaultSuite):
+    pass
+
+
+class TestSqliteFileFaults(_SqliteFile, FaultSuite):
     pass

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-import asyncpg
 import pytest
 
 from pyncette import PyncetteContext
@@ -54,18 +51,9 @@ class TestPostgresCoordination(PostgresBackendMixin, CoordinationSuite):
 
 class TestPostgresRecovery(PostgresBackendMixin, RecoverySuite):
     @pytest.fixture
-    def recovery_options(self) -> dict[str, Any]:
-        # Other tests share the server: name this app's connections so only they are terminated.
-        return {"postgres_application_name": "pyncette-recovery-" + uuid.uuid4().hex[:8]}
-
-    @pytest.fixture
-    def kill_connections(self, admin: asyncpg.Connection, recovery_options: dict[str, Any]) -> KillConnections:
+    def kill_connections(self) -> KillConnections:
         async def kill(ctx: PyncetteContext) -> int:
-            killed: int = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                recovery_options["postgres_application_name"],
-            )
-            return killed
+            # Only the app's own connections: other tests share the server.
+            return await ctx.repository.kill_connections()
 
         return kill

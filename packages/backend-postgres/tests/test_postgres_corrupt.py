@@ -7,6 +7,7 @@ datetime holds years 1 to 9999. Such a row (a hand edit, a foreign writer) must 
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -194,3 +195,9 @@ async def test_data_errors_are_configuration_errors(postgres_url: str, admin: as
             assert await repo.get("p", "short") == rec("short")
     finally:
         await backend.purge(settings)
+
+
+async def test_a_key_too_large_for_the_index_is_a_configuration_error(repository: PostgresRepository) -> None:
+    with pytest.raises(ConfigurationError, match="index row"):
+        await repository.register([rec(secrets.token_urlsafe(6000))], now=T0, mode=RegisterMode.CREATE)
+    assert await repository.register([rec("fine")], now=T0, mode=RegisterMode.CREATE) == [True]

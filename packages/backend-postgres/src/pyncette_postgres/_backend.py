@@ -15,7 +15,7 @@ from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Settings
 from pyncette.redaction import get_logger
 
-from ._config import OPTIONS, describe_server
+from ._config import OPTIONS, connect_arguments, describe_server
 from ._repository import DRIVER_ERRORS, Connections, PostgresRepository
 from ._schema import ensure_table, quote
 
@@ -63,15 +63,6 @@ def _server(settings: Settings) -> str:
     return settings.redact(describe_server(settings["postgres_url"]))
 
 
-def _connect_arguments(settings: Settings) -> dict[str, Any]:
-    return {
-        "dsn": settings["postgres_url"],
-        "timeout": settings["postgres_connect_timeout"],
-        "command_timeout": settings["postgres_command_timeout"],
-        "server_settings": {"application_name": settings["postgres_application_name"]},
-    }
-
-
 async def _keep_session(connection: Any) -> None:
     """Pool ``reset`` hook that does nothing.
 
@@ -106,7 +97,7 @@ class PostgresBackend(Backend):
                 max_inactive_connection_lifetime=0,
                 reset=_keep_session,
                 init=connections.opened,
-                **_connect_arguments(settings),
+                **connect_arguments(settings),
             )
         try:
             with _connection_errors(settings, "connect"):
@@ -121,7 +112,7 @@ class PostgresBackend(Backend):
     async def purge(self, settings: Settings) -> None:
         """Drop the table (and its index) the settings point at."""
         with _connection_errors(settings, "connect"):
-            connection = await asyncpg.connect(**_connect_arguments(settings))
+            connection = await asyncpg.connect(**connect_arguments(settings))
         try:
             with map_exceptions(DRIVER_ERRORS, "postgres purge"):
                 await connection.execute(f"DROP TABLE IF EXISTS {quote(settings['postgres_table_name'])}")
@@ -131,13 +122,13 @@ class PostgresBackend(Backend):
 
 async def _warm_up(pool: Any, count: int, timeout: float) -> None:
     """Open ``count`` connections now (they stay open), so the first calls do not wait for them."""
-    held = []
-    try:
-        for acquired in asyncio.as_completed([pool.acquire(timeout=timeout) for _ in range(count)]):
-            held.append(await acquired)
-    finally:
-        for connection in held:
-            await pool.release(connection)
+    results = await asyncio.gather(*(pool.acquire(timeout=timeout) for _ in range(count)), return_exceptions=True)
+    for result in results:
+        if not isinstance(result, BaseException):
+            await pool.release(result)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _close(closable: Any, timeout: float, settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pyncette.errors import ConfigurationError
@@ -127,6 +128,16 @@ OPTIONS = Options(
     ),
     check=_check,
 )
+
+
+def connect_arguments(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of ``asyncpg.connect`` (and ``create_pool``) for these settings."""
+    return {
+        "dsn": settings["postgres_url"],
+        "timeout": settings["postgres_connect_timeout"],
+        "command_timeout": settings["postgres_command_timeout"],
+        "server_settings": {"application_name": settings["postgres_application_name"]},
+    }
 
 
 def describe_server(url: str) -> str:

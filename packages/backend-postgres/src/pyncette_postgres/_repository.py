@@ -14,12 +14,15 @@ from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Rep
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Settings
 
+from ._config import connect_arguments
 from ._schema import CLAIMABLE_AT, quote
 
 #: Driver exceptions and what they become, the first match winning. A data error (SQLSTATE class 22:
-#: a value out of range, a string too long for a hand-made column) fails the same way on every retry.
+#: a value out of range, a string too long for a hand-made column, a NUL in a text) or an exceeded
+#: limit (class 54: a key too large for the index) fails the same way on every retry.
 DRIVER_ERRORS: Mapping[type[BaseException], type[Exception]] = {
     asyncpg.exceptions.DataError: ConfigurationError,
+    asyncpg.exceptions.ProgramLimitExceededError: ConfigurationError,
     asyncpg.PostgresError: BackendError,
     asyncpg.InterfaceError: BackendError,
     asyncpg.exceptions.InternalClientError: BackendError,
@@ -344,11 +347,7 @@ class PostgresRepository(Repository):
             return 0
         settings = self._connections.settings
         with map_exceptions(DRIVER_ERRORS, "postgres kill_connections"):
-            killer = await asyncpg.connect(
-                dsn=settings["postgres_url"],
-                timeout=settings["postgres_connect_timeout"],
-                command_timeout=settings["postgres_command_timeout"],
-            )
+            killer = await asyncpg.connect(**connect_arguments(settings))
             try:
                 killed: int = await killer.fetchval(
                     "SELECT count(*) FROM unnest($1::int4[]) AS pid WHERE pg_terminate_backend(pid)", pids

@@ -6,16 +6,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pyncette import PyncetteContext
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
     IsolationSuite,
     PersistenceSuite,
+    RecoverySuite,
     RepositoryContract,
 )
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
 from pyncette_postgres import backend
 
 
@@ -50,10 +49,4 @@ class TestPostgresCoordination(PostgresBackendMixin, CoordinationSuite):
 
 
 class TestPostgresRecovery(PostgresBackendMixin, RecoverySuite):
-    @pytest.fixture
-    def kill_connections(self) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            # Only the app's own connections: other tests share the server.
-            return await ctx.repository.kill_connections()
-
-        return kill
+    """Connections cut by ``Repository.kill_connections``, which terminates only the app's own."""

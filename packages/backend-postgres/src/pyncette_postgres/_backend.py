@@ -101,7 +101,8 @@ class PostgresBackend(Backend):
             )
         try:
             with _connection_errors(settings, "connect"):
-                await _warm_up(pool, settings["postgres_pool_min_size"], timeout)
+                # At least one: the table check below needs it, and a refused login should read as such.
+                await _warm_up(pool, max(1, settings["postgres_pool_min_size"]), timeout)
             with _connection_errors(settings, f"set up table {table!r}"):
                 async with pool.acquire(timeout=timeout) as connection:
                     await ensure_table(connection, table, create=not settings["postgres_skip_table_create"])

@@ -99,7 +99,7 @@ OPTIONS = Options(
     Option(
         "postgres_pool_min_size",
         Integer(0),
-        "connections opened at start-up and kept open",
+        "connections opened at start-up (at least one, which checks the table); the pool keeps what it opens",
         default=1,
     ),
     Option(

@@ -14,6 +14,7 @@ from pyncette_conformance import (
     PersistenceSuite,
     RecoverySuite,
     RepositoryContract,
+    ValidationSuite,
 )
 from pyncette_postgres import backend
 
@@ -50,3 +51,7 @@ class TestPostgresCoordination(PostgresBackendMixin, CoordinationSuite):
 
 class TestPostgresRecovery(PostgresBackendMixin, RecoverySuite):
     """Connections cut by ``Repository.kill_connections``, which terminates only the app's own."""
+
+
+class TestPostgresValidation(PostgresBackendMixin, ValidationSuite):
+    pass

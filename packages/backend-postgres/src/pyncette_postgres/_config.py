@@ -25,16 +25,18 @@ class PostgresUrl(Url):
         super().__init__("postgres", "postgresql")
 
     def convert(self, value: object) -> str:
-        if not isinstance(value, str) or "," not in urlsplit(value).netloc.rpartition("@")[2]:
-            return super().convert(value)  # one host: the standard checks
-        # Several hosts: check each one's port here, then the rest as for one host.
+        if not isinstance(value, str):
+            return super().convert(value)
         register_secret(*url_secrets(value))  # before anything can echo it
         parts = urlsplit(value)
-        hosts = parts.netloc.rpartition("@")[2].split(",")
-        for host in hosts:
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        for host in hosts.split(","):
             _port_of(host)
-        first = parts._replace(netloc=parts.netloc.rpartition("@")[0] + "@" + hosts[0]).geturl()
-        super().convert(first)
+        for ports in parse_qs(parts.query).get("port", []):
+            for port in ports.split(","):
+                _valid_port(port.strip())
+        # The standard checks (scheme, port), on the URL with its first host only.
+        super().convert(parts._replace(netloc=userinfo + at + hosts.split(",")[0]).geturl())
         return value
 
     def allowed(self) -> str:
@@ -61,19 +63,9 @@ def _valid_port(text: str) -> int:
 
 
 def _check(settings: Settings) -> None:
-    """Checks across options: the pool bounds, and ports given as a ``port=`` URL parameter."""
     low, high = settings["postgres_pool_min_size"], settings["postgres_pool_max_size"]
     if low > high:
         raise ConfigurationError(f"postgres_pool_min_size ({low}) must not exceed postgres_pool_max_size ({high})")
-    for text in parse_qs(urlsplit(settings["postgres_url"]).query).get("port", []):
-        for port in text.split(","):
-            try:
-                _valid_port(port.strip())
-            except ValueError:
-                raise ConfigurationError(
-                    f"invalid postgres_url {settings.redact(repr(settings['postgres_url']))}: "
-                    f"port={settings.redact(port)!r} is not a port number from 1 to 65535"
-                ) from None
 
 
 OPTIONS = Options(

@@ -53,14 +53,16 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _INFINITY = 2**63 - 1
 _MINUS_INFINITY = -(2**63)
-#: SQL: whether a stored time (of table alias ``t``) is outside what Python's datetime can hold.
+#: SQL literals: the earliest and latest times Python's datetime can hold.
 _READABLE_FROM, _READABLE_TO = "'0001-01-01 00:00:00+00'::timestamptz", "'9999-12-31 23:59:59.999999+00'::timestamptz"
 
 
 def _unreadable(column: str) -> str:
+    """SQL: whether a stored time is outside what Python can hold (NULL for a NULL time)."""
     return f"({column} < {_READABLE_FROM} OR {column} > {_READABLE_TO})"
 
 
+#: SQL: whether the stored record (alias ``t``) has a time Python cannot hold.
 _CORRUPT = f"({_unreadable('t.scheduled_at')} OR {_unreadable('t.locked_until')} IS TRUE)"
 
 
@@ -119,20 +121,20 @@ class Connections:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.open: set[asyncpg.Connection] = set()
+        self.live: set[asyncpg.Connection] = set()
 
     async def opened(self, connection: asyncpg.Connection) -> None:
         """Pool ``init`` hook, run for every new connection."""
         await connection.set_type_codec(
             "timestamptz", schema="pg_catalog", encoder=_encode_time, decoder=_decode_time, format="tuple"
         )
-        self.open.add(connection)
+        self.live.add(connection)
         # The listener may be handed the pool's proxy instead of the connection: discard this one.
-        connection.add_termination_listener(lambda _: self.open.discard(connection))
+        connection.add_termination_listener(lambda _: self.live.discard(connection))
 
     def server_pids(self) -> list[int]:
         """The server-side PIDs of the connections still open."""
-        return sorted({c.get_server_pid() for c in list(self.open) if not c.is_closed()})
+        return sorted({c.get_server_pid() for c in list(self.live) if not c.is_closed()})
 
 
 # --- statements ------------------------------------------------------------------------------------

@@ -351,8 +351,10 @@ class PostgresRepository(Repository):
         with map_exceptions(DRIVER_ERRORS, "postgres kill_connections"):
             killer = await asyncpg.connect(**connect_arguments(settings))
             try:
+                # From PostgreSQL 14 on, wait (up to 5 s) until each one is gone, so the cut is complete on return.
+                wait = ", 5000" if killer.get_server_version().major >= 14 else ""
                 killed: int = await killer.fetchval(
-                    "SELECT count(*) FROM unnest($1::int4[]) AS pid WHERE pg_terminate_backend(pid)", pids
+                    f"SELECT count(*) FROM unnest($1::int4[]) AS pid WHERE pg_terminate_backend(pid{wait})", pids
                 )
             finally:
                 await killer.close()

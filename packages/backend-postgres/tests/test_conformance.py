@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-import asyncpg
 import pytest
 
-from pyncette import PyncetteContext
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
     IsolationSuite,
     PersistenceSuite,
+    RecoverySuite,
     RepositoryContract,
+    ValidationSuite,
 )
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
 from pyncette_postgres import backend
 
 
@@ -53,19 +50,8 @@ class TestPostgresCoordination(PostgresBackendMixin, CoordinationSuite):
 
 
 class TestPostgresRecovery(PostgresBackendMixin, RecoverySuite):
-    @pytest.fixture
-    def recovery_options(self) -> dict[str, Any]:
-        # Other tests share the server: name this app's connections so only they are terminated.
-        return {"postgres_application_name": "pyncette-recovery-" + uuid.uuid4().hex[:8]}
+    """Connections cut by ``Repository.kill_connections``, which terminates only the app's own."""
 
-    @pytest.fixture
-    def kill_connections(self, admin: asyncpg.Connection, recovery_options: dict[str, Any]) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            killed: int = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                recovery_options["postgres_application_name"],
-            )
-            return killed
 
-        return kill
+class TestPostgresValidation(PostgresBackendMixin, ValidationSuite):
+    pass

@@ -74,13 +74,13 @@ async def _loaded(url: str, table: str) -> AsyncIterator[tuple[PostgresRepositor
     try:
         await connection.execute(LOAD.format(table=quote(table), parents=PARENTS, rows=ROWS), T0, PARENTS * 1000)
         await connection.execute(f"ALTER TABLE {quote(table)} ADD PRIMARY KEY (parent, name)")
-        async with backend.open(options) as repository:
+        async with backend.open(backend.settings(options)) as repository:
             assert isinstance(repository, PostgresRepository)
             await connection.execute(f"ANALYZE {quote(table)}")
             yield repository, connection
     finally:
         try:
-            await backend.purge(options)
+            await backend.purge(backend.settings(options))
         finally:
             await connection.close()
 

@@ -48,6 +48,6 @@ async def test_seed_snippet_runs(postgres_url: str, tmp_path: Path) -> None:
     try:
         done = await anyio.to_thread.run_sync(run_script_until_interrupted, script)
     finally:
-        await backend.purge({"postgres_url": postgres_url, "postgres_table_name": table})
+        await backend.purge(backend.settings({"postgres_url": postgres_url, "postgres_table_name": table}))
     assert "This will run every 10 seconds" in done.stdout, done.stdout
     assert done.returncode == 0, done.stdout

@@ -1,62 +1,66 @@
-"""The ``postgres`` backend descriptor: option validation, connection pool, table setup and purge."""
+"""The ``postgres`` backend descriptor: connection pool, table setup and purge."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import asyncpg.exceptions
 
 from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Settings
+from pyncette.redaction import get_logger
 
-from ._config import OPTIONS, Settings, parse_settings, redact
-from ._repository import DRIVER_ERRORS, PostgresRepository
+from ._config import OPTIONS, connect_arguments, describe_server
+from ._repository import DRIVER_ERRORS, Connections, PostgresRepository
 from ._schema import ensure_table, quote
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
-#: Server answers that only the user can fix.
-_CONFIGURATION_ERRORS = (
-    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # unknown user, bad password, pg_hba.conf
-    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
-    asyncpg.exceptions.InsufficientPrivilegeError,  # may not create the table
-    asyncpg.exceptions.ClientConfigurationError,  # malformed URL
+#: Answers to connecting that only the user can fix (anything else is transient: the server may be down,
+#: starting up, or out of connections).
+_CONFIGURATION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28xxx: unknown user, bad password, pg_hba.conf
+    asyncpg.exceptions.InvalidCatalogNameError,  # 3D000: no such database
+    asyncpg.exceptions.SyntaxOrAccessError,  # 42xxx: no privilege, unknown setting in the URL's parameters
+    asyncpg.exceptions.DataError,  # 22xxx: a setting's value refused
+    asyncpg.exceptions.ClientConfigurationError,  # a URL parameter asyncpg refuses
+    ValueError,  # asyncpg cannot parse the URL
+    TypeError,
+    OverflowError,  # a port out of range
 )
-
-
-def _scrub(message: str, url: str) -> str:
-    password = urlsplit(url).password
-    if password:
-        for secret in {password, unquote(password)}:
-            message = message.replace(secret, "***")
-    return message
 
 
 @contextlib.contextmanager
 def _connection_errors(settings: Settings, what: str) -> Iterator[None]:
-    """Translate failures to connect or set up into errors naming the server and option, never the password."""
+    """Translate failures to connect or set up into errors naming the server and option, never a secret.
+
+    The driver's exception is summarized (redacted) in the message and not chained: its text or
+    arguments could hold the URL.
+    """
     try:
         yield
     except (BackendError, ConfigurationError):
         raise
     except _CONFIGURATION_ERRORS as exc:
-        detail = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
+        detail = settings.redact(f"{type(exc).__name__}: {exc}")
         raise ConfigurationError(
-            f"PostgreSQL at {settings.server} refused to {what} (postgres_url={redact(settings.url)}): {detail}"
-        ) from exc
+            f"PostgreSQL at {_server(settings)} refused to {what} (check postgres_url and the server): {detail}"
+        ) from None
     except tuple(DRIVER_ERRORS) as exc:
-        detail = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
+        detail = settings.redact(f"{type(exc).__name__}: {exc}")
         raise BackendError(
-            f"PostgreSQL at {settings.server}: cannot {what} (postgres_connect_timeout="
-            f"{settings.connect_timeout:g}s): {detail}"
-        ) from exc
+            f"PostgreSQL at {_server(settings)}: cannot {what} "
+            f"(postgres_connect_timeout={settings['postgres_connect_timeout']:g}s): {detail}"
+        ) from None
+
+
+def _server(settings: Settings) -> str:
+    return settings.redact(describe_server(settings["postgres_url"]))
 
 
 async def _keep_session(connection: Any) -> None:
@@ -76,48 +80,59 @@ class PostgresBackend(Backend):
     capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
     options = OPTIONS
 
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        """Validate ``options`` now; connect, create (or check) the table when entered."""
-        return self._open(parse_settings(self.select_options(options)))
-
     @contextlib.asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[Repository]:
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
+        """Connect, create (or check) the table, and yield the repository."""
+        table = settings["postgres_table_name"]
+        timeout = settings["postgres_connect_timeout"]
+        connections = Connections(settings)
+        # asyncpg's own floor (its min_size) is restored by a background task that logs a traceback for
+        # every failed attempt while the server is down. The pool instead opens no connection by itself
+        # and closes none for being idle: the floor is opened here, and a connection the server closed
+        # is replaced by the next call that needs one.
         with _connection_errors(settings, "connect"):
             pool = await asyncpg.create_pool(
-                dsn=settings.url,
-                min_size=settings.pool_min_size,
-                max_size=settings.pool_max_size,
-                timeout=settings.connect_timeout,
-                command_timeout=settings.command_timeout,
-                server_settings={"application_name": settings.application_name},
+                min_size=0,
+                max_size=settings["postgres_pool_max_size"],
+                max_inactive_connection_lifetime=0,
                 reset=_keep_session,
+                init=connections.opened,
+                **connect_arguments(settings),
             )
         try:
-            with _connection_errors(settings, f"set up table {settings.table_name!r}"):
-                async with pool.acquire(timeout=settings.connect_timeout) as connection:
-                    await ensure_table(connection, settings.table_name, create=not settings.skip_table_create)
-            yield PostgresRepository(pool, settings.table_name)
+            with _connection_errors(settings, "connect"):
+                # At least one: the table check below needs it, and a refused login should read as such.
+                await _warm_up(pool, max(1, settings["postgres_pool_min_size"]), timeout)
+            with _connection_errors(settings, f"set up table {table!r}"):
+                async with pool.acquire(timeout=timeout) as connection:
+                    await ensure_table(connection, table, create=not settings["postgres_skip_table_create"])
+            yield PostgresRepository(pool, table, connections)
         finally:
-            await _close(pool, settings.connect_timeout)
+            await _close(pool, timeout, settings)
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
-        """Drop the table (and its index) the options point at."""
-        settings = parse_settings(self.select_options(options))
+    async def purge(self, settings: Settings) -> None:
+        """Drop the table (and its index) the settings point at."""
         with _connection_errors(settings, "connect"):
-            connection = await asyncpg.connect(
-                dsn=settings.url,
-                timeout=settings.connect_timeout,
-                command_timeout=settings.command_timeout,
-                server_settings={"application_name": settings.application_name},
-            )
+            connection = await asyncpg.connect(**connect_arguments(settings))
         try:
             with map_exceptions(DRIVER_ERRORS, "postgres purge"):
-                await connection.execute(f"DROP TABLE IF EXISTS {quote(settings.table_name)}")
+                await connection.execute(f"DROP TABLE IF EXISTS {quote(settings['postgres_table_name'])}")
         finally:
-            await _close(connection, settings.connect_timeout)
+            await _close(connection, settings["postgres_connect_timeout"], settings)
 
 
-async def _close(closable: Any, timeout: float) -> None:
+async def _warm_up(pool: Any, count: int, timeout: float) -> None:
+    """Open ``count`` connections now (they stay open), so the first calls do not wait for them."""
+    results = await asyncio.gather(*(pool.acquire(timeout=timeout) for _ in range(count)), return_exceptions=True)
+    for result in results:
+        if not isinstance(result, BaseException):
+            await pool.release(result)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _close(closable: Any, timeout: float, settings: Settings) -> None:
     """Close a pool or connection gracefully, or terminate it when that hangs or fails."""
     try:
         await asyncio.wait_for(closable.close(), timeout)
@@ -125,7 +140,10 @@ async def _close(closable: Any, timeout: float) -> None:
         closable.terminate()
         raise
     except Exception as exc:  # closing is best effort: the connections are gone either way
-        logger.warning("closing PostgreSQL connections failed (%s: %s); terminated them", type(exc).__name__, exc)
+        logger.warning(
+            "closing PostgreSQL connections failed (%s); terminated them",
+            settings.redact(f"{type(exc).__name__}: {exc}"),
+        )
         closable.terminate()
 
 

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
 import asyncpg.exceptions
 
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
-from pyncette.errors import BackendError
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Settings
 
+from ._config import connect_arguments
 from ._schema import CLAIMABLE_AT, quote
 
-#: Driver exceptions that become :class:`~pyncette.errors.BackendError`.
+#: Driver exceptions and what they become, the first match winning. A data error (SQLSTATE class 22:
+#: a value out of range, a string too long for a hand-made column, a NUL in a text) or an exceeded
+#: limit (class 54: a key too large for the index) fails the same way on every retry.
 DRIVER_ERRORS: Mapping[type[BaseException], type[Exception]] = {
+    asyncpg.exceptions.DataError: ConfigurationError,
+    asyncpg.exceptions.ProgramLimitExceededError: ConfigurationError,
     asyncpg.PostgresError: BackendError,
     asyncpg.InterfaceError: BackendError,
     asyncpg.exceptions.InternalClientError: BackendError,
     OSError: BackendError,
     asyncio.TimeoutError: BackendError,
 }
-
 
 #: Errors after which the pool's other idle connections are suspect too (a
 #: server restart or pg_terminate_backend usually takes them all down).
@@ -38,16 +43,101 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
+# --- times -----------------------------------------------------------------------------------------
+#
+# Times travel as PostgreSQL's own binary form, microseconds since 2000-01-01 UTC (asyncpg's "tuple"
+# codec), and are turned into datetimes here, one row at a time: a stored time Python cannot hold
+# ('infinity', a year after 9999 or before 1, all valid in a timestamptz) then marks its record as
+# corrupt instead of failing the whole fetch, as the driver's own decoder would.
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_INFINITY = 2**63 - 1
+_MINUS_INFINITY = -(2**63)
+#: SQL literals: the earliest and latest times Python's datetime can hold.
+_READABLE_FROM, _READABLE_TO = "'0001-01-01 00:00:00+00'::timestamptz", "'9999-12-31 23:59:59.999999+00'::timestamptz"
+
+
+def _unreadable(column: str) -> str:
+    """SQL: whether a stored time is outside what Python can hold (NULL for a NULL time)."""
+    return f"({column} < {_READABLE_FROM} OR {column} > {_READABLE_TO})"
+
+
+#: SQL: whether the stored record (alias ``t``) has a time Python cannot hold.
+_CORRUPT = f"({_unreadable('t.scheduled_at')} OR {_unreadable('t.locked_until')} IS TRUE)"
+
+
+def _encode_time(value: datetime) -> tuple[int]:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value - _PG_EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
+
+
+def _decode_time(value: tuple[int]) -> int:
+    return value[0]
+
+
+def _to_datetime(micros: int) -> datetime:
+    if micros == _INFINITY:
+        raise ValueError("'infinity'")
+    if micros == _MINUS_INFINITY:
+        raise ValueError("'-infinity'")
+    try:
+        return _PG_EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"{micros} microseconds after 2000-01-01 is outside years 1-9999") from None
+
 
 def _record(parent: str, row: Any) -> Record:
+    """Decode a row; one Python cannot hold comes back with ``corrupt`` set (see the contract)."""
+    problems = []
+    until = None
+    if row["locked_until"] is not None:
+        try:
+            until = _to_datetime(row["locked_until"])
+        except ValueError as exc:
+            problems.append(f"locked_until {exc}")
+    try:
+        scheduled_at = _to_datetime(row["scheduled_at"])
+    except ValueError as exc:
+        problems.append(f"scheduled_at {exc}")
+        scheduled_at = PARKED_AT
     return Record(
         parent=parent,
         name=row["name"],
         spec=row["spec"],
-        scheduled_at=row["scheduled_at"],
-        locked_until=row["locked_until"],
+        scheduled_at=scheduled_at,
+        locked_until=until,
         locked_by=row["locked_by"],
+        corrupt=f"unreadable stored time: {', '.join(problems)}" if problems else None,
     )
+
+
+# --- connections -----------------------------------------------------------------------------------
+
+
+class Connections:
+    """The pool's open connections: prepared as they open, and known so that only they are ever cut."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.live: set[asyncpg.Connection] = set()
+
+    async def opened(self, connection: asyncpg.Connection) -> None:
+        """Pool ``init`` hook, run for every new connection."""
+        await connection.set_type_codec(
+            "timestamptz", schema="pg_catalog", encoder=_encode_time, decoder=_decode_time, format="tuple"
+        )
+        self.live.add(connection)
+        # The listener may be handed the pool's proxy instead of the connection: discard this one.
+        connection.add_termination_listener(lambda _: self.live.discard(connection))
+
+    def server_pids(self) -> list[int]:
+        """The server-side PIDs of the connections still open."""
+        return sorted({c.get_server_pid() for c in list(self.live) if not c.is_closed()})
+
+
+# --- statements ------------------------------------------------------------------------------------
 
 
 def _first_occurrences(keys: Iterable[tuple[str, ...]]) -> tuple[list[int], list[int]]:
@@ -74,10 +164,14 @@ class _Statements:
         )
         self.register = {
             RegisterMode.CREATE: f"{insert} DO NOTHING RETURNING t.parent, t.name",
+            # A stored record with a time Python cannot hold is overwritten as if it were missing.
             RegisterMode.UPDATE: (
                 f"{insert} DO UPDATE SET spec = EXCLUDED.spec,"
-                " scheduled_at = LEAST(t.scheduled_at, EXCLUDED.scheduled_at)"
-                " WHERE t.locked_until IS NULL OR t.locked_until <= $5"
+                f" scheduled_at = CASE WHEN {_CORRUPT} THEN EXCLUDED.scheduled_at"
+                " ELSE LEAST(t.scheduled_at, EXCLUDED.scheduled_at) END,"
+                f" locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_until END,"
+                f" locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_by END"
+                f" WHERE t.locked_until IS NULL OR t.locked_until <= $5 OR {_CORRUPT}"
                 " RETURNING t.parent, t.name"
             ),
             RegisterMode.FORCE: (
@@ -132,13 +226,16 @@ class _Statements:
         self.first_page = f"SELECT {columns} FROM {t} WHERE parent = $1 ORDER BY name LIMIT $2"
         self.next_page = f"SELECT {columns} FROM {t} WHERE parent = $1 AND name > $3 ORDER BY name LIMIT $2"
         self.write_raw_spec = f"UPDATE {t} SET spec = $3 WHERE parent = $1 AND name = $2"
+        # A hand edit PostgreSQL accepts and Python cannot read back; the record stays due.
+        self.corrupt = f"UPDATE {t} SET scheduled_at = '-infinity' WHERE parent = $1 AND name = $2"
 
 
 class PostgresRepository(Repository):
     """Task records in one PostgreSQL table, reached through an asyncpg connection pool."""
 
-    def __init__(self, pool: Any, table_name: str) -> None:
+    def __init__(self, pool: Any, table_name: str, connections: Connections) -> None:
         self._pool = pool
+        self._connections = connections
         self.table_name = table_name
         self._sql = _Statements(table_name)
 
@@ -241,3 +338,24 @@ class PostgresRepository(Repository):
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         await self._call("write_raw_spec", "execute", self._sql.write_raw_spec, parent, name, raw)
+
+    async def corrupt(self, parent: str, name: str) -> None:
+        await self._call("corrupt", "execute", self._sql.corrupt, parent, name)
+
+    async def kill_connections(self) -> int:
+        """Terminate this repository's own server connections (by their backend PIDs), from a separate one."""
+        pids = self._connections.server_pids()
+        if not pids:
+            return 0
+        settings = self._connections.settings
+        with map_exceptions(DRIVER_ERRORS, "postgres kill_connections"):
+            killer = await asyncpg.connect(**connect_arguments(settings))
+            try:
+                # From PostgreSQL 14 on, wait (up to 5 s) until each one is gone, so the cut is complete on return.
+                wait = ", 5000" if killer.get_server_version().major >= 14 else ""
+                killed: int = await killer.fetchval(
+                    f"SELECT count(*) FROM unnest($1::int4[]) AS pid WHERE pg_terminate_backend(pid{wait})", pids
+                )
+            finally:
+                await killer.close()
+        return killed

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 from pyncette.errors import ConfigurationError
+from pyncette.redaction import get_logger
 
 from ._config import TABLE_NAME_PATTERN
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Seconds the DDL may take (building the index on a big existing table, or
 #: waiting for another instance doing so), instead of the command timeout.

@@ -17,7 +17,7 @@ from pyncette_conformance import (
     RepositoryContract,
 )
 from pyncette_conformance.recovery import KillConnections, RecoverySuite
-from pyncette_mysql import MySQLRepository, backend
+from pyncette_mysql import backend
 
 
 class MySQLBackendMixin:
@@ -52,16 +52,8 @@ class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
 
 class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
     @pytest.fixture
-    def kill_connections(self, raw_connection: Any) -> KillConnections:
+    def kill_connections(self) -> KillConnections:
         async def kill(ctx: PyncetteContext) -> int:
-            """KILL the connections in the app's pool (the server and its root user are shared)."""
-            repository = ctx.repository
-            assert isinstance(repository, MySQLRepository)
-            pool = repository._pool
-            own = {conn.thread_id() for conn in [*pool._free, *pool._used] if not conn.closed}
-            async with raw_connection.cursor() as cursor:
-                for thread_id in sorted(own):
-                    await cursor.execute(f"KILL {int(thread_id)}")
-            return len(own)
+            return await ctx.repository.kill_connections()
 
         return kill

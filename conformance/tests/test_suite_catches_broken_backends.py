@@ -59,6 +59,12 @@ def test_losing_backend_is_caught(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*test_interval_first_run_and_cadence*"])
 
 
+def test_scanning_backend_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "ScanningBackend", "-k", "claim_cost")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*claims must not scan records that are not due*"])
+
+
 def test_silencing_a_standard_test_needs_an_explicit_xfail(pytester: pytest.Pytester) -> None:
     silenced = "class TestSilenced(Mixin, ALL_SUITES[0]):\n    async def test_unlock_and_extend(self):\n        pass\n"
     result = _run(pytester, "SharedMemoryBackend", "-k", "not_silenced", classes=silenced)

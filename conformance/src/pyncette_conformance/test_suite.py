@@ -2,6 +2,7 @@
 
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
+from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
 
 
@@ -23,3 +24,7 @@ class TestIsolation(IsolationSuite):
 
 class TestCoordination(CoordinationSuite):
     """Several instances never double-run or lose work."""
+
+
+class TestRecovery(RecoverySuite):
+    """Runs stay exactly once while the storage connections are cut (needs the kill_connections hook)."""

@@ -7,16 +7,15 @@ from typing import Any
 
 import pytest
 
-from pyncette import PyncetteContext
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
     IsolationSuite,
     PersistenceSuite,
+    RecoverySuite,
     RepositoryContract,
 )
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
 from pyncette_mysql import backend
 
 
@@ -51,9 +50,4 @@ class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
 
 
 class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
-    @pytest.fixture
-    def kill_connections(self) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            return await ctx.repository.kill_connections()
-
-        return kill
+    """Uses the repository's own kill_connections hook (KILL of the pool's connection ids)."""

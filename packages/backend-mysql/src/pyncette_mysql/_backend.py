@@ -158,7 +158,11 @@ class MySQLBackend(Backend):
         ),
         Option(
             "mysql_ssl",
-            Custom(_ssl, "True or False (as text: true/false, yes/no, on/off, 1/0) or an ssl.SSLContext", "boolean"),
+            Custom(
+                _ssl,
+                "True or False (as text: true/false, yes/no, on/off, 1/0) or an ssl.SSLContext",
+                "boolean or SSLContext",
+            ),
             "TLS: True for default certificate verification, or an ssl.SSLContext",
             default=False,
         ),

@@ -346,6 +346,16 @@ async def test_non_latin1_password_reaches_the_server(mysql_options: dict[str, A
     assert SECRET not in full_text(info.value)
 
 
+async def test_ssl_without_tls_on_the_server_is_refused(options: dict[str, Any], raw_connection: Any) -> None:
+    """aiomysql would quietly connect in plain text; asking for TLS must not end up without it."""
+    ((_, have_ssl),) = await query(raw_connection, "SHOW VARIABLES LIKE 'have_ssl'")
+    if have_ssl == "YES":
+        pytest.skip("the test server offers TLS")
+    with pytest.raises(ConfigurationError, match=r"mysql_ssl is set but the MySQL server at .* does not offer TLS"):
+        async with open_repository({**options, "mysql_ssl": True}):
+            pass
+
+
 async def test_session_settings(repository: Repository) -> None:
     assert isinstance(repository, MySQLRepository)
     async with repository._pool.acquire() as conn:

@@ -229,11 +229,18 @@ class MySQLBackend(Backend):
         table, where = settings["mysql_table_name"], _where(settings)
         async with self._connection(settings) as conn:
             with map_exceptions(ERRORS, f"checking table {table!r} on {where}"):
-                version, columns = await run(
+                version, columns, cipher = await run(
                     conn,
                     "SELECT VERSION()",
                     "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
                     f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {conn.escape(table)}",
+                    "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+                )
+            if settings["mysql_ssl"] and not (cipher.rows and cipher.rows[0][1]):
+                # aiomysql quietly goes on without TLS when the server does not offer it.
+                raise ConfigurationError(
+                    f"mysql_ssl is set but the MySQL server at {where} does not offer TLS: "
+                    "enable TLS on the server or unset mysql_ssl"
                 )
             server = Server.parse(str(version.rows[0][0]))
             present = {str(row[0]).lower() for row in columns.rows}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
@@ -55,6 +56,7 @@ PARENTS_PER_STATEMENT = 16
 ERRORS: dict[type[BaseException], type[Exception]] = {
     aiomysql.DataError: ConfigurationError,
     aiomysql.MySQLError: BackendError,
+    ssl.SSLCertVerificationError: ConfigurationError,  # before OSError, its base
     OSError: BackendError,
     asyncio.TimeoutError: BackendError,
     UnicodeError: ConfigurationError,

@@ -17,7 +17,7 @@ from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Boolean, Custom, Identifier, Integer, Option, Options, Seconds, Settings, Text
 from pyncette.redaction import register_secret
 
-from ._repository import ERRORS, MySQLRepository, QuietCursor, error_code, run
+from ._repository import ERRORS, MySQLRepository, QuietCursor, classify, error_code, run
 from ._schema import COLLATIONS, COLUMNS, Server, Upsert, create_table_sql, quote_table
 
 DEFAULT_TABLE = "pyncette_tasks"
@@ -111,11 +111,17 @@ async def _within_timeout(settings: Settings, connecting: Awaitable[Any]) -> Any
     """Await a connection (or pool), bounding TCP connect *and* handshake by ``mysql_connect_timeout``."""
     what = f"connecting to MySQL server at {_where(settings)}"
     timeout = settings["mysql_connect_timeout"]
-    with map_exceptions(ERRORS, what):
-        try:
-            return await asyncio.wait_for(connecting, timeout=timeout)
-        except asyncio.TimeoutError:
-            raise BackendError(f"{what} timed out after {timeout:g} s") from None
+    try:
+        with map_exceptions(ERRORS, what):
+            try:
+                return await asyncio.wait_for(connecting, timeout=timeout)
+            except asyncio.TimeoutError:
+                raise BackendError(f"{what} timed out after {timeout:g} s") from None
+    except BackendError as exc:
+        classified = classify(exc)
+        if classified is not exc:
+            raise classified from exc.__cause__
+        raise
 
 
 class MySQLBackend(Backend):

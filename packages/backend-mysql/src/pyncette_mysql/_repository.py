@@ -56,7 +56,6 @@ PARENTS_PER_STATEMENT = 16
 ERRORS: dict[type[BaseException], type[Exception]] = {
     aiomysql.DataError: ConfigurationError,
     aiomysql.MySQLError: BackendError,
-    ssl.SSLCertVerificationError: ConfigurationError,  # before OSError, its base
     OSError: BackendError,
     asyncio.TimeoutError: BackendError,
     UnicodeError: ConfigurationError,
@@ -90,6 +89,32 @@ def error_code(exc: BaseException | None) -> int | None:
     if isinstance(exc, aiomysql.MySQLError) and exc.args and isinstance(exc.args[0], int):
         return exc.args[0]
     return None
+
+
+def refused_certificate(exc: BaseException | None) -> str | None:
+    """Why the server's TLS certificate was refused, if that is what failed a connection.
+
+    aiomysql reports it as "Can't connect" (2003), with the verification error as the cause.
+    """
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return str(exc.verify_message or exc)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def classify(exc: BackendError) -> Exception:
+    """A mapped driver error as the caller must see it: ConfigurationError when retrying cannot help."""
+    cause = exc.__cause__
+    if error_code(cause) in REFUSED_CODES:
+        return ConfigurationError(str(exc))
+    reason = refused_certificate(cause)
+    if reason is not None:
+        return ConfigurationError(
+            f"{exc} (the server's TLS certificate failed verification: {reason}; check mysql_ssl)"
+        )
+    return exc
 
 
 async def run(conn: Any, *statements: str) -> list[Result]:
@@ -243,10 +268,10 @@ class MySQLRepository(Repository):
                             f"mysql {what} ({self._where}) timed out after {self._timeout:g} s"
                         ) from None
             except BackendError as exc:
-                code = error_code(exc.__cause__)
-                if code in REFUSED_CODES:
-                    raise ConfigurationError(str(exc)) from exc.__cause__
-                if attempt >= ATTEMPTS or code not in RETRYABLE_CODES:
+                classified = classify(exc)
+                if classified is not exc:
+                    raise classified from exc.__cause__
+                if attempt >= ATTEMPTS or error_code(exc.__cause__) not in RETRYABLE_CODES:
                     raise
                 logger.debug("retrying mysql %s (attempt %d): %s", what, attempt, exc)
             await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)

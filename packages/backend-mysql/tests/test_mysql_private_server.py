@@ -1,8 +1,9 @@
-"""A private MariaDB server, killed with SIGKILL and restarted while an app works through its tasks.
+"""Private MariaDB servers: one killed with SIGKILL and restarted while an app works through its tasks,
+one serving TLS with a self-signed certificate.
 
-The test initialises a throwaway data directory, starts ``mariadbd`` on a free loopback port with its
-own socket and pid files, and never touches the shared server. Without the MariaDB server binaries it
-is skipped locally (and fails under ``CI=true``).
+Each test initialises a throwaway data directory, starts ``mariadbd`` on a free loopback port with its
+own socket and pid files, and never touches the shared server. Without the MariaDB server binaries
+they are skipped locally (and fail under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -26,8 +28,9 @@ import anyio
 import pytest
 
 from pyncette import Context, Pyncette, PyncetteContext, Task
-from pyncette.errors import BackendError
-from pyncette_mysql import backend
+from pyncette.abc import RegisterMode
+from pyncette.errors import BackendError, ConfigurationError
+from pyncette_mysql import MySQLRepository, backend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realtime]
 
@@ -68,7 +71,7 @@ def _free_port() -> int:
 class PrivateMariaDB:
     """One ``mariadbd`` on a throwaway data directory and a loopback port of its own."""
 
-    def __init__(self, server: str, directory: Path) -> None:
+    def __init__(self, server: str, directory: Path, extra: list[str]) -> None:
         self.directory = directory
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -85,6 +88,7 @@ class PrivateMariaDB:
             "--innodb-buffer-pool-size=16M",
             "--max-connections=40",
             *run_as,
+            *extra,
         ]
 
     def log_tail(self) -> str:
@@ -129,7 +133,7 @@ class PrivateMariaDB:
 
 
 @pytest.fixture
-async def private_server() -> AsyncIterator[PrivateMariaDB]:
+async def private_server(server_args: list[str]) -> AsyncIterator[PrivateMariaDB]:
     install = _binary("mariadb-install-db", "/usr/bin/mariadb-install-db", "mysql_install_db")
     server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/libexec/mariadbd", "mysqld", "/usr/sbin/mysqld")
     if install is None or server is None:
@@ -153,7 +157,7 @@ async def private_server() -> AsyncIterator[PrivateMariaDB]:
         )
         if done.returncode != 0:
             _unavailable(f"mariadb-install-db failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
-        instance = PrivateMariaDB(server, directory)
+        instance = PrivateMariaDB(server, directory, server_args)
         try:
             try:
                 await instance.start()
@@ -256,3 +260,79 @@ async def test_app_survives_a_killed_and_restarted_server(
     assert not [r.getMessage() for r in records if r.exc_info], "tracebacks were logged"
     assert PASSWORD not in caplog.text
     assert restarted_at - killed_at < 15
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, in PEM files."""
+    crypto = pytest.importorskip("cryptography", reason="needs the cryptography package to make a certificate")
+    del crypto
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyncette test server")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Path:
+    return _self_signed(tmp_path)[0]
+
+
+@pytest.fixture
+def server_args(request: pytest.FixtureRequest) -> list[str]:
+    """Extra ``mariadbd`` arguments: TLS with a self-signed certificate for tests that ask for ``certificate``."""
+    if "certificate" not in request.fixturenames:
+        return []
+    cert_file: Path = request.getfixturevalue("certificate")
+    return [f"--ssl-cert={cert_file}", f"--ssl-key={cert_file.with_name('key.pem')}"]
+
+
+async def test_tls(private_server: PrivateMariaDB, certificate: Path) -> None:
+    """TLS is used when asked for; a certificate the client does not trust is a ConfigurationError."""
+    options = {
+        "mysql_host": "127.0.0.1",
+        "mysql_port": private_server.port,
+        "mysql_user": USER,
+        "mysql_password": PASSWORD,
+        "mysql_database": "test",
+    }
+    with pytest.raises(
+        ConfigurationError, match="certificate failed verification: self-signed certificate; check mysql_ssl"
+    ) as info:
+        async with backend.open(backend.settings({**options, "mysql_ssl": "true"})):
+            pass
+    assert PASSWORD not in str(info.value)
+    trusted = ssl.create_default_context(cafile=str(certificate))
+    async with backend.open(backend.settings({**options, "mysql_ssl": trusted})) as repository:
+        assert isinstance(repository, MySQLRepository)
+        assert await repository.register([], now=datetime.now(timezone.utc), mode=RegisterMode.CREATE) == []
+        async with repository._pool.acquire() as conn, conn.cursor() as cursor:
+            await cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            ((_, cipher),) = await cursor.fetchall()
+        assert cipher  # the pool's connections are encrypted too

@@ -82,7 +82,7 @@ def _wire_password(password: str) -> str:
     bytes of the password; aiomysql encodes the password as Latin-1, so hand it the UTF-8 bytes
     spelled as Latin-1 characters (ASCII passwords are unchanged).
     """
-    wire = password.encode("utf-8", "surrogateescape").decode("latin-1")
+    wire = password.encode("utf-8", "surrogatepass").decode("latin-1")
     register_secret(wire)
     return wire
 

@@ -15,6 +15,7 @@ from pyncette_conformance import (
     PersistenceSuite,
     RecoverySuite,
     RepositoryContract,
+    ValidationSuite,
 )
 from pyncette_mysql import backend
 
@@ -51,3 +52,7 @@ class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
 
 class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
     """Uses the repository's own kill_connections hook (KILL of the pool's connection ids)."""
+
+
+class TestMySQLValidation(MySQLBackendMixin, ValidationSuite):
+    pass

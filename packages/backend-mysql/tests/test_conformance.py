@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from pyncette import PyncetteContext
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
     IsolationSuite,
     PersistenceSuite,
+    RecoverySuite,
     RepositoryContract,
+    ValidationSuite,
 )
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
-from pyncette_mysql import MySQLRepository, backend
+from pyncette_mysql import backend
 
 
 class MySQLBackendMixin:
@@ -51,17 +51,8 @@ class TestMySQLCoordination(MySQLBackendMixin, CoordinationSuite):
 
 
 class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
-    @pytest.fixture
-    def kill_connections(self, raw_connection: Any) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            """KILL the connections in the app's pool (the server and its root user are shared)."""
-            repository = ctx.repository
-            assert isinstance(repository, MySQLRepository)
-            pool = repository._pool
-            own = {conn.thread_id() for conn in [*pool._free, *pool._used] if not conn.closed}
-            async with raw_connection.cursor() as cursor:
-                for thread_id in sorted(own):
-                    await cursor.execute(f"KILL {int(thread_id)}")
-            return len(own)
+    """Uses the repository's own kill_connections hook (KILL of the pool's connection ids)."""
 
-        return kill
+
+class TestMySQLValidation(MySQLBackendMixin, ValidationSuite):
+    pass

@@ -1,11 +1,15 @@
-"""MySQL / MariaDB-specific behaviour: options, connecting, table layout, exact names, recovery, locking."""
+"""MySQL / MariaDB-specific behaviour: options, connecting, table layout, exact names, corrupt rows, recovery,
+locking."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import ssl
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -16,10 +20,10 @@ import anyio
 import pytest
 
 from pyncette import backends
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Option, Settings
 from pyncette_mysql import MySQLBackend, MySQLRepository, backend, mysql_repository
-from pyncette_mysql._backend import Settings
 from pyncette_mysql._schema import DUE_INDEX, Server, Upsert, create_table_sql
 
 pytestmark = pytest.mark.anyio
@@ -39,12 +43,20 @@ def unique_table() -> str:
     return "t_" + uuid.uuid4().hex[:12]
 
 
+def settings(options: dict[str, Any]) -> Settings:
+    return backend.settings(options)
+
+
+def open_repository(options: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[Repository]:
+    return backend.open(backend.settings(options))
+
+
 @pytest.fixture
 async def table(mysql_options: dict[str, Any]) -> AsyncIterator[str]:
     """A fresh table name, dropped after the test."""
     name = unique_table()
     yield name
-    await backend.purge({**mysql_options, "mysql_table_name": name})
+    await backend.purge(settings({**mysql_options, "mysql_table_name": name}))
 
 
 @pytest.fixture
@@ -54,7 +66,7 @@ def options(mysql_options: dict[str, Any], table: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def repository(options: dict[str, Any]) -> AsyncIterator[Repository]:
-    async with backend.open(options) as repo:
+    async with open_repository(options) as repo:
         yield repo
 
 
@@ -84,7 +96,13 @@ def test_descriptor_and_entry_point() -> None:
     assert backend.name == "mysql"
     caps = backend.capabilities
     assert (caps.persistent, caps.coordinated, caps.asyncio_only) == (True, True, True)
-    for legacy in (
+    assert backends.load("mysql") is backend
+
+
+def test_option_schema() -> None:
+    """Every 1.x option name is kept; the password is secret and the table name isolates."""
+    assert all(isinstance(option, Option) for option in backend.options.values())
+    assert set(backend.options) == {
         "mysql_host",
         "mysql_port",
         "mysql_database",
@@ -92,9 +110,24 @@ def test_descriptor_and_entry_point() -> None:
         "mysql_password",
         "mysql_table_name",
         "mysql_skip_table_create",
-    ):
-        assert legacy in backend.options
-    assert backends.load("mysql") is backend
+        "mysql_pool_size",
+        "mysql_pool_min_size",
+        "mysql_connect_timeout",
+        "mysql_command_timeout",
+        "mysql_ssl",
+        "mysql_lock_wait_timeout",
+    }
+    assert [name for name, option in backend.options.items() if option.secret] == ["mysql_password"]
+    assert [name for name, option in backend.options.items() if option.isolates] == ["mysql_table_name"]
+    assert [name for name, option in backend.options.items() if option.required] == [
+        "mysql_host",
+        "mysql_database",
+        "mysql_user",
+    ]
+    described = {option["name"]: option for option in (o.describe() for o in backend.options.values())}
+    assert described["mysql_password"]["default"] is None  # a secret's default is not shown
+    assert described["mysql_connect_timeout"]["type"] == "seconds"
+    assert backend.isolated_options("tabc123", Path("/unused")) == {"mysql_table_name": "tabc123"}
 
 
 def test_importing_does_not_connect() -> None:
@@ -109,69 +142,103 @@ BASE = {"mysql_host": "db", "mysql_database": "d", "mysql_user": "u"}
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"mysql_host": None}, "mysql_host"),
-        ({"mysql_database": None}, "mysql_database"),
-        ({"mysql_user": None}, "mysql_user"),
-        ({"mysql_host": ""}, "mysql_host ''"),
-        ({"mysql_port": "abc"}, "mysql_port 'abc'"),
-        ({"mysql_port": 0}, "mysql_port 0"),
-        ({"mysql_port": 70000}, "mysql_port 70000"),
-        ({"mysql_port": True}, "mysql_port True"),
-        ({"mysql_table_name": "bad-name"}, "mysql_table_name 'bad-name'"),
-        ({"mysql_table_name": "x; DROP TABLE y"}, "mysql_table_name 'x; DROP TABLE y'"),
-        ({"mysql_table_name": "a" * 65}, "mysql_table_name"),
-        ({"mysql_table_name": ""}, "mysql_table_name ''"),
-        ({"mysql_table_name": "tâble"}, "mysql_table_name 'tâble'"),
-        ({"mysql_table_name": "`t`"}, "mysql_table_name '`t`'"),
-        ({"mysql_skip_table_create": "maybe"}, "mysql_skip_table_create 'maybe'"),
-        ({"mysql_pool_size": 0}, "mysql_pool_size 0"),
-        ({"mysql_pool_min_size": 5, "mysql_pool_size": 2}, "mysql_pool_min_size 5"),
-        ({"mysql_connect_timeout": -1}, "mysql_connect_timeout -1"),
-        ({"mysql_connect_timeout": "soon"}, "mysql_connect_timeout 'soon'"),
-        ({"mysql_ssl": "perhaps"}, "mysql_ssl 'perhaps'"),
-        ({"mysql_lock_wait_timeout": 0}, "mysql_lock_wait_timeout 0"),
-        ({"mysql_command_timeout": 0}, "mysql_command_timeout 0"),
-        ({"mysql_password": 12345}, "mysql_password"),
-        ({"mysql_hots": "typo"}, "mysql_hots"),
+        ({"mysql_host": None}, "missing option mysql_host"),
+        ({"mysql_database": None}, "missing option mysql_database"),
+        ({"mysql_user": None}, "missing option mysql_user"),
+        ({"mysql_host": ""}, "invalid mysql_host ''"),
+        ({"mysql_port": "abc"}, "invalid mysql_port 'abc'"),
+        ({"mysql_port": 0}, "invalid mysql_port 0"),
+        ({"mysql_port": 70000}, "invalid mysql_port 70000"),
+        ({"mysql_port": True}, "invalid mysql_port True"),
+        ({"mysql_port": 3306.5}, "invalid mysql_port 3306.5"),
+        ({"mysql_table_name": "bad-name"}, "invalid mysql_table_name 'bad-name'"),
+        ({"mysql_table_name": "x; DROP TABLE y"}, "invalid mysql_table_name 'x; DROP TABLE y'"),
+        ({"mysql_table_name": "a" * 65}, "invalid mysql_table_name"),
+        ({"mysql_table_name": ""}, "invalid mysql_table_name ''"),
+        ({"mysql_table_name": "tâble"}, "invalid mysql_table_name 'tâble'"),
+        ({"mysql_table_name": "`t`"}, "invalid mysql_table_name '`t`'"),
+        ({"mysql_skip_table_create": "maybe"}, "invalid mysql_skip_table_create 'maybe'"),
+        ({"mysql_skip_table_create": 1}, "invalid mysql_skip_table_create 1"),
+        ({"mysql_pool_size": 0}, "invalid mysql_pool_size 0"),
+        ({"mysql_pool_min_size": 5, "mysql_pool_size": 2}, "invalid mysql_pool_min_size 5"),
+        ({"mysql_pool_min_size": "3", "mysql_pool_size": "2"}, "must not exceed mysql_pool_size (2)"),
+        ({"mysql_connect_timeout": -1}, "invalid mysql_connect_timeout -1"),
+        ({"mysql_connect_timeout": "soon"}, "invalid mysql_connect_timeout 'soon'"),
+        ({"mysql_connect_timeout": timedelta(0)}, "invalid mysql_connect_timeout"),
+        ({"mysql_command_timeout": 0}, "invalid mysql_command_timeout 0"),
+        ({"mysql_command_timeout": float("inf")}, "invalid mysql_command_timeout inf"),
+        ({"mysql_ssl": "perhaps"}, "invalid mysql_ssl 'perhaps'"),
+        ({"mysql_ssl": 1}, "invalid mysql_ssl 1"),
+        ({"mysql_lock_wait_timeout": 0}, "invalid mysql_lock_wait_timeout 0"),
+        ({"mysql_lock_wait_timeout": "7.5"}, "invalid mysql_lock_wait_timeout '7.5'"),
+        ({"mysql_password": 12345}, "invalid mysql_password ***"),
+        ({"mysql_hots": "typo"}, "unknown mysql option(s) mysql_hots"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value(changes: dict[str, Any], expected: str) -> None:
     options = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
     with pytest.raises(ConfigurationError) as info:
-        backend.open(options)
+        backend.settings(options)
     assert expected in str(info.value)
     assert "12345" not in str(info.value)
+    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        mysql_repository(**options)  # the 1.x call validates the same way
 
 
-def test_options_from_strings_are_accepted() -> None:
-    settings = Settings.parse(
+def test_options_from_text_are_accepted() -> None:
+    """Every option can be given as text (command line, environment variables)."""
+    parsed = settings(
         {
             **BASE,
             "mysql_port": "3307",
-            "mysql_skip_table_create": "true",
+            "mysql_skip_table_create": "yes",
             "mysql_pool_size": "4",
             "mysql_pool_min_size": "0",
             "mysql_connect_timeout": "2.5",
-            "mysql_command_timeout": 4,
-            "mysql_ssl": "false",
+            "mysql_command_timeout": "4",
+            "mysql_ssl": "off",
             "mysql_lock_wait_timeout": "7",
             "mysql_table_name": "My_Tasks_2",
             "mysql_password": SECRET,
         }
     )
-    assert (settings.port, settings.skip_table_create, settings.pool_size, settings.pool_min_size) == (3307, True, 4, 0)
-    assert (settings.connect_timeout, settings.command_timeout, settings.ssl) == (2.5, 4.0, None)
-    assert settings.lock_wait_timeout == 7
-    assert settings.table == "My_Tasks_2"
-    assert SECRET not in repr(settings)
-    assert Settings.parse({**BASE, "mysql_ssl": True}).ssl is not None
+    assert dict(parsed) == {
+        **BASE,
+        "mysql_port": 3307,
+        "mysql_skip_table_create": True,
+        "mysql_pool_size": 4,
+        "mysql_pool_min_size": 0,
+        "mysql_connect_timeout": 2.5,
+        "mysql_command_timeout": 4.0,
+        "mysql_ssl": False,
+        "mysql_lock_wait_timeout": 7,
+        "mysql_table_name": "My_Tasks_2",
+        "mysql_password": SECRET,
+    }
+    assert SECRET not in repr(parsed)
+    assert SECRET in parsed.secrets
+    assert settings({**BASE, "mysql_ssl": "true"})["mysql_ssl"] is True
+
+
+def test_timeouts_accept_timedeltas_without_an_upper_limit() -> None:
+    parsed = settings(
+        {**BASE, "mysql_connect_timeout": timedelta(milliseconds=1500), "mysql_command_timeout": timedelta(days=400)}
+    )
+    assert (parsed["mysql_connect_timeout"], parsed["mysql_command_timeout"]) == (1.5, 400 * 86400.0)
+
+
+def test_ssl_accepts_a_context() -> None:
+    context = ssl.create_default_context()
+    assert settings({**BASE, "mysql_ssl": context})["mysql_ssl"] is context
 
 
 def test_none_means_the_default() -> None:
     optional = [name for name in backend.options if name not in BASE]
-    settings = Settings.parse({**BASE, **dict.fromkeys(optional)})
-    assert settings == Settings.parse(BASE)
-    assert (settings.port, settings.table, settings.pool_size, settings.password) == (3306, "pyncette_tasks", 10, "")
+    parsed = settings({**BASE, **dict.fromkeys(optional)})
+    assert dict(parsed) == dict(settings(BASE))
+    assert (parsed["mysql_port"], parsed["mysql_table_name"], parsed["mysql_pool_size"]) == (3306, "pyncette_tasks", 10)
+    assert (parsed["mysql_password"], parsed["mysql_ssl"], parsed["mysql_lock_wait_timeout"]) == ("", False, None)
+    assert (parsed["mysql_connect_timeout"], parsed["mysql_command_timeout"]) == (5.0, 30.0)
 
 
 def test_server_detection_and_dialect() -> None:
@@ -185,7 +252,10 @@ def test_server_detection_and_dialect() -> None:
     assert mysql.isolation_variable == "transaction_isolation"
     assert mysql.row_alias
     assert not Server.parse("8.0.18").row_alias
-    assert maria.init_command(None) == "SET time_zone = '+00:00', tx_isolation = 'READ-COMMITTED'"
+    assert maria.init_command(None) == (
+        "SET time_zone = '+00:00', tx_isolation = 'READ-COMMITTED', "
+        "sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_ALL_TABLES')"
+    )
     assert mysql.init_command(3).endswith("innodb_lock_wait_timeout = 3")
     for old in ("10.5.9-MariaDB", "5.7.44"):
         with pytest.raises(ConfigurationError, match="too old"):
@@ -201,15 +271,23 @@ def test_server_detection_and_dialect() -> None:
 # --- connecting ----------------------------------------------------------------------------------
 
 
-async def test_unreachable_server_raises_backend_error_quickly() -> None:
+def full_text(exc: BaseException) -> str:
+    """Everything an exception can show: message, repr and the traceback with its causes."""
+    return f"{exc}\n{exc!r}\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))}"
+
+
+async def test_unreachable_server_raises_backend_error_quickly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
     started = time.monotonic()
     with pytest.raises(BackendError) as info:
-        async with backend.open({**BASE, "mysql_host": "127.0.0.1", "mysql_port": 1, "mysql_password": SECRET}):
+        async with open_repository({**BASE, "mysql_host": "127.0.0.1", "mysql_port": 1, "mysql_password": SECRET}):
             pass
     assert time.monotonic() - started < 3
     assert "127.0.0.1:1" in str(info.value)
-    assert SECRET not in str(info.value)
-    assert SECRET not in repr(info.value.__cause__)
+    assert SECRET not in full_text(info.value)
+    assert info.value.__cause__ is not None
+    assert SECRET not in full_text(info.value.__cause__)
+    assert SECRET not in caplog.text
 
 
 async def test_silent_server_times_out_within_the_connect_timeout() -> None:
@@ -224,7 +302,7 @@ async def test_silent_server_times_out_within_the_connect_timeout() -> None:
     try:
         started = time.monotonic()
         with pytest.raises(BackendError) as info:
-            async with backend.open(
+            async with open_repository(
                 {**BASE, "mysql_host": "127.0.0.1", "mysql_port": port, "mysql_connect_timeout": 1}
             ):
                 pass
@@ -240,39 +318,62 @@ async def test_silent_server_times_out_within_the_connect_timeout() -> None:
 
 async def test_purge_of_unreachable_server_raises_backend_error() -> None:
     with pytest.raises(BackendError):
-        await backend.purge({**BASE, "mysql_host": "127.0.0.1", "mysql_port": 1})
+        await backend.purge(settings({**BASE, "mysql_host": "127.0.0.1", "mysql_port": 1}))
 
 
 async def test_unknown_database_is_a_configuration_error(mysql_options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match="mysql_database"):
-        async with backend.open({**mysql_options, "mysql_database": "no_such_db_" + uuid.uuid4().hex[:8]}):
+        async with open_repository({**mysql_options, "mysql_database": "no_such_db_" + uuid.uuid4().hex[:8]}):
             pass
 
 
 async def test_wrong_password_is_a_configuration_error_without_the_password(mysql_options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError) as info:
-        async with backend.open({**mysql_options, "mysql_user": "pyncette_nobody", "mysql_password": SECRET}):
+        async with open_repository({**mysql_options, "mysql_user": "pyncette_nobody", "mysql_password": SECRET}):
             pass
     assert "mysql_password" in str(info.value)
-    assert SECRET not in str(info.value)
+    assert SECRET not in full_text(info.value)
+
+
+async def test_non_latin1_password_reaches_the_server(mysql_options: dict[str, Any]) -> None:
+    """aiomysql cannot encode it itself; it is sent as UTF-8 and refused by the server like any wrong one."""
+    password = "pässwörd-€-" + SECRET
+    with pytest.raises(ConfigurationError) as info:
+        async with open_repository({**mysql_options, "mysql_user": "pyncette_nobody", "mysql_password": password}):
+            pass
+    assert "access denied" in str(info.value)
+    assert password not in full_text(info.value)
+    assert SECRET not in full_text(info.value)
+
+
+async def test_ssl_without_tls_on_the_server_is_refused(options: dict[str, Any], raw_connection: Any) -> None:
+    """aiomysql would quietly connect in plain text; asking for TLS must not end up without it."""
+    ((_, have_ssl),) = await query(raw_connection, "SHOW VARIABLES LIKE 'have_ssl'")
+    if have_ssl == "YES":
+        pytest.skip("the test server offers TLS")
+    with pytest.raises(ConfigurationError, match=r"mysql_ssl is set but the MySQL server at .* does not offer TLS"):
+        async with open_repository({**options, "mysql_ssl": True}):
+            pass
 
 
 async def test_session_settings(repository: Repository) -> None:
     assert isinstance(repository, MySQLRepository)
     async with repository._pool.acquire() as conn:
         rows = await query(conn, "SELECT @@session.time_zone, @@session.tx_isolation, @@autocommit")
+        ((mode,),) = await query(conn, "SELECT @@session.sql_mode")
     assert rows == [("+00:00", "READ-COMMITTED", 1)]
+    assert "STRICT_ALL_TABLES" in mode.split(",")
 
 
 async def test_lock_wait_timeout_option(options: dict[str, Any]) -> None:
-    async with backend.open({**options, "mysql_lock_wait_timeout": 7}) as repository:
+    async with open_repository({**options, "mysql_lock_wait_timeout": 7}) as repository:
         assert isinstance(repository, MySQLRepository)
         async with repository._pool.acquire() as conn:
             assert await query(conn, "SELECT @@session.innodb_lock_wait_timeout") == [(7,)]
 
 
 async def test_pool_size_bounds_connections(options: dict[str, Any]) -> None:
-    async with backend.open({**options, "mysql_pool_size": 2, "mysql_pool_min_size": 2}) as repository:
+    async with open_repository({**options, "mysql_pool_size": 2, "mysql_pool_min_size": 2}) as repository:
         await repository.register([rec(f"r{i}") for i in range(50)], now=T0, mode=RegisterMode.UPDATE)
         async with anyio.create_task_group() as tg:
             for _ in range(10):
@@ -340,15 +441,15 @@ async def test_times_are_stored_as_utc(repository: Repository, table: str, raw_c
 
 
 async def test_opening_twice_is_idempotent(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first:
+    async with open_repository(options) as first:
         await first.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
-    async with backend.open(options) as second:
+    async with open_repository(options) as second:
         assert await second.get("p", "a") is not None
 
 
 async def test_concurrent_startup_creates_the_table_once(options: dict[str, Any]) -> None:
     async def start() -> None:
-        async with backend.open(options) as repo:
+        async with open_repository(options) as repo:
             await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
 
     async with anyio.create_task_group() as tg:
@@ -358,7 +459,7 @@ async def test_concurrent_startup_creates_the_table_once(options: dict[str, Any]
 
 async def test_skip_table_create_with_missing_table(options: dict[str, Any], table: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        async with backend.open({**options, "mysql_skip_table_create": True}):
+        async with open_repository({**options, "mysql_skip_table_create": True}):
             pass
     assert table in str(info.value)
     assert "mysql_skip_table_create" in str(info.value)
@@ -368,7 +469,7 @@ async def test_skip_table_create_uses_a_table_made_from_the_readme_ddl(
     options: dict[str, Any], table: str, raw_connection: Any
 ) -> None:
     await query(raw_connection, create_table_sql(table, "utf8mb4_bin"))
-    async with backend.open({**options, "mysql_skip_table_create": True}) as repository:
+    async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
         assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
         assert [r.name for r in await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="t")] == [
             "a"
@@ -380,7 +481,7 @@ async def test_incompatible_existing_table_is_reported(
 ) -> None:
     await query(raw_connection, f"CREATE TABLE `{table}` (partition_id VARCHAR(64), task_id VARCHAR(64))")
     with pytest.raises(ConfigurationError) as info:
-        async with backend.open(options):
+        async with open_repository(options):
             pass
     assert table in str(info.value)
     assert "scheduled_at" in str(info.value)
@@ -389,17 +490,141 @@ async def test_incompatible_existing_table_is_reported(
 async def test_purge_drops_the_table(mysql_options: dict[str, Any], raw_connection: Any) -> None:
     name = unique_table()
     options = {**mysql_options, "mysql_table_name": name}
-    async with backend.open(options):
+    async with open_repository(options):
         pass
     assert await query(raw_connection, f"SHOW TABLES LIKE '{name}'") == [(name,)]
-    await backend.purge(options)
+    await backend.purge(settings(options))
     assert await query(raw_connection, f"SHOW TABLES LIKE '{name}'") == []
-    await backend.purge(options)  # idempotent
+    await backend.purge(settings(options))  # idempotent
 
 
 async def test_1x_style_factory_call(options: dict[str, Any]) -> None:
     async with mysql_repository(**options) as repository:
         assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
+
+
+# --- values the server refuses, corrupt rows --------------------------------------------------------
+
+
+async def test_values_the_server_refuses_are_configuration_errors(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    """Strict mode makes the server refuse what does not fit (never truncate it); retrying cannot help."""
+    await query(
+        raw_connection, create_table_sql(table, "utf8mb4_bin").replace("`name` VARCHAR(255)", "`name` VARCHAR(8)")
+    )
+    async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
+        for mode in (RegisterMode.CREATE, RegisterMode.UPDATE, RegisterMode.FORCE):
+            with pytest.raises(ConfigurationError, match="1406"):
+                await repository.register([rec("much-too-long")], now=T0, mode=mode)
+        with pytest.raises(ConfigurationError, match="UnicodeEncodeError"):
+            await repository.register([rec("x\ud800")], now=T0, mode=RegisterMode.UPDATE)
+        assert await repository.register([rec("fits")], now=T0, mode=RegisterMode.UPDATE) == [True]
+        assert await query(raw_connection, f"SELECT name FROM `{table}`") == [("fits",)]
+
+
+async def test_parked_at_round_trips(repository: Repository) -> None:
+    await repository.register([rec("a", PARKED_AT)], now=T0, mode=RegisterMode.UPDATE)
+    stored = await repository.get("p", "a")
+    assert stored is not None
+    assert (stored.scheduled_at, stored.corrupt) == (PARKED_AT, None)
+    assert await repository.claim("p", now=PARKED_AT - timedelta(seconds=1), limit=5, lease_until=T0, token="t") == []
+    (claimed,) = await repository.claim("p", now=PARKED_AT, limit=5, lease_until=PARKED_AT, token="t")
+    assert (claimed.scheduled_at, claimed.locked_until) == (PARKED_AT, PARKED_AT)
+    assert await repository.extend(Lease("p", "a", "t"), lease_until=PARKED_AT) is True
+    assert await repository.commit([Completion("p", "a", "t", PARKED_AT)]) == [True]
+    stored = await repository.get("p", "a")
+    assert stored is not None
+    assert (stored.scheduled_at, stored.locked_until, stored.locked_by) == (PARKED_AT, None, None)
+
+
+async def stored_times(conn: Any, table: str, name: str) -> tuple[str, str | None]:
+    ((scheduled_at, locked_until),) = await query(
+        conn, f"SELECT CAST(scheduled_at AS CHAR), CAST(locked_until AS CHAR) FROM `{table}` WHERE name = '{name}'"
+    )
+    return scheduled_at, locked_until
+
+
+async def test_corrupt_row_is_claimed_with_the_others_and_parked(
+    repository: Repository, table: str, raw_connection: Any
+) -> None:
+    records = [rec("early", T0 - timedelta(hours=2)), rec("bad", T0 - timedelta(hours=1), '{"v": 7}'), rec("late")]
+    await repository.register(records, now=T0, mode=RegisterMode.UPDATE)
+    await repository.corrupt("p", "bad")
+    assert (await stored_times(raw_connection, table, "bad"))[0].startswith("0000-00-00 00:00:00")
+
+    stored = await repository.get("p", "bad")
+    assert stored is not None
+    assert stored.corrupt is not None and "scheduled_at" in stored.corrupt and "0000-00-00" in stored.corrupt
+    assert (stored.spec, stored.scheduled_at, stored.locked_until) == ('{"v": 7}', PARKED_AT, None)
+    page, _ = await repository.list_page("p", limit=10, continuation=None)
+    assert [(r.name, r.corrupt is not None) for r in page] == [("bad", True), ("early", False), ("late", False)]
+
+    claimed = await repository.claim("p", now=T0, limit=10, lease_until=T0 + LEASE, token="t")
+    assert [r.name for r in claimed] == ["bad", "early", "late"]  # a zero date sorts first
+    bad = claimed[0]
+    assert bad.corrupt is not None
+    assert (bad.spec, bad.scheduled_at, bad.locked_until, bad.locked_by) == ('{"v": 7}', PARKED_AT, T0 + LEASE, "t")
+    assert all(r.corrupt is None and r.locked_by == "t" for r in claimed[1:])
+
+    # What the runtime does with it: park it, which repairs the row.
+    assert await repository.commit([Completion("p", "bad", "t", PARKED_AT)]) == [True]
+    assert await stored_times(raw_connection, table, "bad") == ("9999-12-31 23:59:59.000000", None)
+    stored = await repository.get("p", "bad")
+    assert stored is not None
+    assert (stored.corrupt, stored.scheduled_at, stored.locked_by, stored.spec) == (None, PARKED_AT, None, '{"v": 7}')
+    later = T0 + timedelta(days=3650)
+    assert [r.name for r in await repository.claim("p", now=later, limit=10, lease_until=later, token="u")] == [
+        "early",
+        "late",
+    ]
+
+
+async def test_register_treats_a_corrupt_row_as_missing(repository: Repository) -> None:
+    await repository.register([rec("a", spec='"old"')], now=T0, mode=RegisterMode.UPDATE)
+    await repository.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="t")
+    await repository.corrupt("p", "a")
+
+    assert await repository.register([rec("a", spec='"create"')], now=T0, mode=RegisterMode.CREATE) == [False]
+    stored = await repository.get("p", "a")
+    assert stored is not None
+    assert (stored.corrupt is not None, stored.spec, stored.locked_by) == (True, '"old"', "t")
+
+    # Leased until T0 + LEASE, so a readable row would be left alone; a corrupt one is overwritten.
+    at = T0 + timedelta(hours=1)
+    assert await repository.register([rec("a", at, '"update"')], now=T0, mode=RegisterMode.UPDATE) == [True]
+    stored = await repository.get("p", "a")
+    assert stored == Record("p", "a", '"update"', at)
+    assert await repository.commit([Completion("p", "a", "t", None)]) == [False]  # that lease is gone
+
+    await repository.corrupt("p", "a")
+    assert await repository.register([rec("a", T0, '"force"')], now=T0, mode=RegisterMode.FORCE) == [True]
+    assert await repository.get("p", "a") == Record("p", "a", '"force"', T0)
+
+
+async def test_other_unreadable_times_are_corrupt_too(repository: Repository, table: str, raw_connection: Any) -> None:
+    """A zero lease expiry, and an impossible date a server with ALLOW_INVALID_DATES keeps."""
+    await repository.register([rec("lease"), rec("date")], now=T0, mode=RegisterMode.UPDATE)
+    await query(raw_connection, "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'")
+    await query(
+        raw_connection, f"UPDATE `{table}` SET locked_until = '0000-00-00', locked_by = 'x' WHERE name = 'lease'"
+    )
+    await query(raw_connection, f"UPDATE `{table}` SET scheduled_at = '2029-02-31 10:00:00' WHERE name = 'date'")
+
+    lease = await repository.get("p", "lease")
+    assert lease is not None
+    assert lease.corrupt is not None and "locked_until" in lease.corrupt
+    assert (lease.scheduled_at, lease.locked_until, lease.locked_by) == (T0, None, "x")
+    date = await repository.get("p", "date")
+    assert date is not None
+    assert date.corrupt is not None and "2029-02-31" in date.corrupt
+    assert date.scheduled_at == PARKED_AT
+
+    claimed = {r.name: r for r in await repository.claim("p", now=T0, limit=10, lease_until=T0 + LEASE, token="t")}
+    assert claimed["lease"].corrupt is None  # the claim replaced the bad expiry with its own lease
+    assert claimed["date"].corrupt is not None
+    assert await repository.commit([Completion("p", n, "t", PARKED_AT) for n in ("date", "lease")]) == [True, True]
+    assert all(r.corrupt is None for r in (await repository.list_page("p", limit=10, continuation=None))[0])
 
 
 # --- batches -------------------------------------------------------------------------------------
@@ -486,13 +711,34 @@ async def test_bulk_register_claim_commit(repository: Repository) -> None:
 # --- failures and concurrency --------------------------------------------------------------------
 
 
-async def test_killed_connections_are_survived(options: dict[str, Any], raw_connection: Any) -> None:
-    async with backend.open({**options, "mysql_pool_size": 3, "mysql_pool_min_size": 3}) as repository:
+async def server_connection_ids(conn: Any) -> set[int]:
+    return {row[0] for row in await query(conn, "SELECT ID FROM information_schema.PROCESSLIST")}
+
+
+async def test_kill_connections_hook_cuts_only_the_pool(options: dict[str, Any], raw_connection: Any) -> None:
+    """The hook kills the repository's own connections and returns how many; the server's others live on."""
+    async with (
+        open_repository({**options, "mysql_pool_size": 3, "mysql_pool_min_size": 3}) as repository,
+        open_repository(options) as other,
+    ):
         await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
         killed = pool_connection_ids(repository)
+        bystanders = {*pool_connection_ids(other), raw_connection.thread_id()}
         assert len(killed) == 3
-        for thread_id in killed:
-            await query(raw_connection, f"KILL {thread_id}")
+        assert await repository.kill_connections() == 3
+        deadline = time.monotonic() + 5
+        while set(killed) & (alive := await server_connection_ids(raw_connection)):  # KILL takes effect shortly
+            assert time.monotonic() < deadline, "killed connections are still listed"
+            await asyncio.sleep(0.05)
+        assert bystanders <= alive
+        assert await other.get("p", "a") is not None
+
+
+async def test_killed_connections_are_survived(options: dict[str, Any]) -> None:
+    async with open_repository({**options, "mysql_pool_size": 3, "mysql_pool_min_size": 3}) as repository:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        killed = pool_connection_ids(repository)
+        assert await repository.kill_connections() == 3
         failures = 0
         for _ in range(5):
             try:
@@ -513,7 +759,7 @@ async def test_killed_connections_are_survived(options: dict[str, Any], raw_conn
 async def test_connection_killed_mid_call_raises_backend_error(
     options: dict[str, Any], raw_connection: Any, table: str
 ) -> None:
-    async with backend.open({**options, "mysql_pool_size": 1}) as repository:
+    async with open_repository({**options, "mysql_pool_size": 1}) as repository:
         await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
         await repository.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="t")
         (own,) = pool_connection_ids(repository)
@@ -533,7 +779,7 @@ async def test_connection_killed_mid_call_raises_backend_error(
 async def test_lock_wait_timeout_is_retried_then_raised(
     options: dict[str, Any], raw_connection: Any, table: str
 ) -> None:
-    async with backend.open({**options, "mysql_lock_wait_timeout": 1}) as repository:
+    async with open_repository({**options, "mysql_lock_wait_timeout": 1}) as repository:
         await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
         await repository.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="t")
         await query(raw_connection, "START TRANSACTION")
@@ -550,7 +796,7 @@ async def test_lock_wait_timeout_is_retried_then_raised(
 
 
 async def test_command_timeout_bounds_a_blocked_call(options: dict[str, Any], raw_connection: Any, table: str) -> None:
-    async with backend.open({**options, "mysql_command_timeout": 1, "mysql_pool_size": 1}) as repository:
+    async with open_repository({**options, "mysql_command_timeout": 1, "mysql_pool_size": 1}) as repository:
         await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
         await repository.claim("p", now=T0, limit=1, lease_until=T0 + LEASE, token="t")
         (blocked,) = pool_connection_ids(repository)
@@ -591,13 +837,13 @@ async def test_deadlock_is_retried(
 async def test_four_competing_instances(options: dict[str, Any]) -> None:
     count = 1200
     names = [f"r{i:04d}" for i in range(count)]
-    async with backend.open(options) as setup:
+    async with open_repository(options) as setup:
         await setup.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE)
     claimed: dict[str, list[str]] = {}
     errors: list[BaseException] = []
 
     async def instance(index: int) -> None:
-        async with backend.open({**options, "mysql_pool_size": 4}) as repo:
+        async with open_repository({**options, "mysql_pool_size": 4}) as repo:
 
             async def worker(w: int) -> None:
                 token = f"i{index}w{w}"
@@ -627,9 +873,3 @@ async def test_four_competing_instances(options: dict[str, Any]) -> None:
     assert errors == []
     assert sorted(claimed) == names
     assert all(len(tokens) == 1 for tokens in claimed.values())
-
-
-def test_no_password_in_settings_repr() -> None:
-    settings = Settings.parse({**BASE, "mysql_password": SECRET})
-    assert SECRET not in repr(settings)
-    assert re.search("password", repr(settings)) is None

@@ -66,6 +66,6 @@ async def test_seed_snippet_runs(mysql_options: dict[str, Any], tmp_path: Path) 
     try:
         done = await anyio.to_thread.run_sync(run_script_until_interrupted, script)
     finally:
-        await backend.purge({**mysql_options, "mysql_table_name": table})
+        await backend.purge(backend.settings({**mysql_options, "mysql_table_name": table}))
     assert "This will run every 10 seconds" in done.stdout, done.stdout
     assert done.returncode == 0, done.stdout

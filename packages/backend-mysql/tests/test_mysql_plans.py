@@ -84,7 +84,7 @@ async def loaded(options: dict[str, Any]) -> AsyncIterator[tuple[MySQLRepository
         charset="utf8mb4",
     )
     try:
-        async with backend.open(options) as repository:
+        async with backend.open(backend.settings(options)) as repository:
             assert isinstance(repository, MySQLRepository)
             ((version,),) = await query(conn, "SELECT VERSION()")
             numbers = _NUMBERS["mariadb" in version.lower()]
@@ -99,7 +99,7 @@ async def loaded(options: dict[str, Any]) -> AsyncIterator[tuple[MySQLRepository
             yield repository, conn
     finally:
         try:
-            await backend.purge(options)
+            await backend.purge(backend.settings(options))
         finally:
             conn.close()
 

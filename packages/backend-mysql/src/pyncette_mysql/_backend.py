@@ -1,15 +1,12 @@
-"""The ``mysql`` backend descriptor: option validation, server detection, table creation, the pool."""
+"""The ``mysql`` backend descriptor: the option schema, server detection, table creation, the pool."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import importlib
-import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from typing import Any
 
@@ -17,15 +14,14 @@ import aiomysql
 
 from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Boolean, Custom, Identifier, Integer, Option, Options, Seconds, Settings, Text
+from pyncette.redaction import register_secret
 
-from ._repository import ERRORS, MySQLRepository, QuietCursor, error_code, run
+from ._repository import ERRORS, MySQLRepository, QuietCursor, classify, error_code, run
 from ._schema import COLLATIONS, COLUMNS, Server, Upsert, create_table_sql, quote_table
 
 DEFAULT_TABLE = "pyncette_tasks"
 DEFAULT_PORT = 3306
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0", ""})
 #: Multi-statement queries let a transaction travel in one round trip; FOUND_ROWS makes UPDATE
 #: report matched rather than changed rows.
 _CLIENT_FOUND_ROWS = 1 << 1  # protocol capability flags (pymysql.constants.CLIENT)
@@ -39,162 +35,93 @@ _SETUP_ERRORS = {
     1049: "mysql_database (unknown database)",
     1698: "mysql_user / mysql_password (access denied)",
 }
+#: ``innodb_lock_wait_timeout``'s range on both servers.
+_MAX_LOCK_WAIT = 1_073_741_824
 
 
-def _get(options: Mapping[str, Any], key: str, default: Any) -> Any:
-    """An option's value; ``None`` (like absence) means the default."""
-    value = options.get(key)
-    return default if value is None else value
-
-
-def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = _get(options, key, default)
-    if isinstance(value, bool):
+def _ssl(value: object) -> bool | ssl.SSLContext:
+    if isinstance(value, ssl.SSLContext):
         return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigurationError(f"invalid {key} {value!r}: expected true or false")
+    return Boolean().convert(value)
 
 
-def _int(options: Mapping[str, Any], key: str, default: int | None, low: int, high: int) -> int | None:
-    value = _get(options, key, default)
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigurationError(f"invalid {key} {value!r}: expected an integer from {low} to {high}")
-    return value
-
-
-def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = _get(options, key, default)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
-        raise ConfigurationError(f"invalid {key} {value!r}: expected a number of seconds above 0 (at most 86400)")
-    return float(value)
-
-
-def _text(options: Mapping[str, Any], key: str, default: str | None = None) -> str:
-    value = _get(options, key, default)
-    if value is None:
-        raise ConfigurationError(f"missing option {key}: the MySQL backend needs it")
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"invalid {key} {value!r}: expected a non-empty string")
-    return value
+def _check(settings: Settings) -> None:
+    low, high = settings["mysql_pool_min_size"], settings["mysql_pool_size"]
+    if low > high:
+        raise ConfigurationError(f"invalid mysql_pool_min_size {low!r}: must not exceed mysql_pool_size ({high})")
 
 
 def _decoders() -> dict[int, Any]:
-    """pymysql's result decoders, with DATETIME read straight into aware UTC datetimes (and ~30x faster)."""
-    decoders: dict[int, Any] = dict(importlib.import_module("pymysql.converters").decoders)
-    fallback = decoders[_FIELD_TYPE_DATETIME]
+    """pymysql's result decoders, with DATETIME read straight into aware UTC datetimes (and ~30x faster).
 
-    def utc_datetime(value: str) -> Any:
+    A value that is not a valid date (a zero date a non-strict session wrote, say) stays text; the
+    repository reports such a record as corrupt.
+    """
+    decoders: dict[int, Any] = dict(importlib.import_module("pymysql.converters").decoders)
+
+    def utc_datetime(value: str | bytes) -> datetime | str:
+        text = value.decode("ascii", "replace") if isinstance(value, (bytes, bytearray)) else value
         try:
-            return datetime.fromisoformat(value + "+00:00")
-        except ValueError:  # e.g. a zero date, which pymysql returns as a string
-            return fallback(value)
+            return datetime.fromisoformat(text + "+00:00")
+        except ValueError:
+            return text
 
     decoders[_FIELD_TYPE_DATETIME] = utc_datetime
     return decoders
 
 
-def validate_table_name(name: object) -> str:
-    """Accept only plain identifiers (letters, digits, underscores; at most 64), so the name is safe in SQL."""
-    if not isinstance(name, str) or not _TABLE_NAME.match(name):
-        raise ConfigurationError(f"invalid mysql_table_name {name!r}: use 1-64 letters, digits and underscores")
-    return name
+def _where(settings: Settings) -> str:
+    """Names the server in messages (never a secret)."""
+    return f"{settings['mysql_host']}:{settings['mysql_port']}/{settings['mysql_database']}"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated options."""
+def _wire_password(password: str) -> str:
+    """The password in the form aiomysql needs to send its UTF-8 bytes.
 
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str = field(repr=False)
-    table: str
-    skip_table_create: bool
-    pool_min_size: int
-    pool_size: int
-    connect_timeout: float
-    command_timeout: float
-    ssl: ssl.SSLContext | None
-    lock_wait_timeout: int | None
+    The server checks the bytes the client sends, and a user created from a UTF-8 client has the UTF-8
+    bytes of the password; aiomysql encodes the password as Latin-1, so hand it the UTF-8 bytes
+    spelled as Latin-1 characters (ASCII passwords are unchanged).
+    """
+    wire = password.encode("utf-8", "surrogatepass").decode("latin-1")
+    register_secret(wire)
+    return wire
 
-    @classmethod
-    def parse(cls, options: Mapping[str, Any]) -> Settings:
-        """Validate ``mysql_*`` options; every error names the option and what it allows."""
-        password = _get(options, "mysql_password", "")
-        if not isinstance(password, str):
-            raise ConfigurationError("invalid mysql_password: expected a string")  # never echo the value
-        pool_size = _int(options, "mysql_pool_size", 10, 1, 1000)
-        pool_min_size = _int(options, "mysql_pool_min_size", 1, 0, 1000)
-        assert pool_size is not None
-        assert pool_min_size is not None
-        if pool_min_size > pool_size:
-            raise ConfigurationError(
-                f"invalid mysql_pool_min_size {pool_min_size!r}: must not exceed mysql_pool_size ({pool_size})"
-            )
-        ssl_option = _get(options, "mysql_ssl", False)
-        context: ssl.SSLContext | None
-        if isinstance(ssl_option, ssl.SSLContext):
-            context = ssl_option
-        else:
-            context = ssl.create_default_context() if _bool(options, "mysql_ssl", False) else None
-        port = _int(options, "mysql_port", DEFAULT_PORT, 1, 65535)
-        assert port is not None
-        return cls(
-            host=_text(options, "mysql_host"),
-            port=port,
-            database=_text(options, "mysql_database"),
-            user=_text(options, "mysql_user"),
-            password=password,
-            table=validate_table_name(_get(options, "mysql_table_name", DEFAULT_TABLE)),
-            skip_table_create=_bool(options, "mysql_skip_table_create", False),
-            pool_min_size=pool_min_size,
-            pool_size=pool_size,
-            connect_timeout=_seconds(options, "mysql_connect_timeout", 5.0),
-            command_timeout=_seconds(options, "mysql_command_timeout", 30.0),
-            ssl=context,
-            lock_wait_timeout=_int(options, "mysql_lock_wait_timeout", None, 1, 3600),
-        )
 
-    @property
-    def where(self) -> str:
-        """Names the server in messages (never the password)."""
-        return f"{self.host}:{self.port}/{self.database}"
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Arguments of ``aiomysql.connect`` / ``create_pool`` shared by every connection."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "password": self.password,
-            "db": self.database,
-            "charset": "utf8mb4",
-            "autocommit": True,
-            "client_flag": _CLIENT_FLAGS,
-            "connect_timeout": self.connect_timeout,
-            "ssl": self.ssl,
-            "cursorclass": QuietCursor,
-            "conv": _decoders(),
-        }
+def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments of ``aiomysql.connect`` / ``create_pool`` shared by every connection."""
+    use_ssl = settings["mysql_ssl"]
+    context = use_ssl if isinstance(use_ssl, ssl.SSLContext) else ssl.create_default_context() if use_ssl else None
+    return {
+        "host": settings["mysql_host"],
+        "port": settings["mysql_port"],
+        "user": settings["mysql_user"],
+        "password": _wire_password(settings["mysql_password"]),
+        "db": settings["mysql_database"],
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "client_flag": _CLIENT_FLAGS,
+        "connect_timeout": settings["mysql_connect_timeout"],
+        "ssl": context,
+        "cursorclass": QuietCursor,
+        "conv": _decoders(),
+    }
 
 
 async def _within_timeout(settings: Settings, connecting: Awaitable[Any]) -> Any:
     """Await a connection (or pool), bounding TCP connect *and* handshake by ``mysql_connect_timeout``."""
-    what = f"connecting to MySQL server at {settings.where}"
-    with map_exceptions(ERRORS, what):
-        try:
-            return await asyncio.wait_for(connecting, timeout=settings.connect_timeout)
-        except asyncio.TimeoutError:
-            raise BackendError(f"{what} timed out after {settings.connect_timeout:g} s") from None
+    what = f"connecting to MySQL server at {_where(settings)}"
+    timeout = settings["mysql_connect_timeout"]
+    try:
+        with map_exceptions(ERRORS, what):
+            try:
+                return await asyncio.wait_for(connecting, timeout=timeout)
+            except asyncio.TimeoutError:
+                raise BackendError(f"{what} timed out after {timeout:g} s") from None
+    except BackendError as exc:
+        classified = classify(exc)
+        if classified is not exc:
+            raise classified from exc.__cause__
+        raise
 
 
 class MySQLBackend(Backend):
@@ -202,41 +129,84 @@ class MySQLBackend(Backend):
 
     name = "mysql"
     capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
-    options = {
-        "mysql_host": "server host name or address (required)",
-        "mysql_port": f"server TCP port (default {DEFAULT_PORT})",
-        "mysql_database": "database (schema) holding the table (required)",
-        "mysql_user": "user name (required)",
-        "mysql_password": "password (default empty; never logged)",
-        "mysql_table_name": f"table name: 1-64 letters, digits, underscores (default {DEFAULT_TABLE!r})",
-        "mysql_skip_table_create": "do not create the table; fail at startup if it is missing (default false)",
-        "mysql_pool_size": "maximum connections in the pool (default 10)",
-        "mysql_pool_min_size": "connections opened at startup and kept (default 1)",
-        "mysql_connect_timeout": "seconds to wait for a new connection (TCP and handshake) before failing (default 5)",
-        "mysql_command_timeout": "seconds one call may take (lock waits included) before BackendError (default 30)",
-        "mysql_ssl": "true to use TLS with default verification, or an ssl.SSLContext (default false)",
-        "mysql_lock_wait_timeout": "session innodb_lock_wait_timeout in seconds (default: the server's)",
-    }
-
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        settings = Settings.parse(self.select_options(options))
-        return self._open(settings)
+    options = Options(
+        Option("mysql_host", Text(), "server host name or address", required=True),
+        Option("mysql_port", Integer(1, 65535), "server TCP port", default=DEFAULT_PORT),
+        Option("mysql_database", Text(), "database (schema) holding the table", required=True),
+        Option("mysql_user", Text(), "user name", required=True),
+        Option("mysql_password", Text(allow_empty=True), "password", default="", secret=True),
+        Option(
+            "mysql_table_name",
+            Identifier(r"[A-Za-z0-9_]{1,64}", "1-64 letters, digits or underscores"),
+            "table holding the app's tasks; apps sharing a database use different tables",
+            default=DEFAULT_TABLE,
+            isolates=True,
+        ),
+        Option(
+            "mysql_skip_table_create",
+            Boolean(),
+            "do not create the table; fail at startup if it is missing",
+            default=False,
+        ),
+        Option("mysql_pool_size", Integer(1, 1000), "maximum connections in the pool", default=10),
+        Option("mysql_pool_min_size", Integer(0, 1000), "connections opened at startup and kept", default=1),
+        Option(
+            "mysql_connect_timeout",
+            Seconds(),
+            "seconds to wait for a new connection (TCP connect and handshake); no upper limit",
+            default=5.0,
+        ),
+        Option(
+            "mysql_command_timeout",
+            Seconds(),
+            "seconds one call may take, lock waits included, before BackendError; no upper limit",
+            default=30.0,
+        ),
+        Option(
+            "mysql_ssl",
+            Custom(
+                _ssl,
+                "True or False (as text: true/false, yes/no, on/off, 1/0) or an ssl.SSLContext",
+                "boolean or SSLContext",
+            ),
+            "TLS: True for default certificate verification, or an ssl.SSLContext",
+            default=False,
+        ),
+        Option(
+            "mysql_lock_wait_timeout",
+            Integer(1, _MAX_LOCK_WAIT),
+            "session innodb_lock_wait_timeout in seconds (default: the server's)",
+        ),
+        check=_check,
+    )
 
     @contextlib.asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[Repository]:
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
         server = await self._prepare(settings)
+        kwargs = connect_kwargs(settings)
         pool = await _within_timeout(
             settings,
             aiomysql.create_pool(
-                minsize=settings.pool_min_size,
-                maxsize=settings.pool_size,
+                minsize=settings["mysql_pool_min_size"],
+                maxsize=settings["mysql_pool_size"],
                 pool_recycle=3600,
-                init_command=server.init_command(settings.lock_wait_timeout),
-                **settings.connect_kwargs(),
+                init_command=server.init_command(settings["mysql_lock_wait_timeout"]),
+                **kwargs,
             ),
         )
+
+        async def connect() -> Any:
+            return await _within_timeout(settings, aiomysql.connect(**kwargs))
+
         try:
-            yield MySQLRepository(pool, settings.table, Upsert(server), settings.where, settings.command_timeout)
+            yield MySQLRepository(
+                pool,
+                settings["mysql_table_name"],
+                Upsert(server),
+                _where(settings),
+                settings["mysql_command_timeout"],
+                connect,
+            )
         finally:
             with contextlib.suppress(Exception):
                 await pool.clear()
@@ -247,7 +217,7 @@ class MySQLBackend(Backend):
     async def _connection(self, settings: Settings) -> AsyncIterator[Any]:
         """A single setup connection; startup errors the user must fix become ConfigurationError."""
         try:
-            conn = await _within_timeout(settings, aiomysql.connect(**settings.connect_kwargs()))
+            conn = await _within_timeout(settings, aiomysql.connect(**connect_kwargs(settings)))
         except BackendError as exc:
             hint = _SETUP_ERRORS.get(error_code(exc.__cause__) or 0)
             if hint is not None:
@@ -262,34 +232,42 @@ class MySQLBackend(Backend):
 
     async def _prepare(self, settings: Settings) -> Server:
         """Identify the server and make sure the table exists with the expected columns."""
+        table, where = settings["mysql_table_name"], _where(settings)
         async with self._connection(settings) as conn:
-            with map_exceptions(ERRORS, f"checking table {settings.table!r} on {settings.where}"):
-                version, columns = await run(
+            with map_exceptions(ERRORS, f"checking table {table!r} on {where}"):
+                version, columns, cipher = await run(
                     conn,
                     "SELECT VERSION()",
                     "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {conn.escape(settings.table)}",
+                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {conn.escape(table)}",
+                    "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+                )
+            if settings["mysql_ssl"] and not (cipher.rows and cipher.rows[0][1]):
+                # aiomysql quietly goes on without TLS when the server does not offer it.
+                raise ConfigurationError(
+                    f"mysql_ssl is set but the MySQL server at {where} does not offer TLS: "
+                    "enable TLS on the server or unset mysql_ssl"
                 )
             server = Server.parse(str(version.rows[0][0]))
             present = {str(row[0]).lower() for row in columns.rows}
             if not present:
-                if settings.skip_table_create:
+                if settings["mysql_skip_table_create"]:
                     raise ConfigurationError(
-                        f"table {settings.table!r} does not exist in database {settings.database!r} on "
-                        f"{settings.host}:{settings.port} and mysql_skip_table_create is set: create it "
-                        "(see the pyncette-mysql README for the DDL) or unset mysql_skip_table_create"
+                        f"table {table!r} does not exist in database {settings['mysql_database']!r} on "
+                        f"{settings['mysql_host']}:{settings['mysql_port']} and mysql_skip_table_create is set: "
+                        "create it (see the pyncette-mysql README for the DDL) or unset mysql_skip_table_create"
                     )
-                await self._create_table(conn, settings)
+                await self._create_table(conn, table, where)
             elif missing := [c for c in COLUMNS if c not in present]:
                 raise ConfigurationError(
-                    f"table {settings.table!r} on {settings.where} exists but lacks column(s) {', '.join(missing)} "
+                    f"table {table!r} on {where} exists but lacks column(s) {', '.join(missing)} "
                     "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name"
                 )
         return server
 
     @staticmethod
-    async def _create_table(conn: Any, settings: Settings) -> None:
-        what = f"creating table {settings.table!r} on {settings.where}"
+    async def _create_table(conn: Any, table: str, where: str) -> None:
+        what = f"creating table {table!r} on {where}"
         with map_exceptions(ERRORS, what):
             (available,) = await run(
                 conn,
@@ -299,7 +277,7 @@ class MySQLBackend(Backend):
             names = {str(row[0]) for row in available.rows}
             collation = next((c for c in COLLATIONS if c in names), COLLATIONS[-1])
             try:
-                await run(conn, create_table_sql(settings.table, collation))
+                await run(conn, create_table_sql(table, collation))
             except aiomysql.MySQLError as exc:
                 if error_code(exc) == 1142:  # CREATE command denied
                     raise ConfigurationError(
@@ -308,12 +286,12 @@ class MySQLBackend(Backend):
                     ) from exc
                 raise
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
+    async def purge(self, settings: Settings) -> None:
         """Drop the table."""
-        settings = Settings.parse(self.select_options(options))
+        table = settings["mysql_table_name"]
         async with self._connection(settings) as conn:
-            with map_exceptions(ERRORS, f"dropping table {settings.table!r} on {settings.where}"):
-                await run(conn, f"DROP TABLE IF EXISTS {quote_table(settings.table)}")
+            with map_exceptions(ERRORS, f"dropping table {table!r} on {_where(settings)}"):
+                await run(conn, f"DROP TABLE IF EXISTS {quote_table(table)}")
 
 
 backend = MySQLBackend()

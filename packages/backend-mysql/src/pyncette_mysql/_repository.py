@@ -9,32 +9,40 @@ the ones that must read locked rows before deciding what to write.
 Values are escaped with the driver's ``escape`` (which honours
 ``NO_BACKSLASH_ESCAPES``); the table name was validated against a strict
 pattern before it got here. Times are written as UTC literals, and the pool's
-decoders read DATETIME columns back as aware UTC datetimes.
+decoders read DATETIME columns back as aware UTC datetimes, or as the raw text
+when the stored value is not a valid date (a zero date written by a session
+without strict mode, say): such a record is returned with ``corrupt`` set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, TypeVar
 
 import aiomysql
 
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.redaction import get_logger
 
 from ._schema import MAX_KEY_CHARS, MAX_SPEC_BYTES, MAX_TOKEN_CHARS, Upsert, quote_table
 
 T = TypeVar("T")
 
-logger = logging.getLogger("pyncette.mysql")
+logger = get_logger("pyncette.mysql")
 
 #: Deadlock, lock wait timeout, and a duplicate key from a concurrent insert: the transaction is retried.
 RETRYABLE_CODES = frozenset({1213, 1205, 1062})
+#: Values the server refuses (out of range, too long, not a valid date or string, a statement larger than
+#: ``max_allowed_packet``): retrying cannot help, so they are ConfigurationError.
+REFUSED_CODES = frozenset({1153, 1264, 1265, 1292, 1366, 1406})
+#: The server does not know the connection id (it is already gone).
+UNKNOWN_THREAD = 1094
 #: Tries per transaction before the error is raised as BackendError.
 ATTEMPTS = 5
 #: Records per transaction; larger batches are split (each record stays atomic).
@@ -46,6 +54,7 @@ BATCH_SPEC_CHARS = 2_000_000
 PARENTS_PER_STATEMENT = 16
 
 ERRORS: dict[type[BaseException], type[Exception]] = {
+    aiomysql.DataError: ConfigurationError,
     aiomysql.MySQLError: BackendError,
     OSError: BackendError,
     asyncio.TimeoutError: BackendError,
@@ -53,9 +62,11 @@ ERRORS: dict[type[BaseException], type[Exception]] = {
 }
 
 _SELECT_COLUMNS = "`name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`"
+_ALL_COLUMNS = "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`"
 
 Row = tuple[Any, ...]
 Escape = Callable[[Any], str]
+Connect = Callable[[], Awaitable[Any]]
 
 
 class QuietCursor(aiomysql.Cursor):  # type: ignore[misc]
@@ -80,6 +91,32 @@ def error_code(exc: BaseException | None) -> int | None:
     return None
 
 
+def refused_certificate(exc: BaseException | None) -> str | None:
+    """Why the server's TLS certificate was refused, if that is what failed a connection.
+
+    aiomysql reports it as "Can't connect" (2003), with the verification error as the cause.
+    """
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return str(exc.verify_message or exc)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def classify(exc: BackendError) -> Exception:
+    """A mapped driver error as the caller must see it: ConfigurationError when retrying cannot help."""
+    cause = exc.__cause__
+    if error_code(cause) in REFUSED_CODES:
+        return ConfigurationError(str(exc))
+    reason = refused_certificate(cause)
+    if reason is not None:
+        return ConfigurationError(
+            f"{exc} (the server's TLS certificate failed verification: {reason}; check mysql_ssl)"
+        )
+    return exc
+
+
 async def run(conn: Any, *statements: str) -> list[Result]:
     """Send ``statements`` as one multi-statement query (one round trip) and collect every result."""
     async with conn.cursor(QuietCursor) as cursor:
@@ -88,6 +125,20 @@ async def run(conn: Any, *statements: str) -> list[Result]:
         while await cursor.nextset():
             results.append(Result(cursor.rowcount, list(await cursor.fetchall())))
     return results
+
+
+def decode(
+    parent: str, name: str, spec: str | None, scheduled_at: object, locked_until: object, locked_by: str | None
+) -> Record:
+    """A record from stored values; times that are not valid dates make it ``corrupt`` (see the contract)."""
+    problems = []
+    if not isinstance(scheduled_at, datetime):
+        problems.append(f"scheduled_at {str(scheduled_at)[:40]!r} is not a valid time")
+        scheduled_at = PARKED_AT
+    if locked_until is not None and not isinstance(locked_until, datetime):
+        problems.append(f"locked_until {str(locked_until)[:40]!r} is not a valid time")
+        locked_until = None
+    return Record(parent, name, spec, scheduled_at, locked_until, locked_by, corrupt="; ".join(problems) or None)
 
 
 def time_literal(moment: datetime) -> str:
@@ -188,13 +239,17 @@ def _check_record(record: Record) -> None:
 class MySQLRepository(Repository):
     """Records in one InnoDB table reached through an ``aiomysql`` connection pool."""
 
-    def __init__(self, pool: Any, table: str, upsert: Upsert, where: str, command_timeout: float) -> None:
+    def __init__(
+        self, pool: Any, table: str, upsert: Upsert, where: str, command_timeout: float, connect: Connect
+    ) -> None:
         self._pool = pool
         self._table = table
         self._t = quote_table(table)
         self._upsert = upsert
         self._where = where
         self._timeout = command_timeout
+        #: Opens a connection outside the pool (for the testing hooks).
+        self._connect = connect
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -213,6 +268,9 @@ class MySQLRepository(Repository):
                             f"mysql {what} ({self._where}) timed out after {self._timeout:g} s"
                         ) from None
             except BackendError as exc:
+                classified = classify(exc)
+                if classified is not exc:
+                    raise classified from exc.__cause__
                 if attempt >= ATTEMPTS or error_code(exc.__cause__) not in RETRYABLE_CODES:
                     raise
                 logger.debug("retrying mysql %s (attempt %d): %s", what, attempt, exc)
@@ -245,10 +303,6 @@ class MySQLRepository(Repository):
                 raise
         conn.close()
 
-    def _record(self, parent: str, row: Row) -> Record:
-        name, spec, scheduled_at, locked_until, locked_by = row
-        return Record(parent, name, spec, scheduled_at, locked_until, locked_by)
-
     async def _lock_rows(self, conn: Any, columns: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row]:
         """Open a transaction and lock the existing rows among ``keys`` (first round trip)."""
         statements = [
@@ -279,23 +333,21 @@ class MySQLRepository(Repository):
                     results[index] = flag
         return results
 
-    async def _force(self, conn: Any, *, records: Sequence[Record], chunk: list[int]) -> None:
-        esc, new = conn.escape, self._upsert.new
+    def _overwrite(self, esc: Escape, records: Sequence[Record]) -> str:
+        """The upsert that stores ``records`` whole, clearing any lease (FORCE, and corrupt rows in UPDATE)."""
+        new = self._upsert.new
         # Sorted for a consistent lock order; the sort is stable, so a repeated key's last record still wins.
-        batch = sorted((records[i] for i in chunk), key=lambda r: (r.parent, r.name))
         rows = [
             f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, NULL, NULL)"
-            for r in batch
+            for r in sorted(records, key=lambda r: (r.parent, r.name))
         ]
         assignments = (
             f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL"
         )
-        await run(
-            conn,
-            self._upsert.statement(
-                self._t, "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`", rows, assignments
-            ),
-        )
+        return self._upsert.statement(self._t, _ALL_COLUMNS, rows, assignments)
+
+    async def _force(self, conn: Any, *, records: Sequence[Record], chunk: list[int]) -> None:
+        await run(conn, self._overwrite(conn.escape, [records[i] for i in chunk]))
 
     async def _merge(
         self, conn: Any, *, records: Sequence[Record], chunk: list[int], now: datetime, mode: RegisterMode
@@ -307,17 +359,25 @@ class MySQLRepository(Repository):
         written: list[bool] = []
         inserts: list[Record] = []
         updates: list[tuple[Record, datetime]] = []
+        overwrites: list[Record] = []
         for record in batch:
             row = existing.get((record.parent, record.name))
             if row is None:
                 inserts.append(record)
                 written.append(True)
                 continue
-            scheduled_at, locked_until = row
-            if mode is RegisterMode.CREATE or (locked_until is not None and locked_until > now):
+            if mode is RegisterMode.CREATE:
                 written.append(False)
                 continue
-            updates.append((record, min(scheduled_at, record.scheduled_at)))
+            scheduled_at, locked_until = row
+            stored = decode(record.parent, record.name, None, scheduled_at, locked_until, None)
+            if stored.corrupt is not None:
+                overwrites.append(record)  # as if it were missing
+            elif stored.locked_until is not None and stored.locked_until > now:
+                written.append(False)
+                continue
+            else:
+                updates.append((record, min(stored.scheduled_at, record.scheduled_at)))
             written.append(True)
         statements = []
         if inserts:
@@ -345,6 +405,8 @@ class MySQLRepository(Repository):
                     f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}",
                 )
             )
+        if overwrites:
+            statements.append(self._overwrite(esc, overwrites))
         await run(conn, *statements, "COMMIT")
         return written
 
@@ -369,7 +431,9 @@ class MySQLRepository(Repository):
                 f"WHERE `parent` = {esc(parent)} AND `name` IN ({names})",
                 "COMMIT",
             )
-            return [Record(parent, name, spec, scheduled_at, lease_until, token) for name, spec, scheduled_at in rows]
+            # A row whose scheduled_at is not a valid date is leased like the others and comes back corrupt,
+            # for the runtime to park (a commit to PARKED_AT overwrites the bad value).
+            return [decode(parent, name, spec, scheduled_at, lease_until, token) for name, spec, scheduled_at in rows]
 
         return await self._transaction("claim", body)
 
@@ -459,7 +523,7 @@ class MySQLRepository(Repository):
                 conn,
                 f"SELECT {_SELECT_COLUMNS} FROM {self._t} WHERE `parent` = {esc(parent)} AND `name` = {esc(name)}",
             )
-            return self._record(parent, result.rows[0]) if result.rows else None
+            return decode(parent, *result.rows[0]) if result.rows else None
 
         return await self._transaction("get", body)
 
@@ -469,7 +533,7 @@ class MySQLRepository(Repository):
 
         async def body(conn: Any) -> list[Record]:
             (result,) = await run(conn, list_query(self._table, conn.escape, parent, continuation, limit + 1))
-            return [self._record(parent, row) for row in result.rows]
+            return [decode(parent, *row) for row in result.rows]
 
         records = await self._transaction("list", body)
         if len(records) > limit:
@@ -485,3 +549,41 @@ class MySQLRepository(Repository):
             )
 
         await self._transaction("write_raw_spec", body)
+
+    async def corrupt(self, parent: str, name: str) -> None:
+        """Store a zero date as ``scheduled_at``, as a session without strict mode (or a hand edit) can."""
+        conn = await self._connect()
+        try:
+            with map_exceptions(ERRORS, f"mysql corrupt ({self._where})"):
+                esc = conn.escape
+                await run(
+                    conn,
+                    "SET SESSION sql_mode = ''",
+                    f"UPDATE {self._t} SET `scheduled_at` = '0000-00-00 00:00:00' "
+                    f"WHERE `parent` = {esc(parent)} AND `name` = {esc(name)}",
+                )
+        finally:
+            conn.close()
+
+    async def kill_connections(self) -> int:
+        """``KILL`` this repository's pooled connections (by their server ids) from a separate connection."""
+        pool = self._pool
+        # aiomysql has no public list of a pool's connections.
+        ids = sorted({conn.thread_id() for conn in [*pool._free, *pool._used] if not conn.closed})
+        if not ids:
+            return 0
+        killed = 0
+        conn = await self._connect()
+        try:
+            with map_exceptions(ERRORS, f"mysql kill_connections ({self._where})"):
+                async with conn.cursor() as cursor:
+                    for thread_id in ids:
+                        try:
+                            await cursor.execute(f"KILL {int(thread_id)}")
+                            killed += 1
+                        except aiomysql.MySQLError as exc:
+                            if error_code(exc) != UNKNOWN_THREAD:  # one that ended meanwhile is not an error
+                                raise
+        finally:
+            conn.close()
+        return killed

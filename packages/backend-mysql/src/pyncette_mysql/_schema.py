@@ -65,8 +65,12 @@ class Server:
         return not self.mariadb and self.release >= (8, 0, 19)
 
     def init_command(self, lock_wait_timeout: int | None) -> str:
-        """The statement run on every new connection: UTC session time zone and READ COMMITTED."""
-        command = f"SET time_zone = '+00:00', {self.isolation_variable} = 'READ-COMMITTED'"
+        """The statement run on every new connection: UTC session time zone, READ COMMITTED, and strict
+        mode on top of the server's ``sql_mode``, so a value that does not fit is refused, never truncated."""
+        command = (
+            f"SET time_zone = '+00:00', {self.isolation_variable} = 'READ-COMMITTED', "
+            "sql_mode = CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'STRICT_ALL_TABLES')"
+        )
         if lock_wait_timeout is not None:
             command += f", innodb_lock_wait_timeout = {int(lock_wait_timeout)}"
         return command

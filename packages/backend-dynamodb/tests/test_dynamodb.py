@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyncette_dynamodb._table as table_module
 from pyncette import backends
 from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Option
 from pyncette_dynamodb import DynamoDBRepository, backend, dynamodb_repository
 from pyncette_dynamodb._codec import format_time, parse_time
 
@@ -53,6 +55,11 @@ SEED_SCHEMA: dict[str, Any] = {
 }
 
 
+def opened(options: dict[str, Any]) -> AbstractAsyncContextManager[Repository]:
+    """Open a repository on raw options, as ``Pyncette(...)`` would."""
+    return backend.open(backend.settings(options))
+
+
 def unique() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
@@ -67,7 +74,7 @@ async def options(dynamodb_endpoint: str) -> AsyncIterator[dict[str, Any]]:
     }
     yield opts
     with contextlib.suppress(Exception):
-        await backend.purge({**opts, "dynamodb_skip_table_create": False})
+        await backend.purge(backend.settings({**opts, "dynamodb_skip_table_create": False}))
 
 
 @pytest.fixture
@@ -79,7 +86,7 @@ async def raw(dynamodb_endpoint: str) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def repository(options: dict[str, Any]) -> AsyncIterator[DynamoDBRepository]:
-    async with backend.open(options) as repo:
+    async with opened(options) as repo:
         assert isinstance(repo, DynamoDBRepository)
         yield repo
 
@@ -109,7 +116,24 @@ def test_descriptor_and_entry_point() -> None:
         "dynamodb_skip_table_create",
     }
     assert legacy <= set(backend.options)
-    assert all(isinstance(text, str) and text for text in backend.options.values())
+    assert all(isinstance(option, Option) and option.help for option in backend.options.values())
+    # Only the prefix isolates: tests share one table per server, which keeps isolation cheap.
+    assert [name for name, option in backend.options.items() if option.isolates] == ["dynamodb_partition_prefix"]
+    assert {name for name, option in backend.options.items() if option.secret} == {
+        "dynamodb_aws_access_key_id",
+        "dynamodb_aws_secret_access_key",
+        "dynamodb_aws_session_token",
+    }
+
+
+def test_defaults_are_those_of_1x() -> None:
+    settings = backend.settings({})
+    assert settings["dynamodb_table_name"] == "pyncette"
+    assert settings["dynamodb_partition_prefix"] == "pyncette"
+    assert settings["dynamodb_region_name"] is None
+    assert settings["dynamodb_endpoint"] is None
+    assert settings["dynamodb_skip_table_create"] is False
+    assert settings["dynamodb_aws_access_key_id"] is None
 
 
 @pytest.mark.parametrize(
@@ -125,7 +149,10 @@ def test_descriptor_and_entry_point() -> None:
         ("dynamodb_region_name", "Mars Base 1"),
         ("dynamodb_endpoint", "ftp://localhost:8000"),
         ("dynamodb_endpoint", "localhost:8000"),
+        ("dynamodb_endpoint", "http://localhost:99999"),
         ("dynamodb_skip_table_create", "perhaps"),
+        ("dynamodb_skip_table_create", 1),
+        ("dynamodb_skip_table_create", 0),
         ("dynamodb_connect_timeout", -1),
         ("dynamodb_connect_timeout", "soon"),
         ("dynamodb_read_timeout", 0),
@@ -133,35 +160,69 @@ def test_descriptor_and_entry_point() -> None:
         ("dynamodb_max_attempts", 0),
         ("dynamodb_max_attempts", 2.5),
         ("dynamodb_max_pool_connections", "many"),
+        ("dynamodb_aws_access_key_id", ""),
     ],
 )
-def test_bad_option_values_are_refused_naming_option_and_value(key: str, value: Any) -> None:
+def test_bad_option_values_are_refused_naming_option(key: str, value: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
-        backend.open({key: value})
-    message = str(info.value)
-    assert key in message
-    if key != "dynamodb_endpoint" or isinstance(value, str):
-        assert repr(value) in message or str(value) in message
+        backend.settings({key: value})
+    assert key in str(info.value)
 
 
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="dynamodb_tabel_name"):
-        backend.open({"dynamodb_tabel_name": "x"})
+        backend.settings({"dynamodb_tabel_name": "x"})
 
 
-def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+@pytest.mark.parametrize(
+    "endpoint", ["http://user:hunter2@localhost:8000", "http://AKIDSECRETUSER@localhost:8000", "https://:hunter2@x"]
+)
+def test_endpoint_with_credentials_is_refused_without_echoing_them(endpoint: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        backend.open({"dynamodb_endpoint": "http://user:hunter2@localhost:8000"})
-    assert "hunter2" not in str(info.value)
+        backend.settings({"dynamodb_endpoint": endpoint})
+    message = str(info.value)
+    assert "dynamodb_endpoint" in message
+    assert "hunter2" not in message
+    assert "AKIDSECRETUSER" not in message
 
 
-def test_string_forms_of_numbers_and_booleans_are_accepted() -> None:
-    from pyncette_dynamodb._options import parse_settings
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"dynamodb_aws_access_key_id": "AKIDONLY"},
+        {"dynamodb_aws_secret_access_key": "secret-only-1234"},
+        {"dynamodb_aws_session_token": "token-only-1234"},
+    ],
+)
+def test_partial_credentials_are_refused_without_echoing_them(given: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.settings(given)
+    [value] = given.values()
+    assert value not in str(info.value)
 
-    settings = parse_settings(
-        {"dynamodb_skip_table_create": "true", "dynamodb_connect_timeout": "2.5", "dynamodb_max_attempts": "4"}
+
+def test_text_forms_of_numbers_and_booleans_are_accepted() -> None:
+    settings = backend.settings(
+        {
+            "dynamodb_skip_table_create": "true",
+            "dynamodb_connect_timeout": "2.5",
+            "dynamodb_read_timeout": timedelta(seconds=3),
+            "dynamodb_max_attempts": "4",
+        }
     )
-    assert (settings.skip_table_create, settings.connect_timeout, settings.max_attempts) == (True, 2.5, 4)
+    assert settings["dynamodb_skip_table_create"] is True
+    assert (settings["dynamodb_connect_timeout"], settings["dynamodb_read_timeout"]) == (2.5, 3.0)
+    assert settings["dynamodb_max_attempts"] == 4
+
+
+def test_environment_variables_set_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYNCETTE_DYNAMODB_SKIP_TABLE_CREATE", "yes")
+    monkeypatch.setenv("PYNCETTE_DYNAMODB_AWS_SECRET_ACCESS_KEY", "from-the-environment")
+    found = backend.options.from_environment()
+    assert found == {
+        "dynamodb_skip_table_create": "yes",
+        "dynamodb_aws_secret_access_key": "from-the-environment",
+    }
 
 
 def test_time_format_is_fixed_width_sortable_and_round_trips() -> None:
@@ -204,7 +265,7 @@ async def test_created_table_matches_the_seed_schema(repository: DynamoDBReposit
 
 async def test_skip_table_create_refuses_a_missing_table_and_creates_nothing(options: dict[str, Any], raw: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
-        async with backend.open({**options, "dynamodb_skip_table_create": True}):
+        async with opened({**options, "dynamodb_skip_table_create": True}):
             pass
     message = str(info.value)
     assert options["dynamodb_table_name"] in message
@@ -215,15 +276,15 @@ async def test_skip_table_create_refuses_a_missing_table_and_creates_nothing(opt
 
 
 async def test_skip_table_create_uses_an_existing_table(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first:
+    async with opened(options) as first:
         await first.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
-    async with backend.open({**options, "dynamodb_skip_table_create": True}) as second:
+    async with opened({**options, "dynamodb_skip_table_create": True}) as second:
         assert await second.get("p", "a") is not None
 
 
 async def test_concurrent_opens_create_the_table_once(options: dict[str, Any]) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        repos = await asyncio.gather(*(stack.enter_async_context(backend.open(options)) for _ in range(4)))
+        repos = await asyncio.gather(*(stack.enter_async_context(opened(options)) for _ in range(4)))
         await repos[0].register([rec("a")], now=T0, mode=RegisterMode.CREATE)
         for repo in repos:
             assert await repo.get("p", "a") is not None
@@ -232,7 +293,7 @@ async def test_concurrent_opens_create_the_table_once(options: dict[str, Any]) -
 async def test_table_created_by_someone_else_meanwhile_is_waited_for(
     options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with backend.open(options):
+    async with opened(options):
         pass
     # Simulate the race: our DescribeTable saw no table, then another instance created it first.
     real_describe = table_module._describe
@@ -243,7 +304,7 @@ async def test_table_created_by_someone_else_meanwhile_is_waited_for(
         return None if len(calls) == 1 else await real_describe(client)
 
     monkeypatch.setattr(table_module, "_describe", stale_first)
-    async with backend.open(options) as repo:
+    async with opened(options) as repo:
         await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
     assert len(calls) == 2
 
@@ -256,25 +317,25 @@ async def test_incompatible_existing_table_is_refused(options: dict[str, Any], r
         BillingMode="PAY_PER_REQUEST",
     )
     with pytest.raises(ConfigurationError, match="incompatible schema"):
-        async with backend.open(options):
+        async with opened(options):
             pass
 
 
 async def test_purge_removes_only_its_prefix_and_drops_the_emptied_table(options: dict[str, Any], raw: Any) -> None:
     other = {**options, "dynamodb_partition_prefix": unique()}
-    async with backend.open(options) as mine, backend.open(other) as theirs:
+    async with opened(options) as mine, opened(other) as theirs:
         await mine.register([rec(f"m{i}") for i in range(30)], now=T0, mode=RegisterMode.CREATE)
         await theirs.register([rec("kept")], now=T0, mode=RegisterMode.CREATE)
-    await backend.purge(options)
-    async with backend.open(options) as mine, backend.open(other) as theirs:
+    await backend.purge(backend.settings(options))
+    async with opened(options) as mine, opened(other) as theirs:
         assert (await mine.list_page("p", limit=100, continuation=None))[0] == []
         assert await theirs.get("p", "kept") is not None
-    await backend.purge({**other, "dynamodb_skip_table_create": True})
+    await backend.purge(backend.settings({**other, "dynamodb_skip_table_create": True}))
     await raw.describe_table(TableName=options["dynamodb_table_name"])  # not ours to drop: kept
-    await backend.purge(other)
+    await backend.purge(backend.settings(other))
     with pytest.raises(ClientError):
         await raw.describe_table(TableName=options["dynamodb_table_name"])
-    await backend.purge(options)  # a missing table is nothing to purge
+    await backend.purge(backend.settings(options))  # a missing table is nothing to purge
 
 
 # -- storage layout -------------------------------------------------------------------------------
@@ -369,7 +430,7 @@ async def test_requests_per_execution_stay_within_budget(repository: DynamoDBRep
 
 
 async def test_two_instances_never_share_a_record(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         await first.register([rec(f"r{i}") for i in range(200)], now=T0, mode=RegisterMode.CREATE)
         results: dict[str, list[str]] = {}
 
@@ -395,7 +456,7 @@ async def _any_due(repo: Repository) -> bool:
 async def test_instances_sharing_a_parent_mostly_avoid_each_other(options: dict[str, Any]) -> None:
     """Two instances polling one parent: collisions (billed, failed writes) stay well below one per execution."""
     rounds, per_round = 10, 20
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         records = [rec(f"r{i}", T0 + timedelta(seconds=i % rounds)) for i in range(rounds * per_round)]
         await first.register(records, now=T0, mode=RegisterMode.CREATE)
         writes: Counter[str] = Counter()
@@ -423,7 +484,7 @@ async def test_instances_sharing_a_parent_mostly_avoid_each_other(options: dict[
 
 
 async def test_lost_race_skips_the_record_without_error(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         assert isinstance(first, DynamoDBRepository)
         await first.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
         stolen: list[Record] = []
@@ -469,45 +530,35 @@ async def test_throttling_is_retried_then_reported_as_backend_error(
         await claim(repository, token="other")
 
 
-class _AppliedButLost:
-    """Wraps the raw client: chosen writes reach the server, then the client sees a dropped connection."""
-
-    def __init__(self, raw: Any, operations: set[str]) -> None:
-        self._raw = raw
-        self.pending = set(operations)
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._raw, name)
-        if name not in self.pending:
-            return method
-
-        async def applied_then_dropped(**params: Any) -> Any:
-            self.pending.discard(name)
-            await method(**params)
-            raise EndpointConnectionError(endpoint_url="http://test")
-
-        return applied_then_dropped
-
-
-async def test_writes_whose_response_was_lost_are_recognised_on_retry(
-    repository: DynamoDBRepository, monkeypatch: pytest.MonkeyPatch
+async def test_writes_whose_reply_was_lost_are_recognised_on_retry(
+    cutting_proxy: Any, options: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
-    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
-    wrapper = _AppliedButLost(repository._client.raw, {"update_item"})
-    monkeypatch.setattr(repository._client, "raw", wrapper)
-    # The first claim write lands but its answer is lost; the retry fails its condition against our own lease.
-    assert sorted(r.name for r in await claim(repository)) == ["a", "b"]
-    wrapper.pending = {"update_item"}
-    assert await repository.commit([Completion("p", "a", "tok", T0 + timedelta(hours=1))]) == [True]
-    wrapper.pending = {"delete_item"}
-    assert await repository.commit([Completion("p", "b", "tok", None)]) == [True]
-    wrapper.pending = {"put_item"}
-    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [True]
-    stored = await repository.get("p", "a")
-    assert stored is not None and stored.locked_by is None and stored.scheduled_at == T0 + timedelta(hours=1)
-    assert await repository.get("p", "b") is None
-    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [False]
+    """The server applies a write but its reply is lost; botocore resends it, and the failed condition
+    that comes back is recognised as the echo of our own write."""
+    proxy = cutting_proxy
+    async with opened({**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}"}) as repo:
+        await repo.register([rec("a"), rec("b"), rec("c"), rec("d")], now=T0, mode=RegisterMode.CREATE)
+
+        async def without_reply(call: Any) -> Any:
+            proxy.drop_replies = 1
+            result = await call
+            assert proxy.drop_replies == 0, "no reply was dropped"
+            return result
+
+        assert [r.name for r in await without_reply(claim(repo, limit=1))] == ["a"]
+        assert sorted(r.name for r in await without_reply(claim(repo))) == ["b", "c", "d"]
+        later = T0 + timedelta(hours=1)
+        assert await without_reply(repo.commit([Completion("p", "a", "tok", later)])) == [True]
+        assert await without_reply(repo.commit([Completion("p", "b", "tok", None)])) == [True]
+        assert await without_reply(repo.unlock([Lease("p", "c", "tok")])) == [True]
+        assert await without_reply(repo.extend(Lease("p", "d", "tok"), lease_until=later)) is True
+        assert await without_reply(repo.register([rec("e")], now=T0, mode=RegisterMode.CREATE)) == [True]
+        a, b, c, d = [await repo.get("p", name) for name in "abcd"]
+        assert a is not None and a.locked_by is None and a.scheduled_at == later
+        assert b is None
+        assert c is not None and c.locked_by is None
+        assert d is not None and d.locked_until == later
+        assert await repo.register([rec("e")], now=T0, mode=RegisterMode.CREATE) == [False]
 
 
 async def test_claim_returns_what_it_got_when_some_writes_fail(
@@ -532,7 +583,7 @@ async def test_claim_returns_what_it_got_when_some_writes_fail(
 
 
 async def test_adaptive_retry_mode(options: dict[str, Any]) -> None:
-    async with backend.open({**options, "dynamodb_retry_mode": "adaptive"}) as repo:
+    async with opened({**options, "dynamodb_retry_mode": "adaptive"}) as repo:
         await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
         assert len(await claim(repo)) == 1
 
@@ -540,7 +591,7 @@ async def test_adaptive_retry_mode(options: dict[str, Any]) -> None:
 async def test_unreachable_endpoint_fails_fast_naming_host_and_port() -> None:
     started = time.monotonic()
     with pytest.raises(BackendError) as info:
-        async with backend.open({"dynamodb_endpoint": "http://127.0.0.1:1", "dynamodb_table_name": "pyncette"}):
+        async with opened({"dynamodb_endpoint": "http://127.0.0.1:1", "dynamodb_table_name": "pyncette"}):
             pass
     assert time.monotonic() - started < 10
     assert "127.0.0.1:1" in str(info.value)
@@ -559,7 +610,7 @@ async def test_blackholed_endpoint_is_bounded_by_the_connect_timeout(monkeypatch
         try:
             started = time.monotonic()
             with pytest.raises(BackendError) as info:
-                async with backend.open(
+                async with opened(
                     {"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}
                 ):
                     pass
@@ -587,7 +638,7 @@ async def test_missing_credentials_are_a_configuration_error(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ConfigurationError, match="credentials"):
-        async with backend.open({"dynamodb_endpoint": dynamodb_endpoint}):
+        async with opened({"dynamodb_endpoint": dynamodb_endpoint}):
             pass
 
 
@@ -596,7 +647,7 @@ async def test_missing_region_is_a_configuration_error(monkeypatch: pytest.Monke
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match="dynamodb_region_name"):
-        async with backend.open({}):
+        async with opened({}):
             pass
 
 
@@ -614,7 +665,7 @@ async def test_repository_recovers_after_connections_are_killed(
     proxy = cutting_proxy
     monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
     proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": 2}
-    async with backend.open(proxied) as repo:
+    async with opened(proxied) as repo:
         await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)
         # Cut every connection, including idle pooled ones.
         proxy.cut()

@@ -16,7 +16,9 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 # Dummy credentials for moto / local emulators; real ones in the environment win.
 for _name, _value in {
@@ -150,6 +152,39 @@ class CuttingProxy:
         await asyncio.gather(pipe(reader, up_writer, replies=False), pipe(up_reader, writer, replies=True))
         self.writers.discard(writer)
         self.writers.discard(up_writer)
+
+
+@pytest.fixture
+async def keepalive_front(dynamodb_endpoint: str) -> AsyncIterator[str]:
+    """An HTTP/1.1 keep-alive reverse proxy in front of the server; yields its URL.
+
+    moto's server closes every connection after one response; DynamoDB keeps them open, and the
+    client pools them. Tests about pooled connections go through this.
+    """
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop | {"host"}}
+        async with session.request(
+            request.method, dynamodb_endpoint + request.path_qs, headers=headers, data=await request.read()
+        ) as reply:
+            body = await reply.read()
+            kept = {k: v for k, v in reply.headers.items() if k.lower() not in hop_by_hop}
+            return web.Response(status=reply.status, headers=kept, body=body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await session.close()
 
 
 @pytest.fixture

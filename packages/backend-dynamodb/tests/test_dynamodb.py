@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import logging
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,7 +22,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 import pyncette_dynamodb._client as client_module
 import pyncette_dynamodb._table as table_module
 from pyncette import backends
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Option
 from pyncette_dynamodb import DynamoDBRepository, backend, dynamodb_repository
@@ -397,6 +399,158 @@ async def test_overlong_names_are_refused_up_front(repository: DynamoDBRepositor
         await repository.register([rec("x" * 1025)], now=T0, mode=RegisterMode.CREATE)
 
 
+# -- corrupt records -------------------------------------------------------------------------------
+
+#: Hand edits that leave an item in the ready_at index (so a claim finds it) but undecodable, and whether the
+#: claim's lease (which sets locked_until and locked_by) leaves it undecodable.
+DAMAGE: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "garbage scheduled_at": ("SET scheduled_at = :v", {":v": {"S": "garbage"}}, True),
+    "numeric scheduled_at": ("SET scheduled_at = :v", {":v": {"N": "1893499200"}}, True),
+    "missing scheduled_at": ("REMOVE scheduled_at", {}, True),
+    "numeric spec": ("SET spec = :v", {":v": {"N": "42"}}, True),
+    "garbage locked_until": ("SET locked_until = :v", {":v": {"S": "tomorrow"}}, False),
+    "map locked_by": ("SET locked_by = :v", {":v": {"M": {"x": {"S": "y"}}}}, False),
+}
+
+
+async def damage(repo: DynamoDBRepository, options: dict[str, Any], name: str, how: str, parent: str = "p") -> None:
+    expression, values, _ = DAMAGE[how]
+    params: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+    await repo.client.update_item(
+        TableName=repo.table_name,
+        Key={"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:{parent}"}, "task_id": {"S": name}},
+        UpdateExpression=expression,
+        **params,
+    )
+
+
+async def stored_item(repo: DynamoDBRepository, options: dict[str, Any], name: str) -> dict[str, Any]:
+    key = {"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:p"}, "task_id": {"S": name}}
+    response = await repo.client.get_item(TableName=repo.table_name, Key=key, ConsistentRead=True)
+    item: dict[str, Any] = response.get("Item", {})
+    return item
+
+
+async def test_corrupt_hook_record_is_leased_corrupt_and_parked_by_a_commit(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec("a"), rec("b"), rec("c")], now=T0, mode=RegisterMode.CREATE)
+    await repository.corrupt("p", "b")
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == ["a", "b", "c"]
+    bad = claimed["b"]
+    assert bad.corrupt is not None and "scheduled_at" in bad.corrupt
+    assert (bad.scheduled_at, bad.locked_by, bad.locked_until) == (PARKED_AT, "tok", T0 + LEASE)
+    assert bad.spec == '{"v": 1}'
+    assert claimed["a"].corrupt is None and claimed["c"].corrupt is None
+    # The runtime parks it: the commit succeeds whatever scheduled_at holds, and repairs the index.
+    assert await repository.commit([Completion("p", "b", "tok", PARKED_AT)]) == [True]
+    parked = await repository.get("p", "b")
+    assert parked is not None and parked.corrupt is None and parked.scheduled_at == PARKED_AT
+    stored = await stored_item(repository, options, "b")
+    assert stored["ready_at"]["S"] == stored["scheduled_at"]["S"] == "9999-12-31T23:59:59.000000Z"
+    later = T0 + timedelta(days=1)
+    assert "b" not in [r.name for r in await repository.claim("p", now=later, limit=10, lease_until=later, token="x")]
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+async def test_damaged_items_never_fail_claim_get_or_list(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str
+) -> None:
+    await repository.register([rec(f"r{i}") for i in range(5)], now=T0, mode=RegisterMode.CREATE)
+    await damage(repository, options, "r2", how)
+    got = await repository.get("p", "r2")
+    assert got is not None and got.corrupt is not None and got.name == "r2"
+    page, _ = await repository.list_page("p", limit=10, continuation=None)
+    assert [r.name for r in page] == [f"r{i}" for i in range(5)]
+    assert [r.name for r in page if r.corrupt] == ["r2"]
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == [f"r{i}" for i in range(5)]
+    assert all(r.locked_by == "tok" for r in claimed.values())
+    # The lease repairs damage in the lease fields; anything else comes back corrupt, for the runtime to park.
+    assert [n for n, r in claimed.items() if r.corrupt] == (["r2"] if DAMAGE[how][2] else [])
+    assert await repository.commit([Completion("p", "r2", "tok", PARKED_AT)]) == [True]
+    parked = await repository.get("p", "r2")
+    assert parked is not None and parked.scheduled_at == PARKED_AT and parked.locked_by is None
+
+
+@pytest.mark.parametrize("how", ["garbage scheduled_at", "numeric scheduled_at", "garbage locked_until"])
+@pytest.mark.parametrize("mode", [RegisterMode.UPDATE, RegisterMode.FORCE])
+async def test_register_overwrites_a_corrupt_record_as_if_missing(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str, mode: RegisterMode
+) -> None:
+    await repository.register([rec("a", T0 - timedelta(hours=1))], now=T0, mode=RegisterMode.CREATE)
+    await claim(repository)  # leased, so that UPDATE would otherwise leave it alone
+    await damage(repository, options, "a", how)
+    later = T0 + timedelta(hours=2)
+    assert await repository.register([rec("a", later, spec='"new"')], now=T0, mode=mode) == [True]
+    fresh = await repository.get("p", "a")
+    assert fresh is not None and fresh.corrupt is None
+    assert (fresh.spec, fresh.scheduled_at, fresh.locked_by, fresh.locked_until) == ('"new"', later, None, None)
+    assert (await stored_item(repository, options, "a"))["ready_at"]["S"] == format_time(later)
+
+
+async def test_register_create_leaves_a_corrupt_record(repository: DynamoDBRepository) -> None:
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await repository.corrupt("p", "a")
+    assert await repository.register([rec("a", spec='"new"')], now=T0, mode=RegisterMode.CREATE) == [False]
+    kept = await repository.get("p", "a")
+    assert kept is not None and kept.corrupt is not None and kept.spec == '{"v": 1}'
+
+
+@pytest.mark.parametrize("how", ["garbage scheduled_at", "missing scheduled_at", "numeric scheduled_at"])
+async def test_unlock_and_extend_of_a_record_damaged_while_leased_keep_it_claimable(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str
+) -> None:
+    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+    await claim(repository)
+    await damage(repository, options, "a", how)
+    await damage(repository, options, "b", how)
+    assert await repository.unlock([Lease("p", "a", "tok")]) == [True]
+    assert await repository.extend(Lease("p", "b", "tok"), lease_until=T0 + timedelta(seconds=1)) is True
+    # Both come back from a claim (corrupt, leased) instead of vanishing from the index.
+    later = T0 + timedelta(seconds=2)
+    claimed = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t2")
+    assert sorted(r.name for r in claimed) == ["a", "b"]
+    assert all(r.corrupt and r.locked_by == "t2" for r in claimed)
+
+
+async def test_a_record_dynamodb_refuses_to_lease_is_set_aside_unleased(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec("ok"), rec("huge")], now=T0, mode=RegisterMode.CREATE)
+    # A hand-edited spec so large that the lease attributes would push the item over the size limit
+    # (400 KB on DynamoDB, a little less on moto): the largest spec the server still stores.
+    key = {"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:p"}, "task_id": {"S": "huge"}}
+    item = await stored_item(repository, options, "huge")
+    fits, too_big = 300_000, 410 * 1024
+    while too_big - fits > 16:
+        size = (fits + too_big) // 2
+        try:
+            await repository.client.put_item(TableName=repository.table_name, Item={**item, "spec": {"S": "x" * size}})
+            fits = size
+        except ClientError:
+            too_big = size
+    item["spec"] = {"S": "x" * fits}
+    await repository.client.put_item(TableName=repository.table_name, Item=item)
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == ["huge", "ok"]
+    huge = claimed["huge"]
+    assert huge.corrupt is not None and "cannot be leased" in huge.corrupt
+    assert huge.locked_by is None and huge.scheduled_at == T0
+    stored = await repository.client.get_item(TableName=repository.table_name, Key=key, ConsistentRead=True)
+    assert "ready_at" not in stored["Item"] and stored["Item"]["spec"] == item["spec"]  # out of the index, data kept
+    later = T0 + timedelta(days=1)
+    again = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t2")
+    assert [r.name for r in again] == ["ok"]  # its lease expired; "huge" is no longer claimable
+    got = await repository.get("p", "huge")
+    assert got is not None and got.corrupt is not None
+    # register overwrites it, and it is claimable again.
+    assert await repository.register([rec("huge")], now=T0, mode=RegisterMode.UPDATE) == [True]
+    [fresh] = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t3")
+    assert fresh.name == "huge" and fresh.corrupt is None and fresh.locked_by == "t3"
+
+
 # -- costs and concurrency ------------------------------------------------------------------------
 
 
@@ -621,6 +775,69 @@ async def test_blackholed_endpoint_is_bounded_by_the_connect_timeout(monkeypatch
                 hog.close()
 
 
+SECRETS = {
+    "dynamodb_aws_access_key_id": "AKIDPYNCETTETESTKEYID",
+    "dynamodb_aws_secret_access_key": "pyncette-test-secret-access-key",
+    "dynamodb_aws_session_token": "pyncette-test-session-token",
+}
+
+
+def everything_shown(exc: BaseException) -> str:
+    """What an error can show: its text, its repr and the whole traceback with its causes."""
+    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in (*SECRETS.values(), *secrets):
+        assert secret not in text
+
+
+async def test_no_secret_in_the_errors_and_logs_of_a_bad_connection(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    closed = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        async with opened({"dynamodb_endpoint": f"http://127.0.0.1:{closed}", **SECRETS}):
+            pass
+    assert time.monotonic() - started < 10
+    assert f"127.0.0.1:{closed}" in str(info.value)
+    assert_no_secret(everything_shown(info.value))
+    assert_no_secret(caplog.text)
+    for record in caplog.records:
+        assert_no_secret(logging.Formatter().format(record))
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://AKIDINURLUSER:url-secret-password@127.0.0.1:1", "http://u:url-secret-password@127.0.0.1:1/?token=t0k3nval"],
+)
+def test_no_secret_in_the_error_for_credentials_in_the_endpoint(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.settings({"dynamodb_endpoint": endpoint, **SECRETS})
+    assert_no_secret(everything_shown(info.value), "url-secret-password", "AKIDINURLUSER", "t0k3nval")
+
+
+async def test_explicit_credentials_are_used_and_never_logged(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with opened({**options, **SECRETS}) as repo:
+        assert isinstance(repo, DynamoDBRepository)
+        credentials = await repo.client._get_credentials().get_frozen_credentials()
+        assert credentials.access_key == SECRETS["dynamodb_aws_access_key_id"]
+        assert credentials.token == SECRETS["dynamodb_aws_session_token"]
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        assert await repo.get("p", "a") is not None
+    assert "Sending http request" in caplog.text  # botocore did log the requests, headers included
+    assert_no_secret(caplog.text)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def test_missing_credentials_are_a_configuration_error(
     dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -685,3 +902,38 @@ async def test_repository_recovers_after_connections_are_killed(
         claimed = await _eventually(lambda: claim(repo))
         assert sorted(r.name for r in claimed) == sorted(f"r{i}" for i in range(10))
         assert all(await repo.commit([Completion("p", r.name, "tok", None) for r in claimed]))
+
+
+async def test_kill_connections_cuts_pooled_connections_and_the_pool_reconnects(
+    keepalive_front: str, options: dict[str, Any]
+) -> None:
+    async with opened({**options, "dynamodb_endpoint": keepalive_front}) as repo:
+        await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)  # opens several
+        assert await repo.kill_connections() >= 2
+        assert await repo.kill_connections() == 0  # nothing left open
+        assert await repo.get("p", "r0") is not None  # a new connection, silently
+        assert await repo.kill_connections() == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_kill_connections_cuts_a_request_in_flight(
+    cutting_proxy: Any, options: dict[str, Any], attempts: int
+) -> None:
+    proxy = cutting_proxy
+    proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": attempts}
+    async with opened(proxied) as repo:
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        proxy.holding = True  # the server answers, the answer waits in the proxy: the request is in flight
+        pending = asyncio.ensure_future(repo.get("p", "a"))
+        deadline = time.monotonic() + 5
+        while not proxy.held:
+            assert time.monotonic() < deadline, "the request never reached the server"
+            await asyncio.sleep(0.01)
+        assert await repo.kill_connections() == 1
+        proxy.holding = False
+        if attempts == 1:
+            with pytest.raises(BackendError, match="127.0.0.1"):
+                await asyncio.wait_for(pending, 5)
+        else:  # botocore resends it on a new connection
+            assert await asyncio.wait_for(pending, 5) is not None
+        assert await repo.get("p", "a") is not None

@@ -192,7 +192,8 @@ async def connect(config: Config) -> AsyncIterator[Client]:
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         max_pool_connections=config.max_pool_connections,
-        retries={"mode": config.retry_mode, "max_attempts": config.max_attempts},
+        # botocore's "max_attempts" counts retries only; "total_max_attempts" includes the first attempt.
+        retries={"mode": config.retry_mode, "total_max_attempts": config.max_attempts},
         # The requests are built by this package, not by users; the server validates them anyway.
         parameter_validation=False,
     )

@@ -158,9 +158,10 @@ class DynamoDBRepository(Repository):
         outcome = await self._client.write(
             "put_item",
             "register",
-            ConditionExpression="attribute_not_exists(task_id) OR "
-            "(attribute_not_exists(locked_until) AND scheduled_at >= :at)",
-            ExpressionAttributeValues={":at": {"S": wanted}},
+            # (attribute_type first: comparing a hand-edited number with a string is refused by some emulators.)
+            ConditionExpression="attribute_not_exists(task_id) OR (attribute_not_exists(locked_until) "
+            "AND attribute_type(scheduled_at, :string) AND scheduled_at >= :at)",
+            ExpressionAttributeValues={":at": {"S": wanted}, ":string": {"S": "S"}},
             **put,
         )
         for _ in range(_UPDATE_ROUNDS):
@@ -400,8 +401,8 @@ class DynamoDBRepository(Repository):
             "update_item",
             "extend",
             UpdateExpression="SET locked_until = :until, ready_at = :until",
-            ConditionExpression="locked_by = :token AND scheduled_at <= :until",
-            ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}},
+            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) AND scheduled_at <= :until",
+            ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}, ":string": {"S": "S"}},
             **common,
         )
         old = outcome.attributes

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 
 from pyncette import PyncetteContext
@@ -54,13 +52,9 @@ class TestDynamoDBRecovery(DynamoDBBackendMixin, RecoverySuite):
     recovery_instances = 300  # moto answers slowly; still enough to be cut mid-run
 
     @pytest.fixture
-    def recovery_options(self, cutting_proxy: Any) -> dict[str, Any]:
-        # Through the proxy, with one botocore attempt, so a cut request reaches the backend and the runtime.
-        return {"dynamodb_endpoint": f"http://127.0.0.1:{cutting_proxy.port}", "dynamodb_max_attempts": 1}
-
-    @pytest.fixture
-    def kill_connections(self, cutting_proxy: Any) -> KillConnections:
+    def kill_connections(self) -> KillConnections:
+        # The repository's own hook: aborts the app's HTTP connections, in flight or pooled.
         async def kill(ctx: PyncetteContext) -> int:
-            return cutting_proxy.cut()
+            return await ctx.repository.kill_connections()
 
         return kill

@@ -8,6 +8,7 @@ same ``shared_namespace``, so multi-app tests have common storage.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import ClassVar
@@ -59,6 +60,19 @@ class _LosingRepository(MemoryRepository):
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         return await super().commit([Completion(c.parent, c.name, c.token, None) for c in completions])
+
+
+class _ScanningRepository(MemoryRepository):
+    """Slow by design, like a key-value store without an ordered index: a claim decodes every record of the parent."""
+
+    async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
+        for _ in range(len(self._parents[parent].records) if parent in self._parents else 0):
+            json.loads('{"s": 1893456000.0, "d": {"args": {}}, "l": null, "t": null}')
+        return await super().claim(parent, now=now, limit=limit, lease_until=lease_until, token=token)
+
+
+class ScanningBackend(SharedMemoryBackend):
+    repository_class = _ScanningRepository
 
 
 class DoubleRunningBackend(SharedMemoryBackend):

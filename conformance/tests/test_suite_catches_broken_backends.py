@@ -42,8 +42,9 @@ def _suite_names() -> list[str]:
 
 def test_correct_example_backend_passes_everything(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "SharedMemoryBackend")
-    result.assert_outcomes(failed=0, errors=0, passed=result.parseoutcomes()["passed"])
-    assert result.parseoutcomes()["passed"] > 50
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
+    assert outcomes["passed"] > 50
 
 
 def test_double_running_backend_is_caught(pytester: pytest.Pytester) -> None:
@@ -57,6 +58,12 @@ def test_losing_backend_is_caught(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "LosingBackend", "-k", "cadence or catch_up or commit")
     assert result.parseoutcomes().get("failed", 0) >= 3
     result.stdout.fnmatch_lines(["*test_interval_first_run_and_cadence*"])
+
+
+def test_scanning_backend_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "ScanningBackend", "-k", "claim_cost")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*claims must not scan records that are not due*"])
 
 
 def test_silencing_a_standard_test_needs_an_explicit_xfail(pytester: pytest.Pytester) -> None:

@@ -13,9 +13,18 @@ from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .harness import BackendUnderTest
 from .recovery import RecoverySuite, run_script_until_interrupted
 from .repository import RepositoryContract
+from .validation import ValidationSuite
 
 #: Every standard suite, for ``class TestMine(MyMixin, suite)`` loops or explicit subclasses.
-ALL_SUITES = (RepositoryContract, BehaviourSuite, PersistenceSuite, IsolationSuite, CoordinationSuite, RecoverySuite)
+ALL_SUITES = (
+    RepositoryContract,
+    BehaviourSuite,
+    PersistenceSuite,
+    IsolationSuite,
+    CoordinationSuite,
+    RecoverySuite,
+    ValidationSuite,
+)
 
 __all__ = [
     "ALL_SUITES",
@@ -27,6 +36,7 @@ __all__ = [
     "PersistenceSuite",
     "RecoverySuite",
     "RepositoryContract",
+    "ValidationSuite",
     "requires",
     "run_script_until_interrupted",
 ]

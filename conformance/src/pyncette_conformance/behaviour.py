@@ -627,27 +627,6 @@ class BehaviourSuite(ConformanceBase):
         assert sorted(seen) == ["good-1", "good-2"]
         assert any("bad" in r.getMessage() for r in caplog.records)
 
-    async def test_invalid_namespace_option_is_refused_at_create(self, pyncette_backend: BackendUnderTest) -> None:
-        isolating = [k for k in pyncette_backend.backend.options if k.endswith(("_table_name", "_namespace"))]
-        if not isolating:
-            pytest.skip("backend has no table or namespace option")
-        for key in isolating:
-            app = Pyncette(
-                repository_factory=pyncette_backend.backend,
-                **{**pyncette_backend.isolated_options(), key: "bad name; DROP TABLE x"},
-            )
-            with pytest.raises(ConfigurationError, match=key):
-                async with app.create():
-                    pass
-
-    async def test_unknown_option_is_refused_at_create(self, pyncette_backend: BackendUnderTest) -> None:
-        name = pyncette_backend.backend.name
-        bogus: dict[str, Any] = {f"{name}_no_such_option": 1}
-        app = Pyncette(repository_factory=pyncette_backend.backend, **bogus)
-        with pytest.raises(ConfigurationError, match=f"{name}_no_such_option"):
-            async with app.create():
-                pass
-
 
 async def _noop(context: Context) -> None:
     return None

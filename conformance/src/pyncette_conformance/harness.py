@@ -13,6 +13,12 @@ from typing import Any
 from pyncette.abc import Backend, Capabilities, Repository
 
 
+async def implements(under_test: BackendUnderTest, hook: str) -> bool:
+    """Whether the backend's repositories override an optional testing hook of :class:`Repository`."""
+    repository_class = await under_test.learn_repository_class()
+    return getattr(repository_class, hook) is not getattr(Repository, hook)
+
+
 @dataclass
 class BackendUnderTest:
     """A backend plus the options that point it at fresh, empty, isolated storage.
@@ -29,6 +35,8 @@ class BackendUnderTest:
     base_options: Mapping[str, Any] = field(default_factory=dict)
     #: Real seconds the virtual clock waits for work to stop before failing a test (slow emulators need more).
     settle_timeout: float = 300.0
+    #: The class of the repositories the backend opens, learnt from the first one opened (see :func:`implements`).
+    repository_class: type[Repository] | None = None
     _issued: list[dict[str, Any]] = field(default_factory=list)
     _tempdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -54,7 +62,16 @@ class BackendUnderTest:
         """Open a repository directly (no app) on ``options`` or on a fresh namespace."""
         chosen = options if options is not None else self.isolated_options()
         async with self.backend.open(self.backend.settings(chosen)) as repository:
+            self.repository_class = type(repository)
             yield repository
+
+    async def learn_repository_class(self) -> type[Repository]:
+        """Open (and close) a repository once to learn its class."""
+        if self.repository_class is None:
+            async with self.repository():
+                pass
+        assert self.repository_class is not None
+        return self.repository_class
 
     async def aclose(self) -> None:
         """Purge every namespace handed out."""

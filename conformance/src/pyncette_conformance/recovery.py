@@ -1,12 +1,13 @@
 """Conformance under failure: an app keeps every run exactly once while its storage connections are killed.
 
-Real time and real servers on purpose. A backend's test module enables it by overriding two fixtures:
+Real time and real servers on purpose. The connections are cut by the repository's own
+:meth:`~pyncette.abc.Repository.kill_connections` testing hook (``CLIENT KILL ID``,
+``pg_terminate_backend``, ``KILL``, closing sockets, ...); a backend without the hook has these tests
+skipped, with that reason. A backend's test module may instead override two fixtures:
 
 * ``kill_connections``: an async callable ``kill(ctx) -> int`` that cuts the app's server
-  connections (``CLIENT KILL``, ``pg_terminate_backend``, ``KILL``, a proxy, ...) and returns how
-  many it cut;
-* optionally ``recovery_options``: options merged over the isolated ones (e.g. to route the app
-  through a proxy, or to name its connections so only they are killed).
+  connections and returns how many it cut;
+* ``recovery_options``: options merged over the isolated ones (e.g. to route the app through a proxy).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 from pyncette import Context, Pyncette, PyncetteContext, Task
 
 from .base import ConformanceBase
-from .harness import BackendUnderTest
+from .harness import BackendUnderTest, implements
 
 KillConnections = Callable[[PyncetteContext], Awaitable[int]]
 
@@ -80,8 +81,17 @@ class RecoverySuite(ConformanceBase):
     recovery_instances: ClassVar[int] = 3000
 
     @pytest.fixture
-    def kill_connections(self) -> KillConnections:
-        pytest.skip("the backend's test module provides no kill_connections fixture")
+    async def kill_connections(self, pyncette_backend: BackendUnderTest) -> KillConnections:
+        if not await implements(pyncette_backend, "kill_connections"):
+            pytest.skip(
+                f"backend {pyncette_backend.backend.name!r} does not implement the Repository.kill_connections "
+                "testing hook (cut the repository's own server connections; see pyncette.abc)"
+            )
+
+        async def kill(ctx: PyncetteContext) -> int:
+            return await ctx.repository.kill_connections()
+
+        return kill
 
     @pytest.fixture
     def recovery_options(self) -> dict[str, Any]:

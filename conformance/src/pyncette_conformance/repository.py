@@ -6,12 +6,15 @@ backend method that broke the contract.
 
 from __future__ import annotations
 
+import statistics
+import time
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import anyio
 import pytest
 
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 
 from .base import ConformanceBase
 
@@ -29,8 +32,18 @@ async def claim(
     return await repo.claim(parent, now=now, limit=limit, lease_until=now + LEASE, token=token)
 
 
+async def corrupt_or_skip(repository: Repository, parent: str, name: str) -> None:
+    try:
+        await repository.corrupt(parent, name)
+    except NotImplementedError:
+        pytest.skip("backend does not implement the Repository.corrupt testing hook")
+
+
 class RepositoryContract(ConformanceBase):
     """Subclass (or run through the plugin) to check a repository's atomic operations."""
+
+    #: Records in the claim-cost test; an emulator too slow to store 20,000 may lower it (not below 5,000).
+    claim_cost_records: ClassVar[int] = 20_000
 
     async def test_register_create_keeps_existing(self, repository: Repository) -> None:
         assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
@@ -211,3 +224,87 @@ class RepositoryContract(ConformanceBase):
             pytest.skip("backend does not implement the write_raw_spec testing hook")
         stored = await repository.get("p", "a")
         assert stored is not None and stored.spec == "{not json"
+
+    async def test_corrupt_record_affects_itself_alone(self, repository: Repository) -> None:
+        await repository.register(
+            [rec(n, T0 - timedelta(seconds=i)) for i, n in enumerate("abcde")], now=T0, mode=RegisterMode.UPDATE
+        )
+        await corrupt_or_skip(repository, "p", "c")
+        # Reads never raise for it.
+        stored = await repository.get("p", "c")
+        assert stored is not None and stored.corrupt, stored
+        page, _ = await repository.list_page("p", limit=10, continuation=None)
+        assert {r.name: bool(r.corrupt) for r in page} == {"a": False, "b": False, "c": True, "d": False, "e": False}
+        # One claim: every healthy record leased as usual, the corrupt one reported.
+        claimed = {r.name: r for r in await claim(repository, limit=10)}
+        assert set(claimed) == set("abcde")
+        for name in "abde":
+            assert claimed[name].corrupt is None and claimed[name].locked_by == "tok"
+        bad = claimed["c"]
+        assert bad.corrupt
+        if bad.locked_by is not None:
+            # Leased: the runtime parks it with a commit, which must work whatever the stored times hold.
+            assert bad.locked_by == "tok"
+            assert await repository.commit([Completion("p", "c", "tok", PARKED_AT)]) == [True]
+            parked = await repository.get("p", "c")
+            assert parked is not None and parked.scheduled_at == PARKED_AT and parked.locked_by is None
+        # Either way it is never handed out again (until it is registered anew); the others' leases expire.
+        later = T0 + timedelta(days=365)
+        assert sorted(r.name for r in await claim(repository, now=later, limit=10, token="t2")) == ["a", "b", "d", "e"]
+
+    async def test_register_overwrites_a_corrupt_record_except_in_create_mode(self, repository: Repository) -> None:
+        await repository.register([rec("x")], now=T0, mode=RegisterMode.UPDATE)
+        await corrupt_or_skip(repository, "p", "x")
+        assert await repository.register([rec("x", spec='{"v": 9}')], now=T0, mode=RegisterMode.CREATE) == [False]
+        assert (await repository.get("p", "x")).corrupt  # type: ignore[union-attr]
+        fresh_at = T0 + timedelta(minutes=1)
+        assert await repository.register([rec("x", fresh_at, spec='{"v": 2}')], now=T0, mode=RegisterMode.UPDATE) == [
+            True
+        ]
+        stored = await repository.get("p", "x")
+        assert stored is not None and stored.corrupt is None
+        assert (stored.spec, stored.scheduled_at, stored.locked_by) == ('{"v": 2}', fresh_at, None)
+        assert [r.name for r in await claim(repository, now=fresh_at)] == ["x"]
+        await corrupt_or_skip(repository, "p", "x")
+        assert await repository.register([rec("x", spec='"f"')], now=T0, mode=RegisterMode.FORCE) == [True]
+        stored = await repository.get("p", "x")
+        assert stored is not None and stored.corrupt is None and stored.spec == '"f"'
+
+    async def test_parked_time_round_trips(self, repository: Repository) -> None:
+        await repository.register([rec("far", PARKED_AT)], now=T0, mode=RegisterMode.UPDATE)
+        stored = await repository.get("p", "far")
+        assert stored is not None and stored.scheduled_at == PARKED_AT and stored.corrupt is None
+        before = PARKED_AT - LEASE - timedelta(seconds=1)
+        assert await repository.claim("p", now=before, limit=10, lease_until=before + LEASE, token="t") == []
+
+    async def test_claim_cost_depends_on_due_records_not_on_all_records(self, repository: Repository) -> None:
+        """A claim must walk only due records: compare claims among 20 and among 20,000 records not yet due.
+
+        Timed on purpose (the only way to see a full scan from outside), as a ratio of medians measured in
+        one run, with a bound generous enough for a noisy machine: a scanning backend is 50-1000x slower.
+        """
+        due = [rec(f"due-{i:04d}", T0 - timedelta(seconds=1)) for i in range(400)]
+        await repository.register(due, now=T0, mode=RegisterMode.UPDATE)
+        future = T0 + timedelta(days=30)
+
+        async def median_claim(label: str) -> float:
+            seconds = []
+            for i in range(15):
+                started = time.perf_counter()
+                got = await claim(repository, limit=5, token=f"{label}{i}")
+                seconds.append(time.perf_counter() - started)
+                assert len(got) == 5
+            return statistics.median(seconds)
+
+        await repository.register([rec(f"later-{i}", future) for i in range(20)], now=T0, mode=RegisterMode.UPDATE)
+        await median_claim("warm")
+        small = await median_claim("small")
+        names = [f"later-{i}" for i in range(20, self.claim_cost_records)]
+        for start in range(0, len(names), 1000):
+            chunk = [rec(n, future) for n in names[start : start + 1000]]
+            await repository.register(chunk, now=T0, mode=RegisterMode.UPDATE)
+        large = await median_claim("large")
+        assert large < 8 * small + 0.01, (
+            f"a claim took {large * 1000:.1f} ms among {self.claim_cost_records} records not yet due against "
+            f"{small * 1000:.1f} ms among 20: claims must not scan records that are not due"
+        )

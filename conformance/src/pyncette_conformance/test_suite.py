@@ -2,7 +2,9 @@
 
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
+from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
+from pyncette_conformance.validation import ValidationSuite
 
 
 class TestRepository(RepositoryContract):
@@ -23,3 +25,11 @@ class TestIsolation(IsolationSuite):
 
 class TestCoordination(CoordinationSuite):
     """Several instances never double-run or lose work."""
+
+
+class TestRecovery(RecoverySuite):
+    """Runs stay exactly once while the storage connections are cut (needs the kill_connections hook)."""
+
+
+class TestValidation(ValidationSuite):
+    """Bad input gives the same early error everywhere; no secret in any connection error."""

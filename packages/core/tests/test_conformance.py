@@ -16,6 +16,7 @@ from pyncette_conformance import (
     IsolationSuite,
     PersistenceSuite,
     RepositoryContract,
+    ValidationSuite,
 )
 from pyncette_conformance.behaviour import BehaviourSuite
 
@@ -89,4 +90,12 @@ class TestSqliteFileIsolation(_SqliteFile, IsolationSuite):
 
 
 class TestSqliteFileCoordination(_SqliteFile, CoordinationSuite):
+    pass
+
+
+class TestMemoryValidation(_InMemory, ValidationSuite):
+    pass
+
+
+class TestSqliteFileValidation(_SqliteFile, ValidationSuite):
     pass

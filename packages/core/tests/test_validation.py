@@ -347,9 +347,13 @@ async def test_longest_instance_name_is_accepted(dynamic_app: tuple[Pyncette, Ta
         assert await ctx.get_task(template, "x" * 200) is not None
 
 
-def test_instantiate_a_static_task_is_refused() -> None:
-    with raises_naming("is not a dynamic task"):
-        declare(interval=SECOND).instantiate("x", interval=SECOND)
+@pytest.mark.anyio
+async def test_scheduling_an_instance_of_a_static_task_is_refused() -> None:
+    app = Pyncette()
+    static = app.task(interval=SECOND)(job)
+    async with app.create() as ctx:
+        with raises_naming("is not a dynamic task"):
+            await ctx.schedule_task(static, "x", interval=SECOND)
 
 
 @pytest.mark.anyio

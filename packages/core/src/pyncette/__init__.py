@@ -4,9 +4,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .app import Pyncette
 from .clock import sleep
-from .model import Context, ExecutionMode, FailureMode, ListTasksResponse, TaskState
+from .model import Context, ListTasksResponse, TaskState
+from .modes import ExecutionMode, FailureMode
 from .runtime import PyncetteContext
-from .task import Task
+from .task import DynamicTask, Instance, StaticTask, Task
 
 try:
     __version__ = version("pyncette")
@@ -15,11 +16,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "Context",
+    "DynamicTask",
     "ExecutionMode",
     "FailureMode",
+    "Instance",
     "ListTasksResponse",
     "Pyncette",
     "PyncetteContext",
+    "StaticTask",
     "Task",
     "TaskState",
     "__version__",

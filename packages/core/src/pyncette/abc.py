@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,10 +42,11 @@ from typing import Any, ClassVar
 from .errors import BackendError, ConfigurationError
 from .options import Option, Options, Settings
 from .redaction import get_logger, redact
+from .schedule import LATEST
 
 #: The latest time any backend must store. Nothing is ever scheduled later; the runtime parks a
 #: record it cannot use (see :attr:`Record.corrupt`) by committing it to this time.
-PARKED_AT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+PARKED_AT = LATEST
 
 
 @dataclass(frozen=True)

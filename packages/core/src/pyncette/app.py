@@ -18,12 +18,17 @@ import anyio
 from . import backends
 from .abc import Backend, Capabilities, Repository
 from .clock import Clock
-from .errors import ConfigurationError
-from .model import MiddlewareFunc, TaskFunc
-from .runtime import PyncetteContext, validate_context_names
-from .task import Task
+from .errors import ConfigurationError, ForcedShutdown, PyncetteException, leaf_exception
+from .model import MiddlewareFunc, TaskFunc, TickListener, validate_context_names
+from .redaction import RedactingFilter, get_logger, redact
+from .runtime import PyncetteContext
+from .runtime.description import AppDescription
+from .task import DynamicTask, StaticTask, Task
 
-logger = logging.getLogger("pyncette")
+logger = get_logger("pyncette")
+
+#: How long a graceful shutdown waits for running tasks and their commits, by default.
+DEFAULT_DRAIN_TIMEOUT = timedelta(minutes=5)
 
 RepositoryFactory = Callable[..., AbstractAsyncContextManager[Repository]]
 FixtureFunc = Callable[[PyncetteContext], AsyncIterator[Any]]
@@ -49,6 +54,10 @@ class Pyncette:
         poll_interval: the longest the loop sleeps before looking for new work.
         concurrency_limit: the most task bodies running at once; no more work is claimed than fits.
         batch_size: the most dynamic instances claimed in one storage call.
+        drain_timeout: how long a graceful shutdown waits for running tasks and their commits (5 minutes
+            by default; ``None``: no bound). When it passes, :meth:`PyncetteContext.run` raises
+            :class:`~pyncette.runtime.ShutdownTimeout` (``app.main()`` exits with status 1) after logging
+            what was left without a stored outcome.
         **backend_options: options of the backend, prefixed with its name (``redis_url=...``).
     """
 
@@ -60,6 +69,7 @@ class Pyncette:
         batch_size: int = 100,
         *,
         backend: str | None = None,
+        drain_timeout: timedelta | None = DEFAULT_DRAIN_TIMEOUT,
         **backend_options: Any,
     ) -> None:
         if repository_factory is not None and backend is not None:
@@ -71,39 +81,45 @@ class Pyncette:
         self.poll_interval = poll_interval
         self.concurrency_limit = _positive_int("concurrency_limit", concurrency_limit)
         self.batch_size = _positive_int("batch_size", batch_size)
+        if drain_timeout is not None and (not isinstance(drain_timeout, timedelta) or drain_timeout < timedelta(0)):
+            raise ConfigurationError(f"invalid drain_timeout {drain_timeout!r}: must be a timedelta >= 0 or None")
+        self.drain_timeout = drain_timeout
         self.backend_options = backend_options
         self._check_option_names()
         self.tasks: list[Task] = []
         self.fixtures: dict[str, FixtureFunc] = {}
         self.middlewares: list[MiddlewareFunc] = []
         self.repository_wrappers: list[Callable[[Repository], Repository]] = []
-        self.tick_listeners: list[Callable[[PyncetteContext, float], None]] = []
+        self.tick_listeners: list[TickListener] = []
 
     # -- declaring tasks ---------------------------------------------------------------------------
 
-    def _register(self, task: Task) -> Task:
+    def _register(self, task: Task) -> None:
         if any(t.name == task.name for t in self.tasks):
             raise ConfigurationError(f"duplicate task name {task.name!r}: give each task a unique name=")
         self.tasks.append(task)
-        return task
 
-    def task(self, **options: Any) -> Callable[[TaskFunc], Task]:
+    def task(self, **options: Any) -> Callable[[TaskFunc], StaticTask]:
         """Declare a static task: ``@app.task(schedule="*/5 * * * *")`` or ``interval=timedelta(...)``."""
 
-        def decorator(func: TaskFunc) -> Task:
-            return self._register(Task(_unwrap(func), **options))
+        def decorator(func: TaskFunc) -> StaticTask:
+            task = StaticTask(_unwrap(func), **options)
+            self._register(task)
+            return task
 
         return decorator
 
-    def dynamic_task(self, **options: Any) -> Callable[[TaskFunc], Task]:
+    def dynamic_task(self, **options: Any) -> Callable[[TaskFunc], DynamicTask]:
         """Declare a dynamic task template; instances are created with ``ctx.schedule_task``."""
 
-        def decorator(func: TaskFunc) -> Task:
-            return self._register(Task(_unwrap(func), dynamic=True, **options))
+        def decorator(func: TaskFunc) -> DynamicTask:
+            task = DynamicTask(_unwrap(func), **options)
+            self._register(task)
+            return task
 
         return decorator
 
-    def partitioned_task(self, partition_count: int = 8, **options: Any) -> Callable[[TaskFunc], Task]:
+    def partitioned_task(self, partition_count: int = 8, **options: Any) -> Callable[[TaskFunc], DynamicTask]:
         """Declare a dynamic template whose instances are spread over ``partition_count`` shards.
 
         ``partition_selector(partition_count, instance_name) -> shard`` (SHA-1 by
@@ -111,8 +127,10 @@ class Pyncette:
         this process polls.
         """
 
-        def decorator(func: TaskFunc) -> Task:
-            return self._register(Task(_unwrap(func), dynamic=True, partition_count=partition_count, **options))
+        def decorator(func: TaskFunc) -> DynamicTask:
+            task = DynamicTask(_unwrap(func), partition_count=partition_count, **options)
+            self._register(task)
+            return task
 
         return decorator
 
@@ -145,7 +163,7 @@ class Pyncette:
         """Wrap the opened repository (e.g. to time or count storage calls); applied in registration order."""
         self.repository_wrappers.append(wrapper)
 
-    def use_tick_listener(self, listener: Callable[[PyncetteContext, float], None]) -> None:
+    def use_tick_listener(self, listener: TickListener) -> None:
         """Call ``listener(ctx, seconds)`` after every scheduler tick with the tick's duration."""
         self.tick_listeners.append(listener)
 
@@ -180,7 +198,10 @@ class Pyncette:
         """
         if self.repository_factory is not None and not isinstance(self.repository_factory, Backend):
             return
-        prefixes = {f"{name}_" for name in backends.known_names()}
+        names = backends.known_names()
+        if isinstance(self.repository_factory, Backend):
+            names.add(self.repository_factory.name)
+        prefixes = {f"{name}_" for name in names}
         unknown = sorted(k for k in self.backend_options if not any(k.startswith(p) for p in prefixes))
         if unknown:
             raise ConfigurationError(
@@ -217,6 +238,19 @@ class Pyncette:
             return factory, factory.capabilities_for(factory.settings(self.backend_options))
         return factory, Capabilities()
 
+    def describe(self) -> AppDescription:
+        """The app's settings and tasks as a context created now uses them."""
+        return AppDescription(
+            poll_interval=self.poll_interval,
+            concurrency_limit=self.concurrency_limit,
+            batch_size=self.batch_size,
+            drain_timeout=self.drain_timeout,
+            static_tasks=tuple(t for t in self.tasks if isinstance(t, StaticTask)),
+            templates=tuple(t for t in self.tasks if isinstance(t, DynamicTask)),
+            middlewares=tuple(self.middlewares),
+            tick_listeners=tuple(self.tick_listeners),
+        )
+
     @contextlib.asynccontextmanager
     async def create(self, *, clock: Clock | None = None, fixtures: bool = True) -> AsyncIterator[PyncetteContext]:
         """Open storage and set up fixtures; yields the context to ``run()``. Fixtures are torn down in reverse.
@@ -240,7 +274,7 @@ class Pyncette:
         async with opened as repository, contextlib.AsyncExitStack() as stack:
             for wrap in self.repository_wrappers:
                 repository = wrap(repository)
-            ctx = PyncetteContext(self, repository, clock or Clock(), {})
+            ctx = PyncetteContext(self, self.describe(), repository, clock or Clock(), {})
             for name, fixture in list(self.fixtures.items()) if fixtures else []:
                 value = await stack.enter_async_context(contextlib.asynccontextmanager(fixture)(ctx))
                 ctx.add_to_context(name, value)
@@ -248,22 +282,36 @@ class Pyncette:
 
     def main(self) -> None:
         """Run the app as a process: logging to stdout (level from ``$LOG_LEVEL``), graceful shutdown on
-        SIGINT/SIGTERM, immediate exit on a second signal."""
+        SIGINT/SIGTERM, cancellation on a second signal (exit status 1).
+
+        An error the user must fix (bad configuration, storage unreachable at start) is printed as one
+        line and exits with status 1; anything else is a bug and shows its traceback.
+        """
+        handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(RedactingFilter())
         logging.basicConfig(
-            stream=sys.stdout,
             level=os.environ.get("LOG_LEVEL", "INFO").upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            handlers=[handler],
         )
-        anyio.run(self.run_until_signalled)
+        try:
+            anyio.run(self.run_until_signalled)
+        except Exception as exc:
+            leaf = leaf_exception(exc)
+            if not isinstance(leaf, PyncetteException):
+                raise
+            print(f"pyncette: error: {redact(' '.join(str(leaf).split()))}", file=sys.stderr)
+            sys.exit(1)
 
     async def run_until_signalled(self, seconds: float | None = None) -> None:
-        """Run until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second cancels."""
+        """Run until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second cancels
+        running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
         async with self.create() as ctx, anyio.create_task_group() as tg:
 
             async def watch_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
-                        if ctx._shutting_down:
+                        if ctx.shutting_down:
                             logger.warning("Second %s: cancelling running tasks", signal.Signals(signum).name)
                             ctx.cancel()
                             return
@@ -279,6 +327,8 @@ class Pyncette:
                 tg.start_soon(stop_later, seconds)
             await ctx.run()
             tg.cancel_scope.cancel()
+        if ctx.cancelled:
+            raise ForcedShutdown("stopped by a second signal: running tasks were cancelled")
 
 
 def _unwrap(func: Any) -> TaskFunc:

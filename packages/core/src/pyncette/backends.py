@@ -14,6 +14,7 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, r
 
 from .abc import Backend
 from .errors import BackendNotFound, PyncetteException
+from .options import Options
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,11 @@ def load(name: str) -> Backend:
         raise PyncetteException(f"backend plugin {name!r} ({ep.value}) failed to import: {exc}") from exc
     if not isinstance(backend, Backend):
         raise PyncetteException(f"backend plugin {name!r} ({ep.value}) is not a pyncette.abc.Backend: {backend!r}")
+    if not isinstance(backend.options, Options):
+        raise PyncetteException(
+            f"backend plugin {name!r} ({ep.value}) declares its options as {type(backend.options).__name__}, "
+            "not pyncette.options.Options (written for an older Pyncette?)"
+        )
     return backend
 
 

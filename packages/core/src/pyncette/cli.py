@@ -47,12 +47,13 @@ from .errors import (
     ConfigurationError,
     PyncetteException,
     TaskLockedException,
+    leaf_exception,
 )
 from .model import TaskState
 from .options import ENV_PREFIX
 from .redaction import redact
 from .runtime import PyncetteContext
-from .task import Task
+from .task import DynamicTask, Task
 
 T = TypeVar("T")
 
@@ -162,10 +163,10 @@ def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]
     return str(getattr(factory, "name", factory))
 
 
-def _find_template(app: Pyncette, name: str) -> Task:
+def _find_template(app: Pyncette, name: str) -> DynamicTask:
     for task in app.tasks:
         if task.name == name:
-            if not task.dynamic:
+            if not isinstance(task, DynamicTask):
                 raise CliError(f"{name!r} is a static task; only dynamic tasks have instances", EXIT_USAGE)
             return task
     templates = ", ".join(t.name for t in app.tasks if t.dynamic) or "none"
@@ -310,7 +311,7 @@ def _in_context(args: argparse.Namespace, app: Pyncette, action: Callable[[Pynce
     return anyio.run(main, backend=getattr(args, "event_loop", None) or "asyncio")
 
 
-def _tasks_setup(args: argparse.Namespace) -> tuple[Pyncette, Task]:
+def _tasks_setup(args: argparse.Namespace) -> tuple[Pyncette, DynamicTask]:
     _configure_logging(getattr(args, "log_level", None) or "WARNING", sys.stderr)
     app = load_app(args.app)
     configure_app(app, getattr(args, "backend", None), getattr(args, "option", None) or [])
@@ -566,15 +567,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) exception groups, or ``exc`` itself."""
-    inner = getattr(exc, "exceptions", None)
-    while isinstance(inner, tuple) and len(inner) == 1:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return exc
-
-
 def _classify(exc: BaseException) -> tuple[int, str] | None:
     """Exit status and message of an expected error; ``None`` for anything else (a bug: show the traceback)."""
     if isinstance(exc, CliError):
@@ -614,10 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(130, "interrupted")
     except Exception as exc:
-        classified = _classify(_leaf(exc))
+        classified = _classify(leaf_exception(exc))
         if classified is None:
             print(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))), file=sys.stderr)
-            return _fail(EXIT_ERROR, f"{type(_leaf(exc)).__name__}: {_leaf(exc)}")
+            return _fail(EXIT_ERROR, f"{type(leaf_exception(exc)).__name__}: {leaf_exception(exc)}")
         return _fail(*classified)
 
 

@@ -16,34 +16,64 @@ from datetime import datetime, timezone
 import anyio
 
 
+class Hold:
+    """One unit of work in progress on a clock (see :meth:`Clock.hold`). Released exactly once.
+
+    Holds are moved between the parts of the runtime (a run's hold goes from the loop that claimed it
+    to the worker that runs it); whoever has it last releases it. Releasing twice is an error.
+    """
+
+    __slots__ = ("_clock", "_released", "label", "owner")
+
+    def __init__(self, clock: Clock, label: str, owner: object = None) -> None:
+        self._clock = clock
+        self._released = False
+        self.label = label
+        self.owner = owner
+
+    def release(self) -> None:
+        """Mark the work done."""
+        if self._released:
+            raise RuntimeError(f"clock hold {self.label!r} released twice")
+        self._released = True
+        self._clock._released(self)
+
+    def __repr__(self) -> str:
+        return f"<Hold {self.label!r}{' released' if self._released else ''}>"
+
+
 class Clock:
-    """Real time. Subclasses replace :meth:`now` and :meth:`sleep` consistently."""
+    """Real time. Subclasses replace :meth:`now`, :meth:`sleep` and the hold bookkeeping consistently."""
 
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
         return datetime.now(timezone.utc)
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (cancellable)."""
+        """Wait ``seconds`` (cancellable).
+
+        Whoever sleeps must have work in progress (a :class:`Hold`): a virtual clock counts the
+        sleeper as idle while it sleeps and as busy again once it wakes.
+        """
         await anyio.sleep(max(seconds, 0.0))
 
-    def hold(self) -> None:
-        """Mark one unit of work in progress; a virtual clock does not move while any is held.
+    def hold(self, label: str, owner: object = None) -> Hold:
+        """Mark one unit of work in progress until the returned hold is released; a virtual clock does not
+        move while any is held. ``label`` names the work and ``owner`` whose it is (an app context), for
+        reports of holds never released."""
+        return Hold(self, label, owner)
 
-        Whoever calls :meth:`sleep` must hold one unit: sleeping releases it and waking takes it back.
-        """
-
-    def release(self) -> None:
-        """Undo one :meth:`hold`."""
+    def _released(self, hold: Hold) -> None:
+        """Bookkeeping of :meth:`Hold.release` (nothing to do in real time)."""
 
     @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
+    def busy(self, label: str = "busy") -> Iterator[None]:
         """Hold one unit of work for the duration of the block."""
-        self.hold()
+        hold = self.hold(label)
         try:
             yield
         finally:
-            self.release()
+            hold.release()
 
 
 SystemClock = Clock
@@ -67,4 +97,4 @@ async def sleep(seconds: float) -> None:
     await current_clock().sleep(seconds)
 
 
-__all__ = ["Clock", "SystemClock", "current_clock", "set_current_clock", "sleep"]
+__all__ = ["Clock", "Hold", "SystemClock", "current_clock", "set_current_clock", "sleep"]

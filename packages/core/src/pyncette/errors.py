@@ -47,12 +47,27 @@ class RecordDecodeError(PyncetteException):
     """A stored task record could not be decoded (corrupt or written by an incompatible version)."""
 
 
+class ForcedShutdown(PyncetteException):
+    """The app was stopped by a second signal, cancelling running tasks (``app.main()`` exits with status 1)."""
+
+
+def leaf_exception(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) exception groups, or ``exc`` itself."""
+    inner = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and len(inner) == 1:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
+
+
 __all__ = [
     "BackendError",
     "BackendNotFound",
     "ConfigurationError",
+    "ForcedShutdown",
     "LeaseLostException",
     "PyncetteException",
     "RecordDecodeError",
     "TaskLockedException",
+    "leaf_exception",
 ]

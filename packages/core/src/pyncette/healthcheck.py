@@ -48,7 +48,7 @@ async def default_check(ctx: PyncetteContext) -> tuple[bool, str]:
     if last_tick is None:
         return False, "the scheduler loop has not ticked yet"
     age = ctx.clock.now() - last_tick
-    allowed = max(2 * ctx.app.poll_interval, MIN_STALENESS)
+    allowed = max(2 * ctx.description.poll_interval, MIN_STALENESS)
     if age > allowed:
         return False, f"the scheduler loop last ticked {age.total_seconds():.1f} s ago"
     try:

@@ -1,36 +1,20 @@
-"""Public data types: modes, task state as returned to users, and the per-run :class:`Context`."""
+"""Public data types: modes, task state as returned to users, and the per-run :class:`Context`.
+
+Nothing here depends on the runtime: :class:`AppContext` describes, as a protocol, what a task body
+may use of the running app (:class:`pyncette.PyncetteContext` provides it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .runtime import PyncetteContext
-    from .task import Task
-
-
-class ExecutionMode(Enum):
-    """How a run is guarded against running twice or not at all."""
-
-    #: Lease the run, commit after success: a crash means a retry (default).
-    AT_LEAST_ONCE = 0
-    #: Schedule the next run before the body starts; failures are only logged.
-    AT_MOST_ONCE = 1
-
-
-class FailureMode(Enum):
-    """What an AT_LEAST_ONCE run that raised does with its lease."""
-
-    #: Keep the lease until it expires, then retry (default).
-    NONE = 0
-    #: Release the lease at once: retried on the next tick.
-    UNLOCK = 1
-    #: Treat the failure as success and schedule the next run.
-    COMMIT = 2
+from .clock import Clock
+from .errors import ConfigurationError
+from .modes import ExecutionMode, FailureMode
+from .task import Instance, Task
 
 
 @dataclass(frozen=True)
@@ -51,17 +35,47 @@ class ListTasksResponse:
     continuation_token: str | None
 
 
+class AppContext(Protocol):
+    """What a task body may use of the running app (``context.app_context``)."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def shutting_down(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+    def add_to_context(self, name: str, value: Any) -> None: ...
+
+    async def schedule_task(
+        self, task: Task, instance_name: str, *, force: bool = False, **options: Any
+    ) -> Instance: ...
+
+    async def schedule_tasks(
+        self, task: Task, instances: Mapping[str, Mapping[str, Any]], *, force: bool = False
+    ) -> list[Instance]: ...
+
+    async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None: ...
+
+    async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None: ...
+
+    async def list_tasks(
+        self, task: Task, limit: int | None = None, continuation_token: str | None = None
+    ) -> ListTasksResponse: ...
+
+
 class Context:
     """What a task body receives: the run's details, fixtures and injected values as attributes.
 
     Attributes:
         app_context: the running :class:`~pyncette.PyncetteContext`.
-        task: the task (a concrete instance for dynamic tasks).
+        task: the task (a concrete :class:`~pyncette.task.Instance` for dynamic tasks).
         scheduled_at: the scheduled time of this run, in the task's time zone.
         args: the task's extra keyword arguments.
     """
 
-    app_context: PyncetteContext
+    app_context: AppContext
     task: Task
     scheduled_at: datetime
     args: dict[str, Any]
@@ -80,7 +94,20 @@ class Context:
         raise AttributeError(f"context has no attribute {name!r} (is a fixture or add_to_context missing?)")
 
 
+#: Names a task context already uses; fixtures and injected values may not take them.
+RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat"})
+
+
+def validate_context_names(names: Iterable[str]) -> None:
+    """Refuse fixture or context names that clash with the context's own attributes."""
+    for name in names:
+        if name in RESERVED_CONTEXT_NAMES or name.startswith("_"):
+            raise ConfigurationError(f"context name {name!r} is reserved")
+
+
 TaskFunc = Callable[[Context], Awaitable[None]]
+#: Called after every pass of the scheduler loop with the app context and the pass's duration in seconds.
+TickListener = Callable[[AppContext, float], None]
 
 
 class NextFunc(Protocol):
@@ -93,6 +120,7 @@ MiddlewareFunc = Callable[[Context, NextFunc], Awaitable[None]]
 
 
 __all__ = [
+    "AppContext",
     "Context",
     "ExecutionMode",
     "FailureMode",
@@ -101,4 +129,6 @@ __all__ = [
     "NextFunc",
     "TaskFunc",
     "TaskState",
+    "TickListener",
+    "validate_context_names",
 ]

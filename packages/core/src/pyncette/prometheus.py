@@ -51,7 +51,7 @@ from ._http import Response, serve_http
 from .abc import Completion, Lease, Record, RegisterMode, Repository
 from .app import Pyncette
 from .errors import LeaseLostException
-from .model import Context, NextFunc
+from .model import AppContext, Context, NextFunc
 from .runtime import PyncetteContext
 
 logger = logging.getLogger("pyncette")
@@ -191,6 +191,12 @@ class InstrumentedRepository(Repository):
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         await self.inner.write_raw_spec(parent, name, raw)
 
+    async def corrupt(self, parent: str, name: str) -> None:
+        await self.inner.corrupt(parent, name)
+
+    async def kill_connections(self) -> int:
+        return await self.inner.kill_connections()
+
     def __getattr__(self, name: str) -> Any:
         # Backend-specific extras of the wrapped repository stay reachable.
         if name == "inner":  # not set yet (e.g. while copying)
@@ -235,7 +241,7 @@ def use_prometheus(
             metrics.run_duration.labels(label).observe((clock.now() - started).total_seconds())
             metrics.runs.labels(label, outcome).inc()
 
-    def on_tick(ctx: PyncetteContext, seconds: float) -> None:
+    def on_tick(ctx: AppContext, seconds: float) -> None:
         metrics.tick_duration.observe(seconds)
 
     app.use_middleware(prometheus_middleware)

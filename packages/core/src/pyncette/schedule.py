@@ -26,6 +26,8 @@ from croniter import croniter
 from .errors import ConfigurationError
 
 UTC = timezone.utc
+#: The latest instant any schedule may produce: every backend stores times up to the end of year 9999.
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 
@@ -152,8 +154,14 @@ class IntervalSchedule(Schedule):
         if not isinstance(interval, timedelta) or interval <= timedelta(0):
             raise ConfigurationError(f"invalid interval {interval!r}: must be a positive timedelta")
         self.interval = interval
+        self.first(datetime.now(UTC))
 
     def first(self, now: datetime) -> datetime:
+        if self.interval > LATEST - now:
+            raise ConfigurationError(
+                f"invalid interval {self.interval!r}: the first run would be after 9999-12-31, "
+                "the latest time every backend can store"
+            )
         return now + self.interval
 
     def next_after(self, moment: datetime) -> datetime:
@@ -175,7 +183,15 @@ class OnceSchedule(Schedule):
     def __init__(self, execute_at: datetime) -> None:
         if not isinstance(execute_at, datetime):
             raise ConfigurationError(f"invalid execute_at {execute_at!r}: must be a datetime")
-        self.execute_at = to_utc(execute_at)
+        try:
+            self.execute_at = to_utc(execute_at)
+            representable = self.execute_at <= LATEST
+        except OverflowError:
+            representable = False
+        if not representable:
+            raise ConfigurationError(
+                f"invalid execute_at {execute_at!r}: after 9999-12-31 in UTC, the latest time every backend can store"
+            )
 
     def first(self, now: datetime) -> datetime:
         return self.execute_at

@@ -1,10 +1,11 @@
-"""Tasks: static tasks, dynamic templates and their instances, and how they map to stored records.
+"""Tasks, in three explicit kinds, and where each kind's record lives in storage.
 
-Storage layout (``parent``, ``name``) of each kind of task:
-
-* static task ``t``: (``"t/static"``, ``"t"``)
-* instance ``i`` of dynamic template ``d``: (``"d"``, ``"i"``)
-* instance ``i`` of partitioned template ``p``: (``"p/<shard>"``, ``"i"``)
+* :class:`StaticTask` (``@app.task``): runs on its own schedule; one record, (``"t/static"``, ``"t"``).
+* :class:`DynamicTask` (``@app.dynamic_task``, ``@app.partitioned_task``): a *template*. It never
+  runs itself; it holds the body and the default options of its instances.
+* :class:`Instance`: one concrete instance of a template, created at run time
+  (``ctx.schedule_task``); its record is (``"d"``, ``"i"``), or (``"p/<shard>"``, ``"i"``) when the
+  template is partitioned.
 
 Task names may not contain ``/``, so these never collide.
 """
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 
 from .errors import ConfigurationError, RecordDecodeError
-from .model import ExecutionMode, FailureMode, TaskFunc
+from .modes import ExecutionMode, FailureMode
 from .schedule import (
     CronSchedule,
     IntervalSchedule,
@@ -35,16 +36,39 @@ MAX_INSTANCE_NAME = 200
 DEFAULT_LEASE = timedelta(seconds=60)
 _SPEC_CACHE_SIZE = 4096
 
+#: A task body: ``async def body(context) -> None`` (the context is a :class:`pyncette.Context`).
+TaskBody = Callable[[Any], Awaitable[None]]
 PartitionSelector = Callable[[int, str], int]
+
+#: Keyword names no task argument may take: they name the task, its body or how it is declared.
+RESERVED_ARGUMENTS = frozenset(
+    {
+        "name",
+        "func",
+        "dynamic",
+        "parent_task",
+        "template",
+        "enabled",
+        "force",
+        "partition_count",
+        "partition_selector",
+        "enabled_partitions",
+    }
+)
 
 
 def default_partition_selector(partition_count: int, instance_name: str) -> int:
-    """Stable shard of an instance: SHA-1 of its name modulo the partition count."""
+    """The shard of an instance, as Pyncette 1.x computes it (so deployments keep their mapping).
+
+    The SHA-1 digest of the name's UTF-8 bytes, read as a big-endian integer, times
+    ``partition_count``, integer-divided by 2**160.
+    """
     digest = hashlib.sha1(instance_name.encode("utf-8"), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:8], "big") % partition_count
+    return int.from_bytes(digest, "big") * partition_count >> 160
 
 
 def validate_task_name(name: object) -> str:
+    """A task name: 1 to 100 printable characters without ``/``."""
     if not isinstance(name, str) or not name or len(name) > MAX_TASK_NAME or "/" in name or not name.isprintable():
         raise ConfigurationError(
             f"invalid task name {name!r}: must be 1-{MAX_TASK_NAME} printable characters without '/'"
@@ -53,12 +77,17 @@ def validate_task_name(name: object) -> str:
 
 
 def validate_instance_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_INSTANCE_NAME or "\x00" in name:
-        raise ConfigurationError(
-            f"invalid instance name {name!r}: must be a non-empty string of at most {MAX_INSTANCE_NAME} "
-            "characters without NUL"
-        )
-    return name
+    """An instance name: 1 to 200 characters of valid Unicode (no NUL, no lone surrogates), storable everywhere."""
+    if isinstance(name, str) and 0 < len(name) <= MAX_INSTANCE_NAME and "\x00" not in name:
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    raise ConfigurationError(
+        f"invalid instance name {name!r}: must be 1-{MAX_INSTANCE_NAME} characters of valid Unicode "
+        "without NUL or lone surrogates"
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -87,74 +116,153 @@ def build_schedule(
     return OnceSchedule(execute_at)
 
 
-def _check_json(name: str, args: dict[str, Any]) -> None:
+def _refuse_reserved(owner: object, args: dict[str, Any]) -> None:
+    reserved = sorted(set(args) & RESERVED_ARGUMENTS)
+    if reserved:
+        raise ConfigurationError(f"argument {reserved[0]!r} is reserved (task {owner!r}); use another name")
+
+
+def _check_arguments(owner: str, args: dict[str, Any]) -> None:
+    _refuse_reserved(owner, args)
     try:
         json.dumps(args)
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"arguments of task {name!r} must be JSON-serializable: {exc}") from exc
+        raise ConfigurationError(f"arguments of task {owner!r} must be JSON-serializable: {exc}") from exc
 
 
 class Task:
-    """A task: its body, schedule and options.
+    """What every kind of task has: a body, a name, run options and the arguments its body receives.
 
-    Returned by the ``@app.task``, ``@app.dynamic_task`` and
-    ``@app.partitioned_task`` decorators. A dynamic task is a *template*;
-    :meth:`instantiate` (or ``ctx.schedule_task``) makes concrete instances.
+    Attributes:
+        func: the body.
+        name: the task's name (an instance's name for instances).
+        enabled: whether the loop polls it (may be switched off before the app runs).
+        lease_duration, execution_mode, failure_mode, fast_forward: run options.
+        cron, interval, execute_at, timezone: the schedule as given (``None`` where not given).
+        extra_args: the other keyword arguments, as ``context.args``.
+        schedule: the built schedule (``None`` for a template).
     """
+
+    #: Whether this is a dynamic template or one of its instances (Pyncette 1.x's flag).
+    dynamic = False
+    schedule: Schedule | None
 
     def __init__(
         self,
-        func: TaskFunc,
+        func: TaskBody,
+        /,
         *,
-        name: str | None = None,
-        dynamic: bool = False,
-        parent_task: Task | None = None,
+        name: str,
+        enabled: bool = True,
         schedule: str | None = None,
         interval: timedelta | None = None,
         execute_at: datetime | None = None,
         timezone: str | None = None,
-        enabled: bool = True,
         lease_duration: timedelta = DEFAULT_LEASE,
         execution_mode: ExecutionMode = ExecutionMode.AT_LEAST_ONCE,
         failure_mode: FailureMode = FailureMode.NONE,
         fast_forward: bool = False,
-        partition_count: int | None = None,
-        partition_selector: PartitionSelector = default_partition_selector,
-        enabled_partitions: Iterable[int] | None = None,
         **extra_args: Any,
     ) -> None:
         self.func = func
-        self.parent_task = parent_task
-        if parent_task is None:
-            self.name = validate_task_name(name if name is not None else getattr(func, "__name__", None))
-        else:
-            self.name = validate_instance_name(name)
-        self.dynamic = dynamic
+        self.name = name
         self.enabled = enabled
         if not isinstance(lease_duration, timedelta) or lease_duration <= timedelta(0):
             raise ConfigurationError(f"invalid lease_duration {lease_duration!r}: must be a positive timedelta")
-        self.lease_duration = lease_duration
         if not isinstance(execution_mode, ExecutionMode):
             raise ConfigurationError(f"invalid execution_mode {execution_mode!r}: use pyncette.ExecutionMode")
         if not isinstance(failure_mode, FailureMode):
             raise ConfigurationError(f"invalid failure_mode {failure_mode!r}: use pyncette.FailureMode")
         if execution_mode is ExecutionMode.AT_MOST_ONCE and failure_mode is not FailureMode.NONE:
             raise ConfigurationError(f"failure_mode={failure_mode.name} is not allowed with AT_MOST_ONCE; use NONE")
+        self.lease_duration = lease_duration
         self.execution_mode = execution_mode
         self.failure_mode = failure_mode
         self.fast_forward = fast_forward
-        self.cron = schedule
-        self.interval = interval
-        self.execute_at = execute_at
-        self.timezone = timezone
-        _check_json(self.name, extra_args)
+        self.cron, self.interval, self.execute_at, self.timezone = schedule, interval, execute_at, timezone
+        _check_arguments(name, extra_args)
         self.extra_args = extra_args
+
+    @property
+    def template(self) -> DynamicTask | None:
+        """The dynamic template of an instance (``None`` for static tasks and templates)."""
+        return None
+
+    @property
+    def parent_task(self) -> DynamicTask | None:
+        """Pyncette 1.x name of :attr:`template`."""
+        return self.template
+
+    @property
+    def canonical_name(self) -> str:
+        """``template:instance`` for instances, the task name otherwise."""
+        return self.name
+
+    @property
+    def tz(self) -> tzinfo:
+        """The time zone of the task's schedule (UTC unless a cron schedule has one)."""
+        return self.schedule.tz if isinstance(self.schedule, CronSchedule) else parse_timezone(None)
+
+    def storage_key(self) -> tuple[str, str]:
+        """Where this task's record lives: (parent, name)."""
+        raise ConfigurationError(f"{self!r} is a dynamic template: it has no record of its own")
+
+    async def __call__(self, context: Any) -> None:
+        await self.func(context)
+
+    def __repr__(self) -> str:
+        kind = "instance" if isinstance(self, Instance) else "dynamic task" if self.dynamic else "task"
+        return f"<pyncette {kind} {self.canonical_name!r}>"
+
+
+class StaticTask(Task):
+    """A task that runs on its own schedule (``@app.task``)."""
+
+    def __init__(self, func: TaskBody, /, *, name: str | None = None, **options: Any) -> None:
+        if options.get("execute_at") is not None:
+            raise ConfigurationError("execute_at= is only allowed on dynamic task instances (schedule_task)")
+        super().__init__(func, name=validate_task_name(name if name is not None else _name_of(func)), **options)
+        self.schedule = build_schedule(self.cron, self.interval, None, self.timezone)
+
+    def storage_key(self) -> tuple[str, str]:
+        return f"{self.name}/static", self.name
+
+
+class DynamicTask(Task):
+    """A template (``@app.dynamic_task``, ``@app.partitioned_task``): instances are made at run time.
+
+    Its schedule options, if any, are the defaults of its instances. With ``partition_count``, the
+    instances are spread over that many shards (each its own storage parent) by
+    ``partition_selector(partition_count, instance_name)``; ``enabled_partitions`` limits the shards
+    this process polls.
+    """
+
+    dynamic = True
+
+    def __init__(
+        self,
+        func: TaskBody,
+        /,
+        *,
+        name: str | None = None,
+        partition_count: int | None = None,
+        partition_selector: PartitionSelector = default_partition_selector,
+        enabled_partitions: Iterable[int] | None = None,
+        **options: Any,
+    ) -> None:
+        if options.get("execute_at") is not None:
+            raise ConfigurationError("execute_at= is only allowed on dynamic task instances, not templates")
+        super().__init__(func, name=validate_task_name(name if name is not None else _name_of(func)), **options)
+        if self.cron is not None or self.interval is not None:
+            build_schedule(self.cron, self.interval, None, self.timezone)  # validate the defaults early
+        elif self.timezone is not None:
+            parse_timezone(self.timezone)
+        self.schedule = None
         self.partition_selector = partition_selector
-        self._spec_cache: dict[str, Task] = {}
         self.partition_count = partition_count
         self.enabled_partitions: list[int] | None = None
         if partition_count is not None:
-            if not isinstance(partition_count, int) or partition_count < 1:
+            if not isinstance(partition_count, int) or isinstance(partition_count, bool) or partition_count < 1:
                 raise ConfigurationError(f"invalid partition_count {partition_count!r}: must be an integer >= 1")
             if enabled_partitions is not None:
                 shards = list(enabled_partitions)
@@ -164,71 +272,32 @@ class Task:
                         f"invalid enabled_partitions {bad!r}: each must be an integer in 0..{partition_count - 1}"
                     )
                 self.enabled_partitions = sorted(set(shards))
-        if dynamic:
-            if execute_at is not None:
-                raise ConfigurationError("execute_at= is only allowed on dynamic task instances, not templates")
-            if schedule is not None or interval is not None:
-                build_schedule(schedule, interval, None, timezone)  # validate the template's defaults early
-            elif timezone is not None:
-                parse_timezone(timezone)
-            self.schedule: Schedule | None = None
-        else:
-            if execute_at is not None and parent_task is None:
-                raise ConfigurationError("execute_at= is only allowed on dynamic task instances (schedule_task)")
-            self.schedule = build_schedule(schedule, interval, execute_at, timezone)
-
-    # -- identity ------------------------------------------------------------------------------------
-
-    @property
-    def template(self) -> Task | None:
-        """The dynamic template of an instance (``None`` for static tasks and templates)."""
-        return self.parent_task
-
-    @property
-    def canonical_name(self) -> str:
-        """``template:instance`` for instances, the task name otherwise."""
-        return f"{self.parent_task.name}:{self.name}" if self.parent_task else self.name
-
-    @property
-    def tz(self) -> tzinfo:
-        return self.schedule.tz if isinstance(self.schedule, CronSchedule) else parse_timezone(None)
+        self._spec_cache: dict[str, Instance] = {}
 
     def parents(self) -> list[str]:
-        """The storage parents this template polls (one per enabled partition)."""
+        """The storage parents this process polls (one per enabled partition)."""
         if self.partition_count is None:
             return [self.name]
         shards = self.enabled_partitions if self.enabled_partitions is not None else range(self.partition_count)
         return [f"{self.name}/{shard}" for shard in shards]
 
-    def storage_key(self) -> tuple[str, str]:
-        """Where this task's record lives: (parent, name)."""
-        if self.parent_task is None:
-            return f"{self.name}/static", self.name
-        return self.parent_task.instance_key(self.name)
+    def all_parents(self) -> list[str]:
+        """Every storage parent of this template, enabled partitions or not."""
+        if self.partition_count is None:
+            return [self.name]
+        return [f"{self.name}/{shard}" for shard in range(self.partition_count)]
 
     def instance_key(self, instance_name: str) -> tuple[str, str]:
-        """Where the record of this template's instance ``instance_name`` lives: (parent, name)."""
+        """Where the record of the instance ``instance_name`` lives: (parent, name)."""
         validate_instance_name(instance_name)
         if self.partition_count is None:
             return self.name, instance_name
         shard = self.partition_selector(self.partition_count, instance_name)
         return f"{self.name}/{shard}", instance_name
 
-    # -- calling -------------------------------------------------------------------------------------
-
-    async def __call__(self, context: Any) -> None:
-        await self.func(context)
-
-    def __repr__(self) -> str:
-        kind = "instance" if self.parent_task else "dynamic task" if self.dynamic else "task"
-        return f"<pyncette {kind} {self.canonical_name!r}>"
-
-    # -- instances ----------------------------------------------------------------------------------
-
-    def instantiate(self, name: str, **options: Any) -> Task:
-        """A concrete instance of this dynamic template; options override the template's."""
-        if not self.dynamic:
-            raise ConfigurationError(f"{self!r} is not a dynamic task; only dynamic tasks have instances")
+    def instantiate(self, name: str, /, **options: Any) -> Instance:
+        """A concrete instance; ``options`` override the template's (schedule, run options, arguments)."""
+        _refuse_reserved(name, options)
         merged: dict[str, Any] = {
             "lease_duration": self.lease_duration,
             "execution_mode": self.execution_mode,
@@ -242,10 +311,75 @@ class Task:
         elif options.get("schedule") is not None and "timezone" not in options:
             merged["timezone"] = self.timezone
         merged.update(options)
-        return Task(self.func, name=name, parent_task=self, **merged)
+        return Instance(self, name, **merged)
+
+    def from_spec(self, name: str, spec: str) -> Instance:
+        """Rebuild an instance from its stored JSON; :class:`RecordDecodeError` if it cannot be decoded.
+
+        Instances with the same spec differ only by name, so the parsed instance is cached per spec
+        and copied: decoding is on the hot path of every dynamic run.
+        """
+        cache = self._spec_cache
+        prototype = cache.get(spec)
+        if prototype is None:
+            prototype = self._parse_spec(name, spec)
+            if len(cache) >= _SPEC_CACHE_SIZE:
+                cache.clear()
+            cache[spec] = prototype
+        return prototype.renamed(name)
+
+    def _parse_spec(self, name: str, spec: str) -> Instance:
+        try:
+            data = json.loads(spec)
+            options: dict[str, Any] = {
+                "lease_duration": timedelta(seconds=data["lease"]),
+                "execution_mode": ExecutionMode[data["mode"]],
+                "failure_mode": FailureMode[data["failure"]],
+                "fast_forward": bool(data.get("ff", False)),
+                **data["args"],
+            }
+            if "cron" in data:
+                options.update(schedule=data["cron"], timezone=data.get("tz"))
+            elif "interval" in data:
+                options["interval"] = timedelta(seconds=data["interval"])
+            else:
+                options["execute_at"] = datetime.fromisoformat(data["at"])
+            return Instance(self, name, **options)
+        except Exception as exc:
+            raise RecordDecodeError(f"cannot decode stored instance {name!r} of {self.name!r}: {exc}") from exc
+
+
+class Instance(Task):
+    """One concrete instance of a :class:`DynamicTask`."""
+
+    dynamic = True
+
+    def __init__(self, template: DynamicTask, name: str, /, **options: Any) -> None:
+        _refuse_reserved(name, options)
+        super().__init__(template.func, name=validate_instance_name(name), **options)
+        self._template = template
+        self.schedule = build_schedule(self.cron, self.interval, self.execute_at, self.timezone)
+
+    @property
+    def template(self) -> DynamicTask:
+        return self._template
+
+    @property
+    def canonical_name(self) -> str:
+        return f"{self._template.name}:{self.name}"
+
+    def storage_key(self) -> tuple[str, str]:
+        return self._template.instance_key(self.name)
+
+    def renamed(self, name: str) -> Instance:
+        """A copy under another (already validated) name; the cheap way to make many alike instances."""
+        instance = object.__new__(Instance)
+        instance.__dict__.update(self.__dict__)  # copy.copy without its generic protocol overhead
+        instance.name = name
+        return instance
 
     def to_spec(self) -> str:
-        """The JSON stored for an instance."""
+        """The JSON stored for this instance."""
         spec: dict[str, Any] = {
             "lease": self.lease_duration.total_seconds(),
             "mode": self.execution_mode.name,
@@ -264,43 +398,9 @@ class Task:
             spec["at"] = to_utc(self.execute_at).isoformat()
         return json.dumps(spec, separators=(",", ":"))
 
-    def from_spec(self, name: str, spec: str) -> Task:
-        """Rebuild an instance of this template from stored JSON; :class:`RecordDecodeError` if it is bad.
 
-        Instances with the same spec differ only by name, so the parsed instance is cached per spec
-        and copied: decoding is on the hot path of every dynamic run.
-        """
-        cache = self._spec_cache
-        prototype = cache.get(spec)
-        if prototype is None:
-            prototype = self._parse_spec(name, spec)
-            if len(cache) >= _SPEC_CACHE_SIZE:
-                cache.clear()
-            cache[spec] = prototype
-        instance = object.__new__(Task)
-        instance.__dict__.update(prototype.__dict__)  # copy.copy without its generic protocol overhead
-        instance.name = name
-        return instance
-
-    def _parse_spec(self, name: str, spec: str) -> Task:
-        try:
-            data = json.loads(spec)
-            options: dict[str, Any] = {
-                "lease_duration": timedelta(seconds=data["lease"]),
-                "execution_mode": ExecutionMode[data["mode"]],
-                "failure_mode": FailureMode[data["failure"]],
-                "fast_forward": bool(data.get("ff", False)),
-                **data["args"],
-            }
-            if "cron" in data:
-                options.update(schedule=data["cron"], timezone=data.get("tz"))
-            elif "interval" in data:
-                options["interval"] = timedelta(seconds=data["interval"])
-            else:
-                options["execute_at"] = datetime.fromisoformat(data["at"])
-            return Task(self.func, name=name, parent_task=self, **options)
-        except Exception as exc:
-            raise RecordDecodeError(f"cannot decode stored instance {name!r} of {self.name!r}: {exc}") from exc
+def _name_of(func: object) -> object:
+    return getattr(func, "__name__", None)
 
 
-__all__ = ["Task", "default_partition_selector"]
+__all__ = ["DynamicTask", "Instance", "StaticTask", "Task", "default_partition_selector"]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from .clock import Clock
+from .clock import Clock, Hold
 
 if TYPE_CHECKING:
     from .runtime import PyncetteContext
@@ -45,18 +45,33 @@ class VirtualClock(Clock):
         self._sleepers: list[tuple[datetime, int, anyio.Event]] = []
         self._sequence = itertools.count()
         self._busy = 0
+        self._holds: dict[int, Hold] = {}
         self._idle = anyio.Event()
         self._idle.set()
 
     def now(self) -> datetime:
         return self._now
 
-    def hold(self) -> None:
+    def hold(self, label: str, owner: object = None) -> Hold:
+        hold = Hold(self, label, owner)
+        self._holds[id(hold)] = hold
+        self._take()
+        return hold
+
+    def _released(self, hold: Hold) -> None:
+        del self._holds[id(hold)]
+        self._give()
+
+    def outstanding(self, owner: object = None) -> list[str]:
+        """Labels of the holds taken and not yet released (of ``owner`` only, when given)."""
+        return sorted(h.label for h in self._holds.values() if owner is None or h.owner is owner)
+
+    def _take(self) -> None:
         self._busy += 1
         if self._busy == 1:
             self._idle = anyio.Event()
 
-    def release(self) -> None:
+    def _give(self) -> None:
         self._busy -= 1
         if self._busy == 0:
             self._idle.set()
@@ -65,15 +80,15 @@ class VirtualClock(Clock):
         wake = anyio.Event()
         entry = (self._now + timedelta(seconds=max(seconds, 0.0)), next(self._sequence), wake)
         heapq.heappush(self._sleepers, entry)
-        # A sleeper is not busy; advance() marks it busy again at the moment it wakes it.
-        self.release()
+        # A sleeper is not busy: its unit of work is lent back until advance() wakes it.
+        self._give()
         try:
             await wake.wait()
         except BaseException:
             if not wake.is_set():
                 self._sleepers.remove(entry)
                 heapq.heapify(self._sleepers)
-                self.hold()
+                self._take()
             raise
 
     async def settle(self) -> None:
@@ -110,7 +125,7 @@ class VirtualClock(Clock):
             self._now = max(self._now, deadline)
             while self._sleepers and self._sleepers[0][0] <= self._now:
                 _, _, wake = heapq.heappop(self._sleepers)
-                self.hold()
+                self._take()  # the sleeper's unit of work, back from the moment it is woken
                 wake.set()
             await self.settle()
         self._now = max(self._now, target)
@@ -119,13 +134,19 @@ class VirtualClock(Clock):
 
 @contextlib.asynccontextmanager
 async def running(ctx: PyncetteContext) -> AsyncIterator[PyncetteContext]:
-    """Run ``ctx.run()`` in the background for the duration of the block, then shut it down gracefully."""
+    """Run ``ctx.run()`` in the background for the duration of the block, then shut it down gracefully.
+
+    On a :class:`VirtualClock`, a clock hold the runtime took and never released is an error here.
+    """
     async with anyio.create_task_group() as tg:
         await tg.start(ctx.run)
         try:
             yield ctx
         finally:
             ctx.shutdown()
+    clock = ctx.clock
+    if isinstance(clock, VirtualClock) and clock.outstanding(ctx):
+        raise AssertionError(f"clock holds never released after the app stopped: {clock.outstanding(ctx)}")
 
 
 __all__ = ["VirtualClock", "running"]

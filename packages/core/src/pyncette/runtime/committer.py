@@ -1,0 +1,179 @@
+"""The committer: stores the outcome of finished runs, batching everything finished meanwhile into few calls."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import TypeVar
+
+import anyio
+
+from ..abc import Completion, Lease, Record, Repository
+from ..clock import Clock, Hold
+from ..errors import BackendError
+from ..redaction import get_logger
+from .retries import retrying
+
+logger = get_logger("pyncette")
+
+X = TypeVar("X")
+
+
+@dataclass(eq=False)
+class Pending:
+    """A commit (reschedule to ``next_at``, or delete when ``None``) or an unlock, waiting to be stored.
+
+    ``owner`` is told the result once stored (``None``: nobody needs it). A run that waits for the
+    result (:meth:`Committer.finish`) gets it through ``done`` instead, with a fresh clock hold.
+    """
+
+    lease: Lease
+    next_at: datetime | None
+    unlock: bool = False
+    owner: object = None
+    done: anyio.Event | None = None
+    result: bool = False
+    hold_back: Hold | None = None
+    abandoned: bool = False
+
+    def completion(self) -> Completion:
+        return Completion(self.lease.parent, self.lease.name, self.lease.token, self.next_at)
+
+
+class Committer:
+    """Batches commits and unlocks. It holds the clock while it has work (a virtual clock waits for it).
+
+    After a call failed and was retried, an item reported lost is checked with ``get``: the failed
+    attempt may have landed before its answer was lost, and a record that shows exactly that outcome
+    (rescheduled to ``next_at`` and unleased, or gone) was ours. A call that raises something other
+    than :class:`BackendError` is split into one call per item, so that only the item at fault fails.
+    """
+
+    def __init__(
+        self, repository: Repository, clock: Clock, on_stored: Callable[[Pending, bool], None], owner: object
+    ) -> None:
+        self._repository = repository
+        self._clock = clock
+        self._owner = owner
+        self._on_stored = on_stored
+        self._pending: list[Pending] = []
+        self._wakeup = anyio.Event()
+        self._hold: Hold | None = None
+
+    @property
+    def pending(self) -> Sequence[Pending]:
+        """What is waiting to be stored (for reports at shutdown)."""
+        return self._pending
+
+    def submit(self, item: Pending, hold: Hold) -> None:
+        """Queue ``item``, taking over the caller's clock hold (the committer holds the clock from now on)."""
+        self._pending.append(item)
+        if self._hold is None:
+            self._hold = self._clock.hold("committer", self._owner)
+        hold.release()
+        self._wakeup.set()
+
+    async def finish(self, lease: Lease, next_at: datetime | None, hold: Hold) -> tuple[bool, Hold]:
+        """Commit and wait until it is stored; return whether it was (``False``: the lease was lost) and a
+        fresh hold replacing the one handed over, taken the moment the result arrived."""
+        item = Pending(lease, next_at, done=anyio.Event())
+        self.submit(item, hold)
+        assert item.done is not None
+        try:
+            await item.done.wait()
+        except BaseException:
+            item.abandoned = True
+            if item.hold_back is not None:
+                item.hold_back.release()
+            raise
+        assert item.hold_back is not None
+        return item.result, item.hold_back
+
+    async def run(self) -> None:
+        """Store what is submitted, until cancelled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            batch, self._pending = self._pending, []
+            commits = [p for p in batch if not p.unlock]
+            unlocks = [p for p in batch if p.unlock]
+            if commits:
+                self._resolve(commits, await self._commit(commits))
+            if unlocks:
+                self._resolve(unlocks, await self._unlock(unlocks))
+            if not self._pending and self._hold is not None:
+                hold, self._hold = self._hold, None
+                hold.release()
+
+    async def _commit(self, items: list[Pending]) -> list[bool]:
+        completions = [item.completion() for item in items]
+        failures = 0
+
+        async def attempt(batch: list[Completion]) -> list[bool]:
+            nonlocal failures
+            try:
+                return await self._repository.commit(batch)
+            except BackendError:
+                failures += 1
+                raise
+
+        results = await self._call("commit", items, completions, attempt)
+        if failures:
+            for i, (ok, completion) in enumerate(zip(results, completions, strict=True)):
+                if not ok:
+                    get = partial(self._repository.get, completion.parent, completion.name)
+                    try:
+                        results[i] = _shows(await retrying(self._clock, "verify commit", get), completion)
+                    except Exception as exc:
+                        _log_item_fault("get", completion.parent, completion.name, exc)
+        return results
+
+    async def _unlock(self, items: list[Pending]) -> list[bool]:
+        return await self._call("unlock", items, [item.lease for item in items], self._repository.unlock)
+
+    async def _call(
+        self, what: str, items: list[Pending], arguments: list[X], call: Callable[[list[X]], Awaitable[list[bool]]]
+    ) -> list[bool]:
+        try:
+            return await retrying(self._clock, what, partial(call, arguments))
+        except Exception as exc:
+            if len(items) == 1:
+                _log_item_fault(what, items[0].lease.parent, items[0].lease.name, exc)
+                return [False]
+        results = []
+        for item, argument in zip(items, arguments, strict=True):
+            results += await self._call(what, [item], [argument], call)
+        return results
+
+    def _resolve(self, items: list[Pending], results: list[bool]) -> None:
+        for item, ok in zip(items, results, strict=True):
+            item.result = ok
+            if item.done is None:
+                self._on_stored(item, ok)
+            elif not item.abandoned:
+                item.hold_back = self._clock.hold("run, commit stored", self._owner)
+                item.done.set()
+
+
+def _shows(record: Record | None, completion: Completion) -> bool:
+    """Whether ``record`` shows ``completion`` applied: deleted, or rescheduled to its next run and unleased."""
+    if completion.next_at is None:
+        return record is None
+    return record is not None and record.locked_by is None and record.scheduled_at == completion.next_at
+
+
+def _log_item_fault(what: str, parent: str, name: str, exc: BaseException) -> None:
+    logger.error(
+        "Storage call %r for record %s/%s raised %s: a bug in the backend or a value it refuses; "
+        "the run's outcome is not stored (its lease expires and it is retried)",
+        what,
+        parent,
+        name,
+        type(exc).__name__,
+        exc_info=exc,
+    )
+
+
+__all__ = ["Committer", "Pending"]

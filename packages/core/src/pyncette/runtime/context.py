@@ -1,0 +1,217 @@
+"""The running app as applications see it: :class:`PyncetteContext`, the object ``app.create()`` yields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ..abc import Record, RegisterMode, Repository
+from ..clock import Clock
+from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
+from ..model import ListTasksResponse, TaskState, validate_context_names
+from ..redaction import get_logger
+from ..task import DynamicTask, Instance, Task
+from .description import AppDescription
+from .scheduler import Scheduler
+
+logger = get_logger("pyncette")
+
+#: Records per register call when scheduling in bulk.
+REGISTER_CHUNK = 1000
+
+
+class PyncetteContext:
+    """A running (or ready to run) Pyncette app bound to open storage.
+
+    Attributes:
+        app: the :class:`~pyncette.Pyncette` app it was created from.
+        description: the app's settings and tasks as this context uses them (fixed at creation).
+        repository: the open storage.
+        clock: the clock the app runs on (real time, or a virtual clock in tests).
+    """
+
+    def __init__(
+        self, app: Any, description: AppDescription, repository: Repository, clock: Clock, values: dict[str, Any]
+    ) -> None:
+        self.app = app
+        self.description = description
+        self.repository = repository
+        self.clock = clock
+        self._values = values
+        self._scheduler = Scheduler(self, description, repository, clock, values)
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`shutdown`: claim due work, run it, sleep until the next run or ``poll_interval``."""
+        await self._scheduler.run(task_status=task_status)
+
+    def shutdown(self) -> None:
+        """Stop claiming work; running tasks finish and their commits land, then :meth:`run` returns."""
+        self._scheduler.shutdown()
+
+    def cancel(self) -> None:
+        """Stop at once, cancelling running tasks (their leases expire and they are retried elsewhere)."""
+        self._scheduler.cancel()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether :meth:`shutdown` (or :meth:`cancel`) was called."""
+        return self._scheduler.shutting_down
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` stopped the app (running tasks were cut short)."""
+        return self._scheduler.cancelled
+
+    @property
+    def last_tick(self) -> datetime | None:
+        """When the scheduler loop last finished a pass (``None`` before the first)."""
+        return self._scheduler.last_tick
+
+    def add_to_context(self, name: str, value: Any) -> None:
+        """Make ``value`` available as ``context.<name>`` in every task."""
+        validate_context_names([name])
+        if name in self._values:
+            raise ConfigurationError(f"context name {name!r} is already in use")
+        self._values[name] = value
+
+    # -- dynamic instances ------------------------------------------------------------------------
+
+    async def schedule_task(self, task: Task, instance_name: str, *, force: bool = False, **options: Any) -> Instance:
+        """Create or update a dynamic instance and return it.
+
+        An existing instance keeps the sooner of its stored and its new next run.
+        Raises :class:`TaskLockedException` while the instance is running, unless
+        ``force=True``, which overwrites it and its lease (the running one then cannot commit).
+        """
+        [instance] = await self.schedule_tasks(task, {instance_name: options}, force=force)
+        return instance
+
+    async def schedule_tasks(
+        self, task: Task, instances: Mapping[str, Mapping[str, Any]], *, force: bool = False
+    ) -> list[Instance]:
+        """Bulk :meth:`schedule_task`: ``{instance_name: options}``, written in as few round trips as possible.
+
+        Every instance is validated before anything is written. Every instance that is not running is
+        written; if some were running (and ``force`` is false), :class:`TaskLockedException` is raised
+        afterwards, naming them.
+        """
+        template = _template(task)
+        now = self.clock.now()
+        concrete: list[Instance] = []
+        records: list[Record] = []
+        # Bulk callers usually give many instances the same options: build and encode those once.
+        previous: Mapping[str, Any] | None = None
+        prototype: Instance | None = None
+        spec, first = "", now
+        for instance_name, options in instances.items():
+            if prototype is None or options != previous:
+                prototype = instance = template.instantiate(instance_name, **dict(options))
+                assert instance.schedule is not None
+                spec, first, previous = instance.to_spec(), instance.schedule.first(now), options
+            else:
+                instance = prototype.renamed(instance_name)
+            parent, name = instance.storage_key()
+            concrete.append(instance)
+            records.append(Record(parent, name, spec, first))
+        mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
+        locked: list[Instance] = []
+        for start in range(0, len(records), REGISTER_CHUNK):
+            chunk = records[start : start + REGISTER_CHUNK]
+            written = await self.repository.register(chunk, now=now, mode=mode)
+            locked.extend(t for t, ok in zip(concrete[start : start + REGISTER_CHUNK], written, strict=True) if not ok)
+        for instance, record in zip(concrete, records, strict=True):
+            self._scheduler.agenda.planned(instance, record.scheduled_at)
+        if locked:
+            names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
+            raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
+        return concrete
+
+    async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
+        """Remove a dynamic instance (pass the instance, or the template and the instance name)."""
+        if not task.dynamic:
+            raise ConfigurationError(f"{task!r} is a static task; only dynamic instances can be unscheduled")
+        parent, name = _key(task, instance_name)
+        await self.repository.delete(parent, name)
+
+    async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
+        """The stored state of a static task or a dynamic instance, or ``None``.
+
+        Raises :class:`~pyncette.errors.RecordDecodeError` for a stored instance that cannot be decoded.
+        """
+        parent, name = _key(task, instance_name)
+        record = await self.repository.get(parent, name)
+        if record is None:
+            return None
+        if not task.dynamic:
+            return _state(task, record)
+        return _state(_decode(record, task.template or _template(task)), record)
+
+    async def list_tasks(
+        self, task: Task, limit: int | None = None, continuation_token: str | None = None
+    ) -> ListTasksResponse:
+        """Page through every instance of a dynamic task (order unspecified); undecodable ones are skipped
+        (and logged)."""
+        template = _template(task, "listed")
+        page_size = limit if limit is not None else self.description.batch_size
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ConfigurationError(f"invalid limit {limit!r}: must be an integer >= 1")
+        parents = template.all_parents()
+        index, inner = 0, None
+        if continuation_token is not None:
+            try:
+                index, inner = json.loads(continuation_token)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(f"invalid continuation_token {continuation_token!r}") from exc
+        states: list[TaskState] = []
+        while index < len(parents) and len(states) < page_size:
+            records, inner = await self.repository.list_page(
+                parents[index], limit=page_size - len(states), continuation=inner
+            )
+            for record in records:
+                try:
+                    states.append(_state(_decode(record, template), record))
+                except RecordDecodeError as exc:
+                    logger.warning("Listing %r: skipping a record that cannot be decoded: %s", template.name, exc)
+            if inner is None:
+                index += 1
+        token = json.dumps([index, inner]) if index < len(parents) else None
+        return ListTasksResponse(states, token)
+
+
+def _template(task: Task, action: str = "scheduled") -> DynamicTask:
+    if not isinstance(task, DynamicTask):
+        raise ConfigurationError(f"{task!r} is not a dynamic task; only dynamic tasks have instances {action}")
+    return task
+
+
+def _key(task: Task, instance_name: str | None) -> tuple[str, str]:
+    """The record of a static task, an instance, or a template's named instance."""
+    if instance_name is None:
+        if isinstance(task, DynamicTask):
+            raise ConfigurationError(f"{task!r} is a dynamic template: pass the instance name too")
+        return task.storage_key()
+    if not isinstance(task, DynamicTask):
+        raise ConfigurationError(f"{task!r} is not a dynamic template; it has no instance {instance_name!r}")
+    return task.instance_key(instance_name)
+
+
+def _state(task: Task, record: Record) -> TaskState:
+    return TaskState(task, record.scheduled_at.astimezone(task.tz), record.locked_until, record.locked_by)
+
+
+def _decode(record: Record, template: DynamicTask) -> Instance:
+    if record.corrupt:
+        raise RecordDecodeError(f"record {record.parent}/{record.name} cannot be decoded: {record.corrupt}")
+    if record.spec is None:
+        raise RecordDecodeError(f"record {record.parent}/{record.name} of a dynamic task has no spec")
+    return template.from_spec(record.name, record.spec)
+
+
+__all__ = ["PyncetteContext"]

@@ -1,0 +1,83 @@
+"""The retry policy for storage calls.
+
+* :class:`~pyncette.errors.BackendError` means storage is unavailable for now: the call is logged and
+  retried with capped exponential backoff, for as long as it takes (:func:`retrying`).
+* Anything else (a bug in the backend, or a value storage refuses) is not a storage outage: it is
+  logged at ERROR with its traceback, and the work it concerns is kept away for a growing while
+  (:class:`Faults`), so it never starves the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from ..clock import Clock
+from ..errors import BackendError
+from ..redaction import get_logger
+
+T = TypeVar("T")
+
+logger = get_logger("pyncette")
+
+#: The longest wait between two attempts of a storage call that failed with BackendError.
+MAX_BACKOFF = 30.0
+#: The longest a piece of work is kept away after a call about it raised something unexpected.
+MAX_FAULT_BACKOFF = timedelta(minutes=5)
+
+
+async def retrying(clock: Clock, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Call storage until it succeeds, backing off while it raises :class:`BackendError`.
+
+    Other exceptions propagate at once. The caller holds the clock (the backoff sleeps on it).
+    """
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except BackendError as exc:
+            attempt += 1
+            delay = min(MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
+            logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
+            await clock.sleep(delay)
+
+
+class Faults:
+    """Work whose storage calls raised something other than :class:`BackendError`, and until when to leave it be."""
+
+    def __init__(self, clock: Clock, first_backoff: timedelta) -> None:
+        self._clock = clock
+        self._first = first_backoff
+        self._failures: dict[str, tuple[int, datetime]] = {}
+
+    def blocked_until(self, key: str) -> datetime | None:
+        """When ``key`` may be tried again, if that is still in the future."""
+        found = self._failures.get(key)
+        if found is None or found[1] <= self._clock.now():
+            return None
+        return found[1]
+
+    def failed(self, key: str, what: str, exc: BaseException) -> None:
+        """Log the failure with its traceback and keep ``key`` away for twice as long as the last time."""
+        count = self._failures.get(key, (0, self._clock.now()))[0] + 1
+        backoff = min(self._first * 2 ** min(count - 1, 20), MAX_FAULT_BACKOFF)
+        self._failures[key] = (count, self._clock.now() + backoff)
+        logger.error(
+            "Storage call %r for %s raised %s (failure %d): not a storage outage but a bug in the backend or a "
+            "value it refuses; trying again in %.0fs, other work goes on",
+            what,
+            key,
+            type(exc).__name__,
+            count,
+            backoff.total_seconds(),
+            exc_info=exc,
+        )
+
+    def succeeded(self, key: str) -> None:
+        """``key`` works again."""
+        self._failures.pop(key, None)
+
+
+__all__ = ["Faults", "retrying"]

@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -188,7 +189,7 @@ async def keepalive_front(dynamodb_endpoint: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def private_moto() -> Iterator[_moto.MotoProcess]:
+def private_moto() -> Iterator[Any]:
     """A moto server of this test's own, to kill, hang and restart (never the shared one)."""
     if os.environ.get("DYNAMODB_ENDPOINT"):
         pytest.skip("DYNAMODB_ENDPOINT is set: this test needs a moto server of its own")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import json
 import logging
+import socket
 import time
 import traceback
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
 import pyncette_dynamodb._client as client_module
 import pyncette_dynamodb._table as table_module
@@ -177,7 +178,14 @@ def test_unknown_option_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["http://user:hunter2@localhost:8000", "http://AKIDSECRETUSER@localhost:8000", "https://:hunter2@x"]
+    "endpoint",
+    [
+        "http://user:hunter2@localhost:8000",
+        "http://AKIDSECRETUSER@localhost:8000",
+        "https://:hunter2@x",
+        "http://localhost:8000/?token=hunter2",
+        "http://localhost:8000/#hunter2",
+    ],
 )
 def test_endpoint_with_credentials_is_refused_without_echoing_them(endpoint: str) -> None:
     with pytest.raises(ConfigurationError) as info:
@@ -583,6 +591,33 @@ async def test_requests_per_execution_stay_within_budget(repository: DynamoDBRep
     assert calls["UpdateItem"] + calls["DeleteItem"] == 2 * records
 
 
+async def test_claim_queries_only_due_records(repository: DynamoDBRepository) -> None:
+    """The claim's Query asks the ready_at index for the due range, at most ``limit`` items: DynamoDB reads
+    (and bills) only those, however many records are not yet due."""
+    later = T0 + timedelta(days=30)
+    await repository.register([rec(f"later-{i:04d}", later) for i in range(1000)], now=T0, mode=RegisterMode.CREATE)
+    await repository.register(
+        [rec(f"due-{i}", T0 - timedelta(seconds=i)) for i in range(8)], now=T0, mode=RegisterMode.CREATE
+    )
+    queries: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        queries.append((json.loads(params["body"]), {}))
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        queries[-1][1].update(parsed)
+
+    repository.client.meta.events.register("before-call.dynamodb.Query", record)
+    repository.client.meta.events.register("after-call.dynamodb.Query", answer)
+    claimed = await claim(repository, limit=5)
+    assert [r.name for r in claimed] == [f"due-{i}" for i in (7, 6, 5, 4, 3)]  # earliest first
+    [(request, response)] = queries
+    assert request["IndexName"] == "ready_at"
+    assert request["KeyConditionExpression"] == "partition_id = :p AND ready_at <= :now"
+    assert request["Limit"] == 5
+    assert response["Count"] == response["ScannedCount"] == 5
+
+
 async def test_two_instances_never_share_a_record(options: dict[str, Any]) -> None:
     async with opened(options) as first, opened(options) as second:
         await first.register([rec(f"r{i}") for i in range(200)], now=T0, mode=RegisterMode.CREATE)
@@ -684,9 +719,7 @@ async def test_throttling_is_retried_then_reported_as_backend_error(
         await claim(repository, token="other")
 
 
-async def test_writes_whose_reply_was_lost_are_recognised_on_retry(
-    cutting_proxy: Any, options: dict[str, Any]
-) -> None:
+async def test_writes_whose_reply_was_lost_are_recognised_on_retry(cutting_proxy: Any, options: dict[str, Any]) -> None:
     """The server applies a write but its reply is lost; botocore resends it, and the failed condition
     that comes back is recognised as the echo of our own write."""
     proxy = cutting_proxy
@@ -764,9 +797,7 @@ async def test_blackholed_endpoint_is_bounded_by_the_connect_timeout(monkeypatch
         try:
             started = time.monotonic()
             with pytest.raises(BackendError) as info:
-                async with opened(
-                    {"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}
-                ):
+                async with opened({"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}):
                     pass
             assert time.monotonic() - started < 5
             assert f"127.0.0.1:{port}" in str(info.value)
@@ -809,7 +840,10 @@ async def test_no_secret_in_the_errors_and_logs_of_a_bad_connection(caplog: pyte
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["http://AKIDINURLUSER:url-secret-password@127.0.0.1:1", "http://u:url-secret-password@127.0.0.1:1/?token=t0k3nval"],
+    [
+        "http://AKIDINURLUSER:url-secret-password@127.0.0.1:1",
+        "http://u:url-secret-password@127.0.0.1:1/?token=t0k3nval",
+    ],
 )
 def test_no_secret_in_the_error_for_credentials_in_the_endpoint(endpoint: str) -> None:
     with pytest.raises(ConfigurationError) as info:
@@ -932,7 +966,7 @@ async def test_kill_connections_cuts_a_request_in_flight(
         assert await repo.kill_connections() == 1
         proxy.holding = False
         if attempts == 1:
-            with pytest.raises(BackendError, match="127.0.0.1"):
+            with pytest.raises(BackendError, match=r"127\.0\.0\.1"):
                 await asyncio.wait_for(pending, 5)
         else:  # botocore resends it on a new connection
             assert await asyncio.wait_for(pending, 5) is not None

@@ -24,6 +24,11 @@ def _check(settings: Settings) -> None:
                 "invalid dynamodb_endpoint: credentials in the URL are not used; give "
                 "dynamodb_aws_access_key_id and dynamodb_aws_secret_access_key, or use the ambient AWS chain"
             )
+        if parts.query or parts.fragment:
+            # A query string means nothing to DynamoDB and may carry a token: refuse it, unseen.
+            raise ConfigurationError(
+                "invalid dynamodb_endpoint: expected http(s)://host[:port][/path], without a query string or fragment"
+            )
         if not parts.hostname:
             raise ConfigurationError(
                 f"invalid dynamodb_endpoint {settings.redact(repr(endpoint))}: the URL names no host"
@@ -77,9 +82,7 @@ OPTIONS = Options(
         "botocore retry mode ('adaptive' adds client-side rate limiting)",
         default="standard",
     ),
-    Option(
-        "dynamodb_max_attempts", Integer(1, 20), "botocore attempts per request, the first included", default=3
-    ),
+    Option("dynamodb_max_attempts", Integer(1, 20), "botocore attempts per request, the first included", default=3),
     Option(
         "dynamodb_max_pool_connections",
         Integer(1, 1000),

@@ -368,7 +368,8 @@ class DynamoDBRepository(Repository):
             "unlock",
             UpdateExpression="SET ready_at = scheduled_at REMOVE locked_until, locked_by",
             # Copy scheduled_at into the index only if it looks like a time (a string of the right length).
-            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) AND size(scheduled_at) = :len",
+            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) "
+            "AND size(scheduled_at) = :len",
             ExpressionAttributeValues={":token": {"S": lease.token}, ":string": {"S": "S"}, ":len": {"N": _TIME_SIZE}},
             **common,
         )
@@ -401,7 +402,8 @@ class DynamoDBRepository(Repository):
             "update_item",
             "extend",
             UpdateExpression="SET locked_until = :until, ready_at = :until",
-            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) AND scheduled_at <= :until",
+            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) "
+            "AND scheduled_at <= :until",
             ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}, ":string": {"S": "S"}},
             **common,
         )

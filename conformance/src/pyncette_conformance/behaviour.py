@@ -603,29 +603,56 @@ class BehaviourSuite(ConformanceBase):
         assert finished == [True]
         assert state is not None and state.locked_by is None and offsets([state.scheduled_at]) == [20]
 
-    @requires("persistent")
-    async def test_corrupt_record_is_logged_and_skipped(
+    async def test_records_that_cannot_be_decoded_affect_themselves_alone(
         self, apps: AppFactory, caplog: pytest.LogCaptureFixture
     ) -> None:
-        app = apps.app()
-        seen: list[str] = []
+        """Garbage in stored specs (and, where the backend can produce it, in the stored record itself):
+        each bad record is logged once at ERROR with its parent and name and set aside; the other instances,
+        another template and an every-second static task keep running, even with fewer slots than bad records."""
+        app = apps.app(concurrency_limit=2, poll_interval=timedelta(seconds=1))
+        seen: Counter[str] = Counter()
 
         @app.dynamic_task()
         async def job(context: Context) -> None:
-            seen.append(context.task.name)
+            seen[context.task.name] += 1
 
+        @app.dynamic_task()
+        async def other(context: Context) -> None:
+            seen[f"other:{context.task.name}"] += 1
+
+        @app.task(interval=timedelta(seconds=1))
+        async def ticker(context: Context) -> None:
+            seen["ticker"] += 1
+
+        bad_specs = ["bad-spec-1", "bad-spec-2", "bad-spec-3"]
+        bad_records = ["bad-record-1", "bad-record-2", "bad-record-3"]
+        good = [f"good-{i}" for i in range(6)]
+        every_10s = {"interval": timedelta(seconds=10)}
         async with app.create(clock=apps.clock) as ctx:
-            await ctx.schedule_tasks(job, {n: {"execute_at": START} for n in ("good-1", "bad", "good-2")})
-            parent, name = job.instance_key("bad")
-            try:
-                await ctx.repository.write_raw_spec(parent, name, "{this is not json")
-            except NotImplementedError:
-                pytest.skip("backend does not implement the write_raw_spec testing hook")
+            await ctx.schedule_tasks(job, {name: every_10s for name in [*good, *bad_specs, *bad_records]})
+            await ctx.schedule_task(other, "x", **every_10s)
+            for name in bad_specs:
+                try:
+                    await ctx.repository.write_raw_spec(*job.instance_key(name), "{this is not json")
+                except NotImplementedError:
+                    pytest.skip("backend does not implement the write_raw_spec testing hook")
+            for name in bad_records:
+                try:
+                    await ctx.repository.corrupt(*job.instance_key(name))
+                except NotImplementedError:  # only the spec corruption then; these stay healthy
+                    good, bad_records = [*good, *bad_records], []
+                    break
             with caplog.at_level(logging.ERROR, logger="pyncette"):
                 async with running(ctx):
-                    await apps.clock.advance(timedelta(seconds=1))
-        assert sorted(seen) == ["good-1", "good-2"]
-        assert any("bad" in r.getMessage() for r in caplog.records)
+                    await apps.clock.advance(timedelta(seconds=35))
+            stored = {name: await ctx.repository.get(*job.instance_key(name)) for name in bad_specs}
+        assert seen == {"ticker": 35, "other:x": 3, **{name: 3 for name in good}}
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        for name in [*bad_specs, *bad_records]:
+            about = [m for m in errors if f"{job.instance_key(name)[0]}/{name}" in m]
+            assert len(about) == 1, (name, errors)
+        # Set aside, not deleted: the data stays for someone to look at or replace.
+        assert all(record is not None and record.spec == "{this is not json" for record in stored.values())
 
 
 async def _noop(context: Context) -> None:

@@ -72,24 +72,49 @@ class ServerProcess:
     def __init__(self, directory: Path, *extra: str) -> None:
         self.port = _free_port()
         directory.mkdir(parents=True, exist_ok=True)
-        self.command = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        self.command += ["--dir", str(directory), "--daemonize", "no", "--protected-mode", "no", *extra]
+        self.directory, self.extra = directory, extra
         self.process: subprocess.Popen[bytes] | None = None
+        self.started = False
+
+    @property
+    def command(self) -> list[str]:
+        command = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir"]
+        return [*command, str(self.directory), "--daemonize", "no", "--protected-mode", "no", *self.extra]
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start (or restart, on the same port) the server and wait until it accepts connections."""
+        for _ in range(3):
+            if self._start_once():
+                self.started = True
+                return
+            if self.started:
+                break
+            # Another process took the free port before the server bound it: the first start may move.
+            self.port = _free_port()
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def _start_once(self) -> bool:
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                return True
             except OSError:
                 time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
+        self.kill()
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown, no final save (acknowledged writes are in the AOF already)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -129,7 +154,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             states = [
                 subprocess.run(
@@ -143,7 +168,7 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             ]
             if all("cluster_state:ok" in state for state in states):
                 break
-            assert time.monotonic() < deadline, "cluster did not become ready"
+            assert time.monotonic() < deadline, f"cluster did not become ready: {states}"
             time.sleep(0.1)
         yield nodes[0].url
     finally:

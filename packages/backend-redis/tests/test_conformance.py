@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio
 
-from pyncette import PyncetteContext
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.harness import BackendUnderTest
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
+from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
+from pyncette_conformance.validation import ValidationSuite
 from pyncette_redis import backend
 
 
@@ -65,15 +64,16 @@ class TestRedisCoordination(RedisBackendMixin, CoordinationSuite):
 
 
 class TestRedisRecovery(RedisBackendMixin, RecoverySuite):
-    @pytest.fixture
-    async def kill_connections(self, redis_url: str) -> AsyncIterator[KillConnections]:
-        admin = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    """Cuts only the app's own connections (``RedisRepository.kill_connections``: ``CLIENT KILL ID``)."""
 
-        async def kill(ctx: PyncetteContext) -> int:
-            killed: int = await admin.client_kill_filter(_type="normal", skipme=True)
-            return killed
 
-        try:
-            yield kill
-        finally:
-            await admin.aclose()
+class TestRedisClusterRecovery(RedisClusterMixin, RecoverySuite):
+    pass
+
+
+class TestRedisValidation(RedisBackendMixin, ValidationSuite):
+    pass
+
+
+class TestRedisClusterValidation(RedisClusterMixin, ValidationSuite):
+    pass

@@ -1,17 +1,14 @@
-"""The ``redis`` backend descriptor: option validation, connecting and purging."""
+"""The ``redis`` backend descriptor: its options, connecting and purging."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -20,18 +17,34 @@ from redis.exceptions import AuthenticationError, RedisClusterException, RedisEr
 
 from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Boolean, Identifier, Integer, Option, Options, Seconds, Settings, Url
 
-from ._repository import ERRORS, RedisRepository, namespace_pattern
+from ._repository import CLIENT_NAME_PREFIX, ERRORS, Client, RedisRepository, namespace_pattern
 
 DEFAULT_URL = "redis://localhost:6379/0"
-_SCHEMES = ("redis", "rediss", "unix")
-_NAMESPACE = re.compile(r"[A-Za-z0-9_]{0,64}")
 _PURGE_BATCH = 500
+#: The default pool size; the cluster client fails instead of waiting when a node's pool is exhausted: give it room.
+_POOL_SIZE, _CLUSTER_POOL_SIZE = 50, 100
+
+
+class _RedisUrl(Url):
+    """A Redis URL whose database (the path of a redis:// or rediss:// URL) is a number."""
+
+    def convert(self, value: object) -> str:
+        url: str = super().convert(value)
+        parts = urlsplit(url)
+        database = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+        if database and not database.isdigit():
+            raise ValueError(f"the database {database!r} is not a number")
+        return url
+
+    def allowed(self) -> str:
+        return super().allowed() + ", with a numeric database"
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """Validated options of one repository."""
+    """Typed access to validated ``redis_*`` settings."""
 
     url: str
     namespace: str
@@ -39,6 +52,22 @@ class RedisSettings:
     connect_timeout: float
     pool_size: int
     cluster: bool
+    settings: Settings
+
+    @classmethod
+    def of(cls, settings: Settings) -> RedisSettings:
+        """Read the ``redis_*`` values of ``settings`` (filling in the pool size that depends on the cluster flag)."""
+        cluster: bool = settings["redis_cluster"]
+        pool_size = settings["redis_pool_size"] or (_CLUSTER_POOL_SIZE if cluster else _POOL_SIZE)
+        return cls(
+            url=settings["redis_url"],
+            namespace=settings["redis_namespace"],
+            timeout=settings["redis_timeout"],
+            connect_timeout=settings["redis_connect_timeout"],
+            pool_size=pool_size,
+            cluster=cluster,
+            settings=settings,
+        )
 
     @property
     def server(self) -> str:
@@ -46,127 +75,60 @@ class RedisSettings:
         parts = urlsplit(self.url)
         if parts.scheme == "unix":
             return f"unix:{parts.path}"
-        try:
-            port = parts.port or 6379
-        except ValueError:
-            port = 6379
         database = parts.path.lstrip("/") or "0"
         host = parts.hostname or "localhost"
+        port = parts.port or 6379
         return f"[{host}]:{port}/{database}" if ":" in host else f"{host}:{port}/{database}"
 
-    @property
-    def password(self) -> str | None:
-        """The URL's password, so it can be scrubbed from driver messages."""
-        password = urlsplit(self.url).password
-        return unquote(password) if password else None
+    def redact(self, text: str) -> str:
+        """``text`` with every secret (URL password, secret query parameters) masked."""
+        return self.settings.redact(text)
 
 
-def _get(options: Mapping[str, Any], key: str, default: Any) -> Any:
-    """The option's value; ``None`` means the default."""
-    value = options.get(key)
-    return default if value is None else value
-
-
-def _seconds(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = _get(options, key, default)
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            value = None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(f"{key} must be a positive number of seconds or a timedelta, got {options[key]!r}")
-    return float(value)
-
-
-def _positive_int(options: Mapping[str, Any], key: str, default: int) -> int:
-    value = _get(options, key, default)
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{key} must be a positive integer, got {options[key]!r}")
-    return value
-
-
-def _flag(options: Mapping[str, Any], key: str) -> bool:
-    value = _get(options, key, False)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _url(options: Mapping[str, Any]) -> str:
-    url = _get(options, "redis_url", DEFAULT_URL)
-    if not isinstance(url, str) or not url:
-        raise ConfigurationError(f"redis_url must be a non-empty string, got {type(url).__name__}")
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        # Not echoing the URL: it may carry a password.
-        raise ConfigurationError(
-            f"redis_url must start with redis://, rediss:// or unix://, got scheme {parts.scheme or '(none)'!r}"
-        )
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        raise ConfigurationError("redis_url has an invalid port") from None
-    database = parts.path.lstrip("/") if parts.scheme != "unix" else "0"
-    if database and not database.isdigit():
-        raise ConfigurationError(f"redis_url database must be a number, got {database!r}")
-    return url
-
-
-def parse_options(options: Mapping[str, Any]) -> RedisSettings:
-    """Validate the ``redis_*`` options (already selected) into settings."""
-    namespace = _get(options, "redis_namespace", "")
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ConfigurationError(
-            f"redis_namespace must be at most 64 letters, digits or underscores, got {namespace!r}"
-        )
-    cluster = _flag(options, "redis_cluster")
-    return RedisSettings(
-        url=_url(options),
-        namespace=namespace,
-        timeout=_seconds(options, "redis_timeout", 10.0),
-        connect_timeout=_seconds(options, "redis_connect_timeout", 5.0),
-        # The cluster client fails instead of waiting when a node's pool is exhausted: give it room.
-        pool_size=_positive_int(options, "redis_pool_size", 100 if cluster else 50),
-        cluster=cluster,
-    )
-
-
-Client = Redis | RedisCluster
-
-
-def _client(settings: RedisSettings) -> Client:
+def _client(config: RedisSettings, client_name: str) -> Client:
+    """A client (no I/O yet); ``ValueError``/``TypeError`` for URL query parameters redis-py refuses."""
     common: dict[str, Any] = {
-        "socket_timeout": settings.timeout,
-        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.connect_timeout,
         "decode_responses": True,
+        # Garbage bytes in a stored record must not fail a whole reply (see _repository.decode).
+        "encoding_errors": "replace",
         # No automatic command retries: a script that ran before the connection
         # broke must not run twice. The runtime retries on BackendError instead.
         "retry": Retry(NoBackoff(), 0),
-        "client_name": "pyncette",
+        "client_name": client_name,
     }
-    if settings.cluster:
-        return RedisCluster.from_url(settings.url, max_connections=settings.pool_size, **common)
+    if config.cluster:
+        return RedisCluster.from_url(config.url, max_connections=config.pool_size, **common)
     pool = BlockingConnectionPool.from_url(
-        settings.url, max_connections=settings.pool_size, timeout=settings.timeout, **common
+        config.url, max_connections=config.pool_size, timeout=config.timeout, **common
     )
     return Redis.from_pool(pool)
 
 
-async def _handshake(client: Client, settings: RedisSettings) -> None:
+def _check(settings: Settings) -> None:
+    """Refuse URL query parameters the Redis client does not accept, before anything connects."""
+    config = RedisSettings.of(settings)
+    try:
+        client = _client(config, CLIENT_NAME_PREFIX)
+        if isinstance(client, Redis):
+            # Connections are made lazily: making one (not connecting it) checks the URL's parameters.
+            client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, RedisClusterException) as exc:
+        cluster = " with redis_cluster" if config.cluster else ""
+        raise ConfigurationError(
+            config.redact(f"invalid redis_url {config.url!r}{cluster}: the Redis client does not accept it ({exc})")
+        ) from None
+
+
+async def _handshake(client: Client, config: RedisSettings) -> None:
     if isinstance(client, RedisCluster):
         try:
             await client.initialize()
         except RedisClusterException as exc:
             if "not enabled" in str(exc):
                 raise ConfigurationError(
-                    f"redis_url: {settings.server} is not a Redis Cluster node; leave redis_cluster unset"
+                    f"redis_url: {config.server} is not a Redis Cluster node; leave redis_cluster unset"
                 ) from exc
             raise
         await client.ping()
@@ -176,31 +138,34 @@ async def _handshake(client: Client, settings: RedisSettings) -> None:
     with contextlib.suppress(ResponseError):
         if (await client.info("cluster")).get("cluster_enabled") == 1:
             raise ConfigurationError(
-                f"redis_url: {settings.server} is a Redis Cluster node; set redis_cluster=True for the cluster client"
+                f"redis_url: {config.server} is a Redis Cluster node; set redis_cluster=True for the cluster client"
             )
 
 
 @contextlib.asynccontextmanager
-async def _connected(settings: RedisSettings) -> AsyncIterator[Client]:
-    client = _client(settings)
+async def _connected(config: RedisSettings, client_name: str) -> AsyncIterator[Client]:
+    client = _client(config, client_name)
     try:
         try:
-            await asyncio.wait_for(_handshake(client, settings), settings.connect_timeout + settings.timeout)
+            # The whole handshake is bounded by the connect timeout: a server that accepts the
+            # connection but never answers must not hold start-up for the (longer) command timeout.
+            await asyncio.wait_for(_handshake(client, config), config.connect_timeout)
         except (AuthenticationError, ResponseError) as exc:
-            message = _scrub(str(exc), settings)
-            raise ConfigurationError(f"redis_url: {settings.server} refused the connection: {message}") from exc
-        except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
-            message = _scrub(str(exc), settings) or type(exc).__name__
-            raise BackendError(f"cannot connect to Redis at {settings.server}: {message}") from exc
+            raise ConfigurationError(
+                config.redact(f"redis_url: {config.server} refused the connection: {exc}")
+            ) from exc
+        except asyncio.TimeoutError as exc:
+            raise BackendError(
+                f"cannot connect to Redis at {config.server}: no answer within "
+                f"redis_connect_timeout ({config.connect_timeout:g}s)"
+            ) from exc
+        except (RedisError, RedisClusterException, OSError) as exc:
+            message = config.redact(str(exc)) or type(exc).__name__
+            raise BackendError(f"cannot connect to Redis at {config.server}: {message}") from exc
         yield client
     finally:
         with contextlib.suppress(Exception):
             await client.aclose()
-
-
-def _scrub(message: str, settings: RedisSettings) -> str:
-    password = settings.password
-    return message.replace(password, "***") if password else message
 
 
 class RedisBackend(Backend):
@@ -208,33 +173,53 @@ class RedisBackend(Backend):
 
     name = "redis"
     capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
-    options = {
-        "redis_url": f"redis://, rediss:// (TLS) or unix:// URL with credentials and database (default {DEFAULT_URL})",
-        "redis_namespace": "isolates apps sharing a server: letters, digits, underscores (default '')",
-        "redis_timeout": "seconds a command (or waiting for a pooled connection) may take (default 10)",
-        "redis_connect_timeout": "seconds to wait when connecting (default 5)",
-        "redis_pool_size": "maximum connections kept by the repository (default 50; per node and 100 with a cluster)",
-        "redis_cluster": "use the Redis Cluster client; redis_url names any node (default false)",
-    }
-
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        return self._open(parse_options(self.select_options(options)))
+    options = Options(
+        Option(
+            "redis_url",
+            _RedisUrl("redis", "rediss", "unix"),
+            "redis://, rediss:// (TLS) or unix:// URL with credentials and database number",
+            default=DEFAULT_URL,
+        ),
+        Option(
+            "redis_namespace",
+            Identifier(r"[A-Za-z0-9_]{0,64}", "at most 64 letters, digits or underscores"),
+            "key namespace: isolates apps sharing a server",
+            default="",
+            isolates=True,
+        ),
+        Option(
+            "redis_timeout", Seconds(), "seconds a command (or waiting for a pooled connection) may take", default=10.0
+        ),
+        Option(
+            "redis_connect_timeout", Seconds(), "seconds connecting (and the start-up handshake) may take", default=5.0
+        ),
+        Option(
+            "redis_pool_size",
+            Integer(1),
+            f"maximum connections kept (default {_POOL_SIZE}; with a cluster {_CLUSTER_POOL_SIZE} per node)",
+        ),
+        Option("redis_cluster", Boolean(), "use the Redis Cluster client; redis_url names any node", default=False),
+        check=_check,
+    )
 
     @contextlib.asynccontextmanager
-    async def _open(self, settings: RedisSettings) -> AsyncIterator[Repository]:
-        async with _connected(settings) as client:
-            repository = RedisRepository(client, settings.namespace)
-            with map_exceptions(ERRORS, f"redis at {settings.server}: loading scripts"):
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
+        config = RedisSettings.of(settings)
+        # A name of its own lets the repository find (and kill, in tests) exactly its own connections.
+        client_name = f"{CLIENT_NAME_PREFIX}-{uuid.uuid4().hex[:12]}"
+        async with _connected(config, client_name) as client:
+            repository = RedisRepository(client, config.namespace, client_name)
+            with map_exceptions(ERRORS, f"redis at {config.server}: loading scripts"):
                 await repository.load_scripts()
             yield repository
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
+    async def purge(self, settings: Settings) -> None:
         """Delete every key of the namespace (SCAN MATCH + UNLINK)."""
-        settings = parse_options(self.select_options(options))
-        async with _connected(settings) as client:
-            with map_exceptions(ERRORS, "redis purge"):
+        config = RedisSettings.of(settings)
+        async with _connected(config, f"{CLIENT_NAME_PREFIX}-purge") as client:
+            with map_exceptions(ERRORS, f"redis purge at {config.server}"):
                 batch: list[str] = []
-                async for key in client.scan_iter(match=namespace_pattern(settings.namespace), count=1000):
+                async for key in client.scan_iter(match=namespace_pattern(config.namespace), count=1000):
                     batch.append(key)
                     if len(batch) >= _PURGE_BATCH:
                         await client.unlink(*batch)

@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository, map_exceptions
-from pyncette.errors import BackendError, RecordDecodeError
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.errors import BackendError
 
 from . import _scripts
 from ._scripts import Script
+
+Client = Redis | RedisCluster
+
+#: Every connection of a repository is named this, a dash and a per-repository suffix.
+CLIENT_NAME_PREFIX = "pyncette"
 
 #: Every key starts with this, then the hash tag ``{<namespace>:<hex of parent>}``.
 KEY_PREFIX = "pyncette:"
@@ -48,49 +57,102 @@ def _at(value: datetime) -> str:
     return repr(value.timestamp())
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromtimestamp(float(text), tz=timezone.utc)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _record(parent: str, name: str, body: Any) -> Record:
-    """Build a record from its stored JSON object (already parsed)."""
-    try:
-        locked_until = body.get("l")
-        return Record(
-            parent=parent,
-            name=name,
-            spec=body.get("d"),
-            scheduled_at=_time(body["s"]),
-            locked_until=None if locked_until is None else _time(locked_until),
-            locked_by=body.get("t"),
-        )
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise RecordDecodeError(f"redis record {parent!r}/{name!r} is corrupt: {exc}") from exc
+# What the scripts accept as a stored time (see _scripts._LOAD): decimal text or a number, years 1 to 9999.
+_NUMBER = re.compile(r"-?[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?")
+_EARLIEST, _BEYOND = -62135596800.0, 253402300800.0
 
 
-def _parse(text: str, what: str) -> Any:
+def _time(value: object) -> datetime:
+    """A stored time; ``ValueError`` when it is not one."""
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value):
+            raise ValueError
+        number = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError
+    if not (math.isfinite(number) and _EARLIEST <= number < _BEYOND):
+        raise ValueError
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise RecordDecodeError(f"{what}: the server returned malformed JSON: {exc}") from exc
+        return datetime.fromtimestamp(number, tz=timezone.utc)
+    except (OverflowError, OSError) as exc:
+        raise ValueError from exc
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def decode(parent: str, name: str, body: object) -> Record:
+    """Build a record from its stored JSON value (already parsed).
+
+    A value that cannot be decoded gives a record with ``corrupt`` set and what could be read
+    filled in: an unreadable ``scheduled_at`` is :data:`~pyncette.abc.PARKED_AT`, an unreadable lease ``None``.
+    """
+    if not isinstance(body, dict):
+        return Record(parent, name, None, PARKED_AT, corrupt="redis record: the stored value is not a JSON object")
+    problems: list[str] = []
+    spec, token = body.get("d"), body.get("t")
+    if spec is not None and not isinstance(spec, str):
+        problems.append(f"the spec is not text: {_shown(spec)}")
+        spec = None
+    if token is not None and not isinstance(token, str):
+        problems.append(f"the lease token is not text: {_shown(token)}")
+        token = None
+    try:
+        scheduled_at = _time(body.get("s"))
+    except ValueError:
+        problems.append(f"scheduled_at is not a time: {_shown(body.get('s'))}")
+        scheduled_at = PARKED_AT
+    locked_until = None
+    if body.get("l") is not None:
+        try:
+            locked_until = _time(body["l"])
+        except ValueError:
+            problems.append(f"locked_until is not a time: {_shown(body['l'])}")
+            token = None
+    corrupt = f"redis record: {'; '.join(problems)}" if problems else None
+    return Record(parent, name, spec, scheduled_at, locked_until, token, corrupt=corrupt)
+
+
+def decode_text(parent: str, name: str, raw: str) -> Record:
+    """Build a record from its stored text (see :func:`decode`); invalid JSON gives a corrupt record."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return Record(parent, name, None, PARKED_AT, corrupt=f"redis record: the stored value is not JSON: {exc}")
+    return decode(parent, name, body)
+
+
+def _claimed(parent: str, entry: list[Any]) -> Record:
+    """One entry of the claim script's answer: a leased record, or a quarantined unreadable one."""
+    if len(entry) == 2:
+        return decode(parent, entry[0], entry[1])
+    name, raw, reason = entry
+    found = decode_text(parent, name, raw)
+    return replace(found, locked_until=None, locked_by=None, corrupt=found.corrupt or f"redis record: {reason}")
 
 
 class RedisRepository(Repository):
-    """A repository on one Redis server, in one namespace.
+    """A repository on one Redis server, in one namespace; ``client_name`` is the name its connections
+    carry, unique to it (``kill_connections`` cuts the connections carrying it).
 
     Scripts are loaded when the repository opens and called with EVALSHA; a
     server that lost them (``SCRIPT FLUSH``, restart, failover) gets them again
     on the first ``NOSCRIPT`` reply, transparently.
     """
 
-    def __init__(self, client: Redis | RedisCluster, namespace: str) -> None:
+    def __init__(self, client: Client, namespace: str, client_name: str) -> None:
         self._client = client
         self._execute: Callable[..., Awaitable[Any]] = client.execute_command
         self._namespace = namespace
+        self._client_name = client_name
         self._keys: dict[str, tuple[str, str, str]] = {}
 
     @property
@@ -188,7 +250,7 @@ class RedisRepository(Repository):
         due, rec, _ = self.keys(parent)
         with map_exceptions(ERRORS, "redis claim"):
             text = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
-        return [_record(parent, name, body) for name, body in _parse(text, "redis claim")]
+        return [_claimed(parent, entry) for entry in json.loads(text)]
 
     async def _settle(self, items: Sequence[tuple[str, str, str, str]], what: str) -> list[bool]:
         """Finish leases; each item is (parent, name, token, action) as the ``settle`` script takes it."""
@@ -228,19 +290,62 @@ class RedisRepository(Repository):
     async def get(self, parent: str, name: str) -> Record | None:
         with map_exceptions(ERRORS, "redis get"):
             raw = await self._command("HGET", self.keys(parent)[1], name)
-        return None if raw is None else _record(parent, name, _parse(raw, "redis get"))
+        return None if raw is None else decode_text(parent, name, raw)
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
         _, rec, idx = self.keys(parent)
         start = "-" if continuation is None else "(" + continuation
         with map_exceptions(ERRORS, "redis list"):
-            text = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
-        continuation, *pairs = _parse(text, "redis list")
-        return [_record(parent, name, body) for name, body in pairs], continuation
+            continuation, *flat = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
+        records = [decode_text(parent, flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        return records, continuation
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         with map_exceptions(ERRORS, "redis write_raw_spec"):
             await self._call(_scripts.RAW_SPEC, (self.keys(parent)[1],), (name, raw))
+
+    async def corrupt(self, parent: str, name: str) -> None:
+        """Testing hook: put garbage into the stored record's ``scheduled_at``, as a hand edit might."""
+        rec = self.keys(parent)[1]
+        with map_exceptions(ERRORS, "redis corrupt"):
+            raw = await self._command("HGET", rec, name)
+            if raw is None:
+                return
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return  # already unreadable
+            body["s"] = "garbage"
+            await self._command("HSET", rec, name, _json(body))
+
+    async def kill_connections(self) -> int:
+        """Testing hook: ``CLIENT KILL ID`` every connection named as this repository's, on every node.
+
+        The kills go through a separate connection per node (named differently), so every one of
+        the repository's connections is cut and no other client of the server is touched.
+        """
+        targets: list[tuple[type[AbstractConnection], dict[str, Any]]]
+        if isinstance(self._client, RedisCluster):
+            targets = [(node.connection_class, node.connection_kwargs) for node in self._client.get_nodes()]
+        else:
+            pool = self._client.connection_pool
+            targets = [(pool.connection_class, pool.connection_kwargs)]
+        killed = 0
+        with map_exceptions(ERRORS, "redis kill_connections"):
+            for connection_class, kwargs in targets:
+                pool = ConnectionPool(
+                    connection_class=connection_class,
+                    max_connections=1,
+                    **{**kwargs, "client_name": f"{self._client_name}-killer"},
+                )
+                admin = Redis.from_pool(pool)
+                try:
+                    for client in await admin.client_list(_type="normal"):
+                        if client.get("name") == self._client_name:
+                            killed += int(await admin.client_kill_filter(_id=client["id"]))
+                finally:
+                    await admin.aclose()
+        return killed
 
 
 def _scatter(size: int, groups: Iterable[Sequence[int]], results: Sequence[str]) -> list[bool]:

@@ -10,6 +10,15 @@ A record is JSON with short keys: ``s`` scheduled_at, ``l`` locked_until,
 ``t`` lease token, ``d`` spec; absent keys are ``None``. Times are decimal
 strings of epoch seconds, written by Python and copied verbatim, so Lua never
 formats a number (its ``tostring`` would round to 14 digits).
+
+A stored value that cannot be decoded (invalid JSON, a time field that is not
+a time, a spec or token that is not text: hand edits, foreign writers) never
+makes a script fail: a script that raised half-way would keep the writes it
+had made so far and fail every later call on that parent. Every script decodes
+with ``load`` below, which returns ``nil`` and the reason instead of raising.
+CLAIM quarantines such a due record (removes it from ``due``, keeps it in
+``rec`` and ``idx``) and returns it as a marker; REGISTER in update mode
+overwrites it as if it were missing; SETTLE and EXTEND report the lease lost.
 """
 
 from __future__ import annotations
@@ -30,49 +39,84 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest())
 
 
+# Shared by every script that reads a record. The time bounds are the years 1 to 9999 (what Python's
+# datetime holds); the patterns accept what Python's repr() of a float writes, and nothing Lua's
+# tonumber would read differently from Python's float() (hex, "inf", "nan", spaces).
+_LOAD = """
+local function time_of(v)
+  if type(v) == 'string' then
+    if not (string.find(v, '^%-?%d+%.?%d*$') or string.find(v, '^%-?%d+%.?%d*[eE][-+]?%d+$')) then
+      return nil
+    end
+  elseif type(v) ~= 'number' then
+    return nil
+  end
+  local n = tonumber(v)
+  if n == nil or n ~= n or n < -62135596800 or n >= 253402300800 then return nil end
+  return n
+end
+local function load(raw)
+  local ok, r = pcall(cjson.decode, raw)
+  if not ok or type(r) ~= 'table' then return nil, 'the stored value is not a JSON object' end
+  local l, t, d = r.l, r.t, r.d
+  if l == cjson.null then l = nil end
+  if t == cjson.null then t = nil end
+  if d == cjson.null then d = nil end
+  if not time_of(r.s) then return nil, 'scheduled_at is not a time' end
+  if l ~= nil and not time_of(l) then return nil, 'locked_until is not a time' end
+  if t ~= nil and type(t) ~= 'string' then return nil, 'the lease token is not text' end
+  if d ~= nil and type(d) ~= 'string' then return nil, 'the spec is not text' end
+  return {s = r.s, l = l, t = t, d = d}
+end
+"""
+
+
 # ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null].
 # Returns a string of '1' (written) and '0' (left as it was), one per record.
 REGISTER = Script(
     "register",
-    """
+    _LOAD
+    + """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[3])) do
   local name, at, spec = item[1], item[2], item[3]
   if spec == cjson.null then spec = nil end
-  local old = false
+  local old, r = false, nil
   if mode ~= 'f' then old = redis.call('HGET', rec, name) end
-  if not old then
+  if old and mode == 'u' then r = load(old) end
+  if old and mode == 'c' then
+    out[i] = '0'
+  elseif not r then
+    -- Missing, forced, or unreadable (overwritten as if it were missing).
     redis.call('HSET', rec, name, cjson.encode({s = at, d = spec}))
     redis.call('ZADD', due, at, name)
     redis.call('ZADD', idx, 0, name)
     out[i] = '1'
-  elseif mode == 'c' then
+  elseif r.l and tonumber(r.l) > now then
     out[i] = '0'
   else
-    local r = cjson.decode(old)
-    if r.l and tonumber(r.l) > now then
-      out[i] = '0'
-    else
-      r.d = spec
-      if tonumber(at) < tonumber(r.s) then r.s = at end
-      redis.call('HSET', rec, name, cjson.encode(r))
-      local ready = r.s
-      if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
-      redis.call('ZADD', due, ready, name)
-      out[i] = '1'
-    end
+    r.d = spec
+    if tonumber(at) < tonumber(r.s) then r.s = at end
+    redis.call('HSET', rec, name, cjson.encode(r))
+    local ready = r.s
+    if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
+    redis.call('ZADD', due, ready, name)
+    out[i] = '1'
   end
 end
 return table.concat(out)
 """,
 )
 
-# ARGV: now, limit, lease_until, token. Returns a JSON list of [name, record] pairs.
+# ARGV: now, limit, lease_until, token. Returns a JSON list with one entry per due record:
+# [name, record] for a leased one, [name, stored text, reason] for an unreadable one, which is
+# quarantined: removed from ``due`` (no later claim sees it) but kept in ``rec`` and ``idx``.
 CLAIM = Script(
     "claim",
-    """
+    _LOAD
+    + """
 local due, rec = KEYS[1], KEYS[2]
 local lease, token = ARGV[3], ARGV[4]
 local lease_n = tonumber(lease)
@@ -80,18 +124,23 @@ local names = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonu
 local out = {}
 for _, name in ipairs(names) do
   local raw = redis.call('HGET', rec, name)
-  if raw then
-    local r = cjson.decode(raw)
-    r.l = lease
-    r.t = token
-    raw = cjson.encode(r)
-    redis.call('HSET', rec, name, raw)
-    local ready = lease
-    if tonumber(r.s) > lease_n then ready = r.s end
-    redis.call('ZADD', due, ready, name)
-    out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. raw .. ']'
-  else
+  if not raw then
     redis.call('ZREM', due, name)
+  else
+    local r, why = load(raw)
+    if r then
+      r.l = lease
+      r.t = token
+      raw = cjson.encode(r)
+      redis.call('HSET', rec, name, raw)
+      local ready = lease
+      if tonumber(r.s) > lease_n then ready = r.s end
+      redis.call('ZADD', due, ready, name)
+      out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. raw .. ']'
+    else
+      redis.call('ZREM', due, name)
+      out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. cjson.encode(raw) .. ',' .. cjson.encode(why) .. ']'
+    end
   end
 end
 return '[' .. table.concat(out, ',') .. ']'
@@ -100,31 +149,30 @@ return '[' .. table.concat(out, ',') .. ']'
 
 # ARGV: JSON list of [name, token, action]; action '' deletes the record, '-'
 # only releases the lease, anything else is the next scheduled_at.
-# Returns a string of '1' (done) and '0' (lease lost), one per item.
+# Returns a string of '1' (done) and '0' (lease lost, or the record unreadable), one per item.
 SETTLE = Script(
     "settle",
-    """
+    _LOAD
+    + """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[1])) do
   local name, token, action = item[1], item[2], item[3]
   local raw = redis.call('HGET', rec, name)
   out[i] = '0'
-  if raw then
-    local r = cjson.decode(raw)
-    if r.t == token then
-      out[i] = '1'
-      if action == '' then
-        redis.call('HDEL', rec, name)
-        redis.call('ZREM', due, name)
-        redis.call('ZREM', idx, name)
-      else
-        if action ~= '-' then r.s = action end
-        r.l = nil
-        r.t = nil
-        redis.call('HSET', rec, name, cjson.encode(r))
-        redis.call('ZADD', due, r.s, name)
-      end
+  local r = raw and load(raw)
+  if r and r.t == token then
+    out[i] = '1'
+    if action == '' then
+      redis.call('HDEL', rec, name)
+      redis.call('ZREM', due, name)
+      redis.call('ZREM', idx, name)
+    else
+      if action ~= '-' then r.s = action end
+      r.l = nil
+      r.t = nil
+      redis.call('HSET', rec, name, cjson.encode(r))
+      redis.call('ZADD', due, r.s, name)
     end
   end
 end
@@ -132,16 +180,17 @@ return table.concat(out)
 """,
 )
 
-# ARGV: name, token, lease_until. Returns 1/0.
+# ARGV: name, token, lease_until. Returns 1/0 (0: lease lost, or the record unreadable).
 EXTEND = Script(
     "extend",
-    """
+    _LOAD
+    + """
 local due, rec = KEYS[1], KEYS[2]
 local name, token, lease = ARGV[1], ARGV[2], ARGV[3]
 local raw = redis.call('HGET', rec, name)
 if not raw then return 0 end
-local r = cjson.decode(raw)
-if r.t ~= token then return 0 end
+local r = load(raw)
+if not r or r.t ~= token then return 0 end
 r.l = lease
 redis.call('HSET', rec, name, cjson.encode(r))
 local ready = lease
@@ -163,33 +212,38 @@ return 1
 )
 
 # KEYS: idx, rec. ARGV: lexicographic start ('-' or '(' .. last name), limit.
-# Returns a JSON list: the continuation (last name of the page, or null on the
-# last page), then [name, record] pairs.
+# Returns a flat array: the continuation (last name of the page, or nil on the last page), then
+# name and stored text of each record, undecoded, so that one unreadable record affects itself only.
 LIST = Script(
     "list",
     """
 local limit = tonumber(ARGV[2])
 local names = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
-local out = {'null'}
+local out = {false}
 if #names > limit then
   names[#names] = nil
-  out[1] = cjson.encode(names[#names])
+  out[1] = names[#names]
 end
 for _, name in ipairs(names) do
   local raw = redis.call('HGET', KEYS[2], name)
-  if raw then out[#out + 1] = '[' .. cjson.encode(name) .. ',' .. raw .. ']' end
+  if raw then
+    out[#out + 1] = name
+    out[#out + 1] = raw
+  end
 end
-return '[' .. table.concat(out, ',') .. ']'
+return out
 """,
 )
 
-# KEYS: rec. ARGV: name, spec. Testing hook: replaces the spec verbatim.
+# KEYS: rec. ARGV: name, spec. Testing hook: replaces the spec verbatim (not in an unreadable record).
 RAW_SPEC = Script(
     "raw_spec",
-    """
+    _LOAD
+    + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local r = cjson.decode(raw)
+local r = load(raw)
+if not r then return 0 end
 r.d = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(r))
 return 1

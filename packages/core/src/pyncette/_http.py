@@ -15,6 +15,8 @@ from http import HTTPStatus
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
+from .errors import ConfigurationError
+
 logger = logging.getLogger("pyncette")
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -110,7 +112,14 @@ async def serve_http(handler: Handler, *, port: int, bind_address: str | None, w
     The server never takes the block down with it: its own failures are logged, and an
     exception leaving the block propagates unchanged.
     """
-    listener = await anyio.create_tcp_listener(local_host=bind_address, local_port=port)
+    try:
+        listener = await anyio.create_tcp_listener(local_host=bind_address, local_port=port)
+    except OSError as exc:
+        where = f"{bind_address or '*'}:{port}"
+        raise ConfigurationError(
+            f"cannot serve the {what} endpoint on {where}: {exc.strerror or exc}; every process needs its own "
+            "port= (or port=0 for a free one)"
+        ) from exc
     bound: int = listener.extra(SocketAttribute.local_port)  # noqa: S610 - not Django
 
     async def accept_forever() -> None:

@@ -80,7 +80,7 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     if pattern is not None:
         text = pattern.sub(MASK, text)
     for value in extra:
-        if value:
+        if len(value) >= MIN_SECRET_LENGTH:
             text = text.replace(value, MASK)
     return text
 

@@ -107,6 +107,7 @@ class Scheduler:
                         else:
                             await checkpoint()  # more is due at once: stay busy (a virtual clock must not move)
                     # Waiting for running tasks is not work of the loop: a virtual clock may move meanwhile.
+                    assert loop is not None
                     loop, waiting = None, loop
                     waiting.release()
                     timed_out = not await self._drain()

@@ -14,9 +14,12 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 # Dummy credentials for moto / local emulators; real ones in the environment win.
 for _name, _value in {
@@ -69,8 +72,13 @@ def dynamodb_endpoint() -> Iterator[str]:
 
 
 class CuttingProxy:
-    """A TCP proxy in front of the server: :meth:`cut` aborts every connection through it at once;
-    with ``reject`` set, new connections are accepted and cut immediately."""
+    """A TCP proxy in front of the server, for fault injection.
+
+    :meth:`cut` aborts every connection through it at once; with ``reject`` set, new connections are
+    accepted and cut immediately; ``drop_replies = n`` aborts the connections of the next ``n`` replies
+    instead of passing them on (the server has acted on the request, the client never hears of it);
+    while ``holding`` is set, replies wait in the proxy (``held`` counts them) until it is cleared.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -78,6 +86,21 @@ class CuttingProxy:
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self.reject = False
+        self.drop_replies = 0
+        self.held = 0
+        self._release = asyncio.Event()
+        self._release.set()
+
+    @property
+    def holding(self) -> bool:
+        return not self._release.is_set()
+
+    @holding.setter
+    def holding(self, value: bool) -> None:
+        if value:
+            self._release.clear()
+        else:
+            self._release.set()
 
     async def start(self) -> None:
         """Listen (again on the same port after :meth:`stop`)."""
@@ -85,6 +108,7 @@ class CuttingProxy:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self.holding = False
         if self.server is not None:
             self.server.close()
             self.cut()
@@ -109,17 +133,75 @@ class CuttingProxy:
             return
         self.writers.update((writer, up_writer))
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, replies: bool) -> None:
             with contextlib.suppress(Exception):
                 while data := await source.read(65536):
+                    if replies and self.holding:
+                        self.held += 1
+                        await self._release.wait()
+                    if replies and self.drop_replies > 0:
+                        self.drop_replies -= 1
+                        sink.transport.abort()
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
                     sink.write(data)
                     await sink.drain()
             with contextlib.suppress(Exception):
                 sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, replies=False), pipe(up_reader, writer, replies=True))
         self.writers.discard(writer)
         self.writers.discard(up_writer)
+
+
+@pytest.fixture
+async def keepalive_front(dynamodb_endpoint: str) -> AsyncIterator[str]:
+    """An HTTP/1.1 keep-alive reverse proxy in front of the server; yields its URL.
+
+    moto's server closes every connection after one response; DynamoDB keeps them open, and the
+    client pools them. Tests about pooled connections go through this.
+    """
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop_by_hop | {"host"}}
+        async with session.request(
+            request.method, dynamodb_endpoint + request.path_qs, headers=headers, data=await request.read()
+        ) as reply:
+            body = await reply.read()
+            kept = {k: v for k, v in reply.headers.items() if k.lower() not in hop_by_hop}
+            return web.Response(status=reply.status, headers=kept, body=body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        await session.close()
+
+
+@pytest.fixture
+def private_moto() -> Iterator[Any]:
+    """A moto server of this test's own, to kill, hang and restart (never the shared one)."""
+    if os.environ.get("DYNAMODB_ENDPOINT"):
+        pytest.skip("DYNAMODB_ENDPOINT is set: this test needs a moto server of its own")
+    server = _moto.MotoProcess(startup_timeout=STARTUP_TIMEOUT)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        _unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ repository's correctness (and the conformance suite) depends on.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -33,42 +34,78 @@ def answers(url: str) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MotoProcess:
+    """This server as a child process on one loopback port, which it keeps across restarts."""
+
+    def __init__(self, port: int | None = None, startup_timeout: float = 30.0) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers; :class:`RuntimeError` naming the reason if it does not."""
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise RuntimeError(f"cannot start the moto server: {exc}") from exc
+        deadline = time.monotonic() + self.startup_timeout
+        while not answers(self.url):
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the moto server exited with status {self.process.returncode} (is moto[server] installed?)"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the moto server did not answer on {self.url} within {self.startup_timeout:.0f}s")
+            time.sleep(0.1)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the server process (``SIGSTOP``/``SIGCONT`` to hang and resume it)."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        """``SIGKILL`` the server and reap it; everything it stored is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Terminate the server (killing it if it does not exit)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @contextlib.contextmanager
 def running(startup_timeout: float = 30.0) -> Iterator[str]:
     """Run this server in a subprocess on a free loopback port; yield its URL once it answers.
 
     Raises :class:`RuntimeError` naming the reason when it does not start.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    server = MotoProcess(startup_timeout=startup_timeout)
+    server.start()
     try:
-        process = subprocess.Popen(
-            [sys.executable, __file__, "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    except OSError as exc:
-        raise RuntimeError(f"cannot start the moto server: {exc}") from exc
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not answers(url):
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"the moto server exited with status {process.returncode} (is moto[server] installed?)"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the moto server did not answer on {url} within {startup_timeout:.0f}s")
-            time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 def _serve_one_request_at_a_time(argv: list[str]) -> None:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from pyncette import PyncetteContext
+from pyncette.abc import Repository
 from pyncette_conformance import (
     BehaviourSuite,
     CoordinationSuite,
     IsolationSuite,
     PersistenceSuite,
+    RecoverySuite,
     RepositoryContract,
+    ValidationSuite,
 )
 from pyncette_conformance.harness import BackendUnderTest
-from pyncette_conformance.recovery import KillConnections, RecoverySuite
 from pyncette_dynamodb import backend
 
 
@@ -30,8 +31,20 @@ class DynamoDBBackendMixin:
             await under_test.aclose()
 
 
+MOTO_QUERY_SCANS = (
+    "moto's Query walks every item of the table (moto.dynamodb.models.table.Table.query iterates all_items()), "
+    "so on moto a claim slows down with the table; DynamoDB reads only the ready_at index range up to Limit "
+    "(the backend's side is checked in test_dynamodb.py::test_claim_queries_only_due_records). "
+    "Runs as the standard test when DYNAMODB_ENDPOINT points at another server."
+)
+
+
 class TestDynamoDBRepository(DynamoDBBackendMixin, RepositoryContract):
-    pass
+    @pytest.mark.xfail(reason=MOTO_QUERY_SCANS, strict=False)
+    async def test_claim_cost_depends_on_due_records_not_on_all_records(self, repository: Repository) -> None:
+        if not os.environ.get("DYNAMODB_ENDPOINT"):
+            pytest.xfail(MOTO_QUERY_SCANS)  # at once: storing 20,000 records on moto alone takes minutes
+        await super().test_claim_cost_depends_on_due_records_not_on_all_records(repository)
 
 
 class TestDynamoDBBehaviour(DynamoDBBackendMixin, BehaviourSuite):
@@ -51,16 +64,10 @@ class TestDynamoDBCoordination(DynamoDBBackendMixin, CoordinationSuite):
 
 
 class TestDynamoDBRecovery(DynamoDBBackendMixin, RecoverySuite):
+    """Connections cut by the repository's own kill_connections hook (the suite's default)."""
+
     recovery_instances = 300  # moto answers slowly; still enough to be cut mid-run
 
-    @pytest.fixture
-    def recovery_options(self, cutting_proxy: Any) -> dict[str, Any]:
-        # Through the proxy, with one botocore attempt, so a cut request reaches the backend and the runtime.
-        return {"dynamodb_endpoint": f"http://127.0.0.1:{cutting_proxy.port}", "dynamodb_max_attempts": 1}
 
-    @pytest.fixture
-    def kill_connections(self, cutting_proxy: Any) -> KillConnections:
-        async def kill(ctx: PyncetteContext) -> int:
-            return cutting_proxy.cut()
-
-        return kill
+class TestDynamoDBValidation(DynamoDBBackendMixin, ValidationSuite):
+    pass

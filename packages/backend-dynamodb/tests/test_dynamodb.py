@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import socket
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
 import pyncette_dynamodb._client as client_module
 import pyncette_dynamodb._table as table_module
 from pyncette import backends
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.options import Option
 from pyncette_dynamodb import DynamoDBRepository, backend, dynamodb_repository
 from pyncette_dynamodb._codec import format_time, parse_time
 
@@ -53,6 +58,11 @@ SEED_SCHEMA: dict[str, Any] = {
 }
 
 
+def opened(options: dict[str, Any]) -> AbstractAsyncContextManager[Repository]:
+    """Open a repository on raw options, as ``Pyncette(...)`` would."""
+    return backend.open(backend.settings(options))
+
+
 def unique() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
@@ -67,7 +77,7 @@ async def options(dynamodb_endpoint: str) -> AsyncIterator[dict[str, Any]]:
     }
     yield opts
     with contextlib.suppress(Exception):
-        await backend.purge({**opts, "dynamodb_skip_table_create": False})
+        await backend.purge(backend.settings({**opts, "dynamodb_skip_table_create": False}))
 
 
 @pytest.fixture
@@ -79,7 +89,7 @@ async def raw(dynamodb_endpoint: str) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def repository(options: dict[str, Any]) -> AsyncIterator[DynamoDBRepository]:
-    async with backend.open(options) as repo:
+    async with opened(options) as repo:
         assert isinstance(repo, DynamoDBRepository)
         yield repo
 
@@ -109,7 +119,24 @@ def test_descriptor_and_entry_point() -> None:
         "dynamodb_skip_table_create",
     }
     assert legacy <= set(backend.options)
-    assert all(isinstance(text, str) and text for text in backend.options.values())
+    assert all(isinstance(option, Option) and option.help for option in backend.options.values())
+    # Only the prefix isolates: tests share one table per server, which keeps isolation cheap.
+    assert [name for name, option in backend.options.items() if option.isolates] == ["dynamodb_partition_prefix"]
+    assert {name for name, option in backend.options.items() if option.secret} == {
+        "dynamodb_aws_access_key_id",
+        "dynamodb_aws_secret_access_key",
+        "dynamodb_aws_session_token",
+    }
+
+
+def test_defaults_are_those_of_1x() -> None:
+    settings = backend.settings({})
+    assert settings["dynamodb_table_name"] == "pyncette"
+    assert settings["dynamodb_partition_prefix"] == "pyncette"
+    assert settings["dynamodb_region_name"] is None
+    assert settings["dynamodb_endpoint"] is None
+    assert settings["dynamodb_skip_table_create"] is False
+    assert settings["dynamodb_aws_access_key_id"] is None
 
 
 @pytest.mark.parametrize(
@@ -125,7 +152,10 @@ def test_descriptor_and_entry_point() -> None:
         ("dynamodb_region_name", "Mars Base 1"),
         ("dynamodb_endpoint", "ftp://localhost:8000"),
         ("dynamodb_endpoint", "localhost:8000"),
+        ("dynamodb_endpoint", "http://localhost:99999"),
         ("dynamodb_skip_table_create", "perhaps"),
+        ("dynamodb_skip_table_create", 1),
+        ("dynamodb_skip_table_create", 0),
         ("dynamodb_connect_timeout", -1),
         ("dynamodb_connect_timeout", "soon"),
         ("dynamodb_read_timeout", 0),
@@ -133,35 +163,76 @@ def test_descriptor_and_entry_point() -> None:
         ("dynamodb_max_attempts", 0),
         ("dynamodb_max_attempts", 2.5),
         ("dynamodb_max_pool_connections", "many"),
+        ("dynamodb_aws_access_key_id", ""),
     ],
 )
-def test_bad_option_values_are_refused_naming_option_and_value(key: str, value: Any) -> None:
+def test_bad_option_values_are_refused_naming_option(key: str, value: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
-        backend.open({key: value})
-    message = str(info.value)
-    assert key in message
-    if key != "dynamodb_endpoint" or isinstance(value, str):
-        assert repr(value) in message or str(value) in message
+        backend.settings({key: value})
+    assert key in str(info.value)
 
 
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="dynamodb_tabel_name"):
-        backend.open({"dynamodb_tabel_name": "x"})
+        backend.settings({"dynamodb_tabel_name": "x"})
 
 
-def test_endpoint_with_credentials_is_refused_without_echoing_them() -> None:
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://user:hunter2@localhost:8000",
+        "http://AKIDSECRETUSER@localhost:8000",
+        "https://:hunter2@x",
+        "http://localhost:8000/?token=hunter2",
+        "http://localhost:8000/#hunter2",
+    ],
+)
+def test_endpoint_with_credentials_is_refused_without_echoing_them(endpoint: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        backend.open({"dynamodb_endpoint": "http://user:hunter2@localhost:8000"})
-    assert "hunter2" not in str(info.value)
+        backend.settings({"dynamodb_endpoint": endpoint})
+    message = str(info.value)
+    assert "dynamodb_endpoint" in message
+    assert "hunter2" not in message
+    assert "AKIDSECRETUSER" not in message
 
 
-def test_string_forms_of_numbers_and_booleans_are_accepted() -> None:
-    from pyncette_dynamodb._options import parse_settings
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"dynamodb_aws_access_key_id": "AKIDONLY"},
+        {"dynamodb_aws_secret_access_key": "secret-only-1234"},
+        {"dynamodb_aws_session_token": "token-only-1234"},
+    ],
+)
+def test_partial_credentials_are_refused_without_echoing_them(given: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.settings(given)
+    [value] = given.values()
+    assert value not in str(info.value)
 
-    settings = parse_settings(
-        {"dynamodb_skip_table_create": "true", "dynamodb_connect_timeout": "2.5", "dynamodb_max_attempts": "4"}
+
+def test_text_forms_of_numbers_and_booleans_are_accepted() -> None:
+    settings = backend.settings(
+        {
+            "dynamodb_skip_table_create": "true",
+            "dynamodb_connect_timeout": "2.5",
+            "dynamodb_read_timeout": timedelta(seconds=3),
+            "dynamodb_max_attempts": "4",
+        }
     )
-    assert (settings.skip_table_create, settings.connect_timeout, settings.max_attempts) == (True, 2.5, 4)
+    assert settings["dynamodb_skip_table_create"] is True
+    assert (settings["dynamodb_connect_timeout"], settings["dynamodb_read_timeout"]) == (2.5, 3.0)
+    assert settings["dynamodb_max_attempts"] == 4
+
+
+def test_environment_variables_set_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYNCETTE_DYNAMODB_SKIP_TABLE_CREATE", "yes")
+    monkeypatch.setenv("PYNCETTE_DYNAMODB_AWS_SECRET_ACCESS_KEY", "from-the-environment")
+    found = backend.options.from_environment()
+    assert found == {
+        "dynamodb_skip_table_create": "yes",
+        "dynamodb_aws_secret_access_key": "from-the-environment",
+    }
 
 
 def test_time_format_is_fixed_width_sortable_and_round_trips() -> None:
@@ -204,7 +275,7 @@ async def test_created_table_matches_the_seed_schema(repository: DynamoDBReposit
 
 async def test_skip_table_create_refuses_a_missing_table_and_creates_nothing(options: dict[str, Any], raw: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
-        async with backend.open({**options, "dynamodb_skip_table_create": True}):
+        async with opened({**options, "dynamodb_skip_table_create": True}):
             pass
     message = str(info.value)
     assert options["dynamodb_table_name"] in message
@@ -215,15 +286,15 @@ async def test_skip_table_create_refuses_a_missing_table_and_creates_nothing(opt
 
 
 async def test_skip_table_create_uses_an_existing_table(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first:
+    async with opened(options) as first:
         await first.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
-    async with backend.open({**options, "dynamodb_skip_table_create": True}) as second:
+    async with opened({**options, "dynamodb_skip_table_create": True}) as second:
         assert await second.get("p", "a") is not None
 
 
 async def test_concurrent_opens_create_the_table_once(options: dict[str, Any]) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        repos = await asyncio.gather(*(stack.enter_async_context(backend.open(options)) for _ in range(4)))
+        repos = await asyncio.gather(*(stack.enter_async_context(opened(options)) for _ in range(4)))
         await repos[0].register([rec("a")], now=T0, mode=RegisterMode.CREATE)
         for repo in repos:
             assert await repo.get("p", "a") is not None
@@ -232,7 +303,7 @@ async def test_concurrent_opens_create_the_table_once(options: dict[str, Any]) -
 async def test_table_created_by_someone_else_meanwhile_is_waited_for(
     options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with backend.open(options):
+    async with opened(options):
         pass
     # Simulate the race: our DescribeTable saw no table, then another instance created it first.
     real_describe = table_module._describe
@@ -243,7 +314,7 @@ async def test_table_created_by_someone_else_meanwhile_is_waited_for(
         return None if len(calls) == 1 else await real_describe(client)
 
     monkeypatch.setattr(table_module, "_describe", stale_first)
-    async with backend.open(options) as repo:
+    async with opened(options) as repo:
         await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
     assert len(calls) == 2
 
@@ -256,25 +327,25 @@ async def test_incompatible_existing_table_is_refused(options: dict[str, Any], r
         BillingMode="PAY_PER_REQUEST",
     )
     with pytest.raises(ConfigurationError, match="incompatible schema"):
-        async with backend.open(options):
+        async with opened(options):
             pass
 
 
 async def test_purge_removes_only_its_prefix_and_drops_the_emptied_table(options: dict[str, Any], raw: Any) -> None:
     other = {**options, "dynamodb_partition_prefix": unique()}
-    async with backend.open(options) as mine, backend.open(other) as theirs:
+    async with opened(options) as mine, opened(other) as theirs:
         await mine.register([rec(f"m{i}") for i in range(30)], now=T0, mode=RegisterMode.CREATE)
         await theirs.register([rec("kept")], now=T0, mode=RegisterMode.CREATE)
-    await backend.purge(options)
-    async with backend.open(options) as mine, backend.open(other) as theirs:
+    await backend.purge(backend.settings(options))
+    async with opened(options) as mine, opened(other) as theirs:
         assert (await mine.list_page("p", limit=100, continuation=None))[0] == []
         assert await theirs.get("p", "kept") is not None
-    await backend.purge({**other, "dynamodb_skip_table_create": True})
+    await backend.purge(backend.settings({**other, "dynamodb_skip_table_create": True}))
     await raw.describe_table(TableName=options["dynamodb_table_name"])  # not ours to drop: kept
-    await backend.purge(other)
+    await backend.purge(backend.settings(other))
     with pytest.raises(ClientError):
         await raw.describe_table(TableName=options["dynamodb_table_name"])
-    await backend.purge(options)  # a missing table is nothing to purge
+    await backend.purge(backend.settings(options))  # a missing table is nothing to purge
 
 
 # -- storage layout -------------------------------------------------------------------------------
@@ -336,6 +407,158 @@ async def test_overlong_names_are_refused_up_front(repository: DynamoDBRepositor
         await repository.register([rec("x" * 1025)], now=T0, mode=RegisterMode.CREATE)
 
 
+# -- corrupt records -------------------------------------------------------------------------------
+
+#: Hand edits that leave an item in the ready_at index (so a claim finds it) but undecodable, and whether the
+#: claim's lease (which sets locked_until and locked_by) leaves it undecodable.
+DAMAGE: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "garbage scheduled_at": ("SET scheduled_at = :v", {":v": {"S": "garbage"}}, True),
+    "numeric scheduled_at": ("SET scheduled_at = :v", {":v": {"N": "1893499200"}}, True),
+    "missing scheduled_at": ("REMOVE scheduled_at", {}, True),
+    "numeric spec": ("SET spec = :v", {":v": {"N": "42"}}, True),
+    "garbage locked_until": ("SET locked_until = :v", {":v": {"S": "tomorrow"}}, False),
+    "map locked_by": ("SET locked_by = :v", {":v": {"M": {"x": {"S": "y"}}}}, False),
+}
+
+
+async def damage(repo: DynamoDBRepository, options: dict[str, Any], name: str, how: str, parent: str = "p") -> None:
+    expression, values, _ = DAMAGE[how]
+    params: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+    await repo.client.update_item(
+        TableName=repo.table_name,
+        Key={"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:{parent}"}, "task_id": {"S": name}},
+        UpdateExpression=expression,
+        **params,
+    )
+
+
+async def stored_item(repo: DynamoDBRepository, options: dict[str, Any], name: str) -> dict[str, Any]:
+    key = {"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:p"}, "task_id": {"S": name}}
+    response = await repo.client.get_item(TableName=repo.table_name, Key=key, ConsistentRead=True)
+    item: dict[str, Any] = response.get("Item", {})
+    return item
+
+
+async def test_corrupt_hook_record_is_leased_corrupt_and_parked_by_a_commit(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec("a"), rec("b"), rec("c")], now=T0, mode=RegisterMode.CREATE)
+    await repository.corrupt("p", "b")
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == ["a", "b", "c"]
+    bad = claimed["b"]
+    assert bad.corrupt is not None and "scheduled_at" in bad.corrupt
+    assert (bad.scheduled_at, bad.locked_by, bad.locked_until) == (PARKED_AT, "tok", T0 + LEASE)
+    assert bad.spec == '{"v": 1}'
+    assert claimed["a"].corrupt is None and claimed["c"].corrupt is None
+    # The runtime parks it: the commit succeeds whatever scheduled_at holds, and repairs the index.
+    assert await repository.commit([Completion("p", "b", "tok", PARKED_AT)]) == [True]
+    parked = await repository.get("p", "b")
+    assert parked is not None and parked.corrupt is None and parked.scheduled_at == PARKED_AT
+    stored = await stored_item(repository, options, "b")
+    assert stored["ready_at"]["S"] == stored["scheduled_at"]["S"] == "9999-12-31T23:59:59.000000Z"
+    later = T0 + timedelta(days=1)
+    assert "b" not in [r.name for r in await repository.claim("p", now=later, limit=10, lease_until=later, token="x")]
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+async def test_damaged_items_never_fail_claim_get_or_list(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str
+) -> None:
+    await repository.register([rec(f"r{i}") for i in range(5)], now=T0, mode=RegisterMode.CREATE)
+    await damage(repository, options, "r2", how)
+    got = await repository.get("p", "r2")
+    assert got is not None and got.corrupt is not None and got.name == "r2"
+    page, _ = await repository.list_page("p", limit=10, continuation=None)
+    assert [r.name for r in page] == [f"r{i}" for i in range(5)]
+    assert [r.name for r in page if r.corrupt] == ["r2"]
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == [f"r{i}" for i in range(5)]
+    assert all(r.locked_by == "tok" for r in claimed.values())
+    # The lease repairs damage in the lease fields; anything else comes back corrupt, for the runtime to park.
+    assert [n for n, r in claimed.items() if r.corrupt] == (["r2"] if DAMAGE[how][2] else [])
+    assert await repository.commit([Completion("p", "r2", "tok", PARKED_AT)]) == [True]
+    parked = await repository.get("p", "r2")
+    assert parked is not None and parked.scheduled_at == PARKED_AT and parked.locked_by is None
+
+
+@pytest.mark.parametrize("how", ["garbage scheduled_at", "numeric scheduled_at", "garbage locked_until"])
+@pytest.mark.parametrize("mode", [RegisterMode.UPDATE, RegisterMode.FORCE])
+async def test_register_overwrites_a_corrupt_record_as_if_missing(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str, mode: RegisterMode
+) -> None:
+    await repository.register([rec("a", T0 - timedelta(hours=1))], now=T0, mode=RegisterMode.CREATE)
+    await claim(repository)  # leased, so that UPDATE would otherwise leave it alone
+    await damage(repository, options, "a", how)
+    later = T0 + timedelta(hours=2)
+    assert await repository.register([rec("a", later, spec='"new"')], now=T0, mode=mode) == [True]
+    fresh = await repository.get("p", "a")
+    assert fresh is not None and fresh.corrupt is None
+    assert (fresh.spec, fresh.scheduled_at, fresh.locked_by, fresh.locked_until) == ('"new"', later, None, None)
+    assert (await stored_item(repository, options, "a"))["ready_at"]["S"] == format_time(later)
+
+
+async def test_register_create_leaves_a_corrupt_record(repository: DynamoDBRepository) -> None:
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await repository.corrupt("p", "a")
+    assert await repository.register([rec("a", spec='"new"')], now=T0, mode=RegisterMode.CREATE) == [False]
+    kept = await repository.get("p", "a")
+    assert kept is not None and kept.corrupt is not None and kept.spec == '{"v": 1}'
+
+
+@pytest.mark.parametrize("how", ["garbage scheduled_at", "missing scheduled_at", "numeric scheduled_at"])
+async def test_unlock_and_extend_of_a_record_damaged_while_leased_keep_it_claimable(
+    repository: DynamoDBRepository, options: dict[str, Any], how: str
+) -> None:
+    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+    await claim(repository)
+    await damage(repository, options, "a", how)
+    await damage(repository, options, "b", how)
+    assert await repository.unlock([Lease("p", "a", "tok")]) == [True]
+    assert await repository.extend(Lease("p", "b", "tok"), lease_until=T0 + timedelta(seconds=1)) is True
+    # Both come back from a claim (corrupt, leased) instead of vanishing from the index.
+    later = T0 + timedelta(seconds=2)
+    claimed = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t2")
+    assert sorted(r.name for r in claimed) == ["a", "b"]
+    assert all(r.corrupt and r.locked_by == "t2" for r in claimed)
+
+
+async def test_a_record_dynamodb_refuses_to_lease_is_set_aside_unleased(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec("ok"), rec("huge")], now=T0, mode=RegisterMode.CREATE)
+    # A hand-edited spec so large that the lease attributes would push the item over the size limit
+    # (400 KB on DynamoDB, a little less on moto): the largest spec the server still stores.
+    key = {"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:p"}, "task_id": {"S": "huge"}}
+    item = await stored_item(repository, options, "huge")
+    fits, too_big = 300_000, 410 * 1024
+    while too_big - fits > 16:
+        size = (fits + too_big) // 2
+        try:
+            await repository.client.put_item(TableName=repository.table_name, Item={**item, "spec": {"S": "x" * size}})
+            fits = size
+        except ClientError:
+            too_big = size
+    item["spec"] = {"S": "x" * fits}
+    await repository.client.put_item(TableName=repository.table_name, Item=item)
+    claimed = {r.name: r for r in await claim(repository)}
+    assert sorted(claimed) == ["huge", "ok"]
+    huge = claimed["huge"]
+    assert huge.corrupt is not None and "cannot be leased" in huge.corrupt
+    assert huge.locked_by is None and huge.scheduled_at == T0
+    stored = await repository.client.get_item(TableName=repository.table_name, Key=key, ConsistentRead=True)
+    assert "ready_at" not in stored["Item"] and stored["Item"]["spec"] == item["spec"]  # out of the index, data kept
+    later = T0 + timedelta(days=1)
+    again = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t2")
+    assert [r.name for r in again] == ["ok"]  # its lease expired; "huge" is no longer claimable
+    got = await repository.get("p", "huge")
+    assert got is not None and got.corrupt is not None
+    # register overwrites it, and it is claimable again.
+    assert await repository.register([rec("huge")], now=T0, mode=RegisterMode.UPDATE) == [True]
+    [fresh] = await repository.claim("p", now=later, limit=10, lease_until=later + LEASE, token="t3")
+    assert fresh.name == "huge" and fresh.corrupt is None and fresh.locked_by == "t3"
+
+
 # -- costs and concurrency ------------------------------------------------------------------------
 
 
@@ -368,8 +591,35 @@ async def test_requests_per_execution_stay_within_budget(repository: DynamoDBRep
     assert calls["UpdateItem"] + calls["DeleteItem"] == 2 * records
 
 
+async def test_claim_queries_only_due_records(repository: DynamoDBRepository) -> None:
+    """The claim's Query asks the ready_at index for the due range, at most ``limit`` items: DynamoDB reads
+    (and bills) only those, however many records are not yet due."""
+    later = T0 + timedelta(days=30)
+    await repository.register([rec(f"later-{i:04d}", later) for i in range(1000)], now=T0, mode=RegisterMode.CREATE)
+    await repository.register(
+        [rec(f"due-{i}", T0 - timedelta(seconds=i)) for i in range(8)], now=T0, mode=RegisterMode.CREATE
+    )
+    queries: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        queries.append((json.loads(params["body"]), {}))
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        queries[-1][1].update(parsed)
+
+    repository.client.meta.events.register("before-call.dynamodb.Query", record)
+    repository.client.meta.events.register("after-call.dynamodb.Query", answer)
+    claimed = await claim(repository, limit=5)
+    assert [r.name for r in claimed] == [f"due-{i}" for i in (7, 6, 5, 4, 3)]  # earliest first
+    [(request, response)] = queries
+    assert request["IndexName"] == "ready_at"
+    assert request["KeyConditionExpression"] == "partition_id = :p AND ready_at <= :now"
+    assert request["Limit"] == 5
+    assert response["Count"] == response["ScannedCount"] == 5
+
+
 async def test_two_instances_never_share_a_record(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         await first.register([rec(f"r{i}") for i in range(200)], now=T0, mode=RegisterMode.CREATE)
         results: dict[str, list[str]] = {}
 
@@ -395,7 +645,7 @@ async def _any_due(repo: Repository) -> bool:
 async def test_instances_sharing_a_parent_mostly_avoid_each_other(options: dict[str, Any]) -> None:
     """Two instances polling one parent: collisions (billed, failed writes) stay well below one per execution."""
     rounds, per_round = 10, 20
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         records = [rec(f"r{i}", T0 + timedelta(seconds=i % rounds)) for i in range(rounds * per_round)]
         await first.register(records, now=T0, mode=RegisterMode.CREATE)
         writes: Counter[str] = Counter()
@@ -423,7 +673,7 @@ async def test_instances_sharing_a_parent_mostly_avoid_each_other(options: dict[
 
 
 async def test_lost_race_skips_the_record_without_error(options: dict[str, Any]) -> None:
-    async with backend.open(options) as first, backend.open(options) as second:
+    async with opened(options) as first, opened(options) as second:
         assert isinstance(first, DynamoDBRepository)
         await first.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
         stolen: list[Record] = []
@@ -469,45 +719,33 @@ async def test_throttling_is_retried_then_reported_as_backend_error(
         await claim(repository, token="other")
 
 
-class _AppliedButLost:
-    """Wraps the raw client: chosen writes reach the server, then the client sees a dropped connection."""
+async def test_writes_whose_reply_was_lost_are_recognised_on_retry(cutting_proxy: Any, options: dict[str, Any]) -> None:
+    """The server applies a write but its reply is lost; botocore resends it, and the failed condition
+    that comes back is recognised as the echo of our own write."""
+    proxy = cutting_proxy
+    async with opened({**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}"}) as repo:
+        await repo.register([rec("a"), rec("b"), rec("c"), rec("d")], now=T0, mode=RegisterMode.CREATE)
 
-    def __init__(self, raw: Any, operations: set[str]) -> None:
-        self._raw = raw
-        self.pending = set(operations)
+        async def without_reply(call: Any) -> Any:
+            proxy.drop_replies = 1
+            result = await call
+            assert proxy.drop_replies == 0, "no reply was dropped"
+            return result
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._raw, name)
-        if name not in self.pending:
-            return method
-
-        async def applied_then_dropped(**params: Any) -> Any:
-            self.pending.discard(name)
-            await method(**params)
-            raise EndpointConnectionError(endpoint_url="http://test")
-
-        return applied_then_dropped
-
-
-async def test_writes_whose_response_was_lost_are_recognised_on_retry(
-    repository: DynamoDBRepository, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
-    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
-    wrapper = _AppliedButLost(repository._client.raw, {"update_item"})
-    monkeypatch.setattr(repository._client, "raw", wrapper)
-    # The first claim write lands but its answer is lost; the retry fails its condition against our own lease.
-    assert sorted(r.name for r in await claim(repository)) == ["a", "b"]
-    wrapper.pending = {"update_item"}
-    assert await repository.commit([Completion("p", "a", "tok", T0 + timedelta(hours=1))]) == [True]
-    wrapper.pending = {"delete_item"}
-    assert await repository.commit([Completion("p", "b", "tok", None)]) == [True]
-    wrapper.pending = {"put_item"}
-    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [True]
-    stored = await repository.get("p", "a")
-    assert stored is not None and stored.locked_by is None and stored.scheduled_at == T0 + timedelta(hours=1)
-    assert await repository.get("p", "b") is None
-    assert await repository.register([rec("c")], now=T0, mode=RegisterMode.CREATE) == [False]
+        assert [r.name for r in await without_reply(claim(repo, limit=1))] == ["a"]
+        assert sorted(r.name for r in await without_reply(claim(repo))) == ["b", "c", "d"]
+        later = T0 + timedelta(hours=1)
+        assert await without_reply(repo.commit([Completion("p", "a", "tok", later)])) == [True]
+        assert await without_reply(repo.commit([Completion("p", "b", "tok", None)])) == [True]
+        assert await without_reply(repo.unlock([Lease("p", "c", "tok")])) == [True]
+        assert await without_reply(repo.extend(Lease("p", "d", "tok"), lease_until=later)) is True
+        assert await without_reply(repo.register([rec("e")], now=T0, mode=RegisterMode.CREATE)) == [True]
+        a, b, c, d = [await repo.get("p", name) for name in "abcd"]
+        assert a is not None and a.locked_by is None and a.scheduled_at == later
+        assert b is None
+        assert c is not None and c.locked_by is None
+        assert d is not None and d.locked_until == later
+        assert await repo.register([rec("e")], now=T0, mode=RegisterMode.CREATE) == [False]
 
 
 async def test_claim_returns_what_it_got_when_some_writes_fail(
@@ -532,7 +770,7 @@ async def test_claim_returns_what_it_got_when_some_writes_fail(
 
 
 async def test_adaptive_retry_mode(options: dict[str, Any]) -> None:
-    async with backend.open({**options, "dynamodb_retry_mode": "adaptive"}) as repo:
+    async with opened({**options, "dynamodb_retry_mode": "adaptive"}) as repo:
         await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
         assert len(await claim(repo)) == 1
 
@@ -540,7 +778,7 @@ async def test_adaptive_retry_mode(options: dict[str, Any]) -> None:
 async def test_unreachable_endpoint_fails_fast_naming_host_and_port() -> None:
     started = time.monotonic()
     with pytest.raises(BackendError) as info:
-        async with backend.open({"dynamodb_endpoint": "http://127.0.0.1:1", "dynamodb_table_name": "pyncette"}):
+        async with opened({"dynamodb_endpoint": "http://127.0.0.1:1", "dynamodb_table_name": "pyncette"}):
             pass
     assert time.monotonic() - started < 10
     assert "127.0.0.1:1" in str(info.value)
@@ -559,15 +797,79 @@ async def test_blackholed_endpoint_is_bounded_by_the_connect_timeout(monkeypatch
         try:
             started = time.monotonic()
             with pytest.raises(BackendError) as info:
-                async with backend.open(
-                    {"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}
-                ):
+                async with opened({"dynamodb_endpoint": f"http://127.0.0.1:{port}", "dynamodb_connect_timeout": 0.5}):
                     pass
             assert time.monotonic() - started < 5
             assert f"127.0.0.1:{port}" in str(info.value)
         finally:
             for hog in hogs:
                 hog.close()
+
+
+SECRETS = {
+    "dynamodb_aws_access_key_id": "AKIDPYNCETTETESTKEYID",
+    "dynamodb_aws_secret_access_key": "pyncette-test-secret-access-key",
+    "dynamodb_aws_session_token": "pyncette-test-session-token",
+}
+
+
+def everything_shown(exc: BaseException) -> str:
+    """What an error can show: its text, its repr and the whole traceback with its causes."""
+    return "\n".join([str(exc), repr(exc), *traceback.format_exception(exc)])
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    for secret in (*SECRETS.values(), *secrets):
+        assert secret not in text
+
+
+async def test_no_secret_in_the_errors_and_logs_of_a_bad_connection(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    closed = _closed_port()
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        async with opened({"dynamodb_endpoint": f"http://127.0.0.1:{closed}", **SECRETS}):
+            pass
+    assert time.monotonic() - started < 10
+    assert f"127.0.0.1:{closed}" in str(info.value)
+    assert_no_secret(everything_shown(info.value))
+    assert_no_secret(caplog.text)
+    for record in caplog.records:
+        assert_no_secret(logging.Formatter().format(record))
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://AKIDINURLUSER:url-secret-password@127.0.0.1:1",
+        "http://u:url-secret-password@127.0.0.1:1/?token=t0k3nval",
+    ],
+)
+def test_no_secret_in_the_error_for_credentials_in_the_endpoint(endpoint: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backend.settings({"dynamodb_endpoint": endpoint, **SECRETS})
+    assert_no_secret(everything_shown(info.value), "url-secret-password", "AKIDINURLUSER", "t0k3nval")
+
+
+async def test_explicit_credentials_are_used_and_never_logged(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with opened({**options, **SECRETS}) as repo:
+        assert isinstance(repo, DynamoDBRepository)
+        credentials = await repo.client._get_credentials().get_frozen_credentials()
+        assert credentials.access_key == SECRETS["dynamodb_aws_access_key_id"]
+        assert credentials.token == SECRETS["dynamodb_aws_session_token"]
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        assert await repo.get("p", "a") is not None
+    assert "Sending http request" in caplog.text  # botocore did log the requests, headers included
+    assert_no_secret(caplog.text)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_missing_credentials_are_a_configuration_error(
@@ -587,7 +889,7 @@ async def test_missing_credentials_are_a_configuration_error(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ConfigurationError, match="credentials"):
-        async with backend.open({"dynamodb_endpoint": dynamodb_endpoint}):
+        async with opened({"dynamodb_endpoint": dynamodb_endpoint}):
             pass
 
 
@@ -596,7 +898,7 @@ async def test_missing_region_is_a_configuration_error(monkeypatch: pytest.Monke
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(ConfigurationError, match="dynamodb_region_name"):
-        async with backend.open({}):
+        async with opened({}):
             pass
 
 
@@ -614,7 +916,7 @@ async def test_repository_recovers_after_connections_are_killed(
     proxy = cutting_proxy
     monkeypatch.setattr(client_module, "BACKOFF_BASE", 0.01)
     proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": 2}
-    async with backend.open(proxied) as repo:
+    async with opened(proxied) as repo:
         await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)
         # Cut every connection, including idle pooled ones.
         proxy.cut()
@@ -634,3 +936,38 @@ async def test_repository_recovers_after_connections_are_killed(
         claimed = await _eventually(lambda: claim(repo))
         assert sorted(r.name for r in claimed) == sorted(f"r{i}" for i in range(10))
         assert all(await repo.commit([Completion("p", r.name, "tok", None) for r in claimed]))
+
+
+async def test_kill_connections_cuts_pooled_connections_and_the_pool_reconnects(
+    keepalive_front: str, options: dict[str, Any]
+) -> None:
+    async with opened({**options, "dynamodb_endpoint": keepalive_front}) as repo:
+        await repo.register([rec(f"r{i}") for i in range(10)], now=T0, mode=RegisterMode.CREATE)  # opens several
+        assert await repo.kill_connections() >= 2
+        assert await repo.kill_connections() == 0  # nothing left open
+        assert await repo.get("p", "r0") is not None  # a new connection, silently
+        assert await repo.kill_connections() == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_kill_connections_cuts_a_request_in_flight(
+    cutting_proxy: Any, options: dict[str, Any], attempts: int
+) -> None:
+    proxy = cutting_proxy
+    proxied = {**options, "dynamodb_endpoint": f"http://127.0.0.1:{proxy.port}", "dynamodb_max_attempts": attempts}
+    async with opened(proxied) as repo:
+        await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        proxy.holding = True  # the server answers, the answer waits in the proxy: the request is in flight
+        pending = asyncio.ensure_future(repo.get("p", "a"))
+        deadline = time.monotonic() + 5
+        while not proxy.held:
+            assert time.monotonic() < deadline, "the request never reached the server"
+            await asyncio.sleep(0.01)
+        assert await repo.kill_connections() == 1
+        proxy.holding = False
+        if attempts == 1:
+            with pytest.raises(BackendError, match=r"127\.0\.0\.1"):
+                await asyncio.wait_for(pending, 5)
+        else:  # botocore resends it on a new connection
+            assert await asyncio.wait_for(pending, 5) is not None
+        assert await repo.get("p", "a") is not None

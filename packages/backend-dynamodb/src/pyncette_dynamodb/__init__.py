@@ -8,7 +8,9 @@ Usage::
         dynamodb_table_name="pyncette",
     )
 
-Credentials come from the ambient AWS chain (environment, shared config, container or instance metadata).
+Credentials come from the ambient AWS chain (environment, shared config, container or instance metadata),
+unless the secret options ``dynamodb_aws_access_key_id`` and ``dynamodb_aws_secret_access_key`` (and
+``dynamodb_aws_session_token``) give them.
 """
 
 from ._backend import DynamoDBBackend, backend

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator
 
 from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
 from pyncette.errors import BackendError
+from pyncette.options import Settings
 
 from ._client import DRIVER_ERRORS, Client, connect, credentials_error
-from ._options import OPTIONS, Settings, parse_settings
+from ._options import OPTIONS, Config
 from ._repository import DynamoDBRepository
 from ._table import ensure_table, purge
 
 
 @contextlib.asynccontextmanager
 async def _checked(client: Client, what: str) -> AsyncIterator[None]:
-    """Translate driver errors of setup calls, turning missing credentials into a ConfigurationError."""
+    """Translate driver errors of setup calls, turning missing or refused credentials into a ConfigurationError."""
     try:
-        with map_exceptions(
-            DRIVER_ERRORS, f"dynamodb {what} of table {client.settings.table_name!r} at {client.server}"
-        ):
+        with map_exceptions(DRIVER_ERRORS, f"dynamodb {what} of table {client.config.table_name!r} at {client.server}"):
             yield
     except BackendError as exc:
-        problem = credentials_error(exc)
+        problem = credentials_error(exc, client.config)
         if problem is not None:
             raise problem from exc.__cause__
         raise
@@ -38,23 +35,19 @@ class DynamoDBBackend(Backend):
     capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
     options = OPTIONS
 
-    def open(self, options: Mapping[str, Any]) -> AbstractAsyncContextManager[Repository]:
-        return self._open(parse_settings(self.select_options(options)))
-
     @contextlib.asynccontextmanager
-    async def _open(self, settings: Settings) -> AsyncIterator[Repository]:
-        async with connect(settings) as client:
+    async def open(self, settings: Settings) -> AsyncIterator[Repository]:
+        async with connect(Config.from_settings(settings)) as client:
             async with _checked(client, "open"):
                 await ensure_table(client)
             yield DynamoDBRepository(client)
 
-    async def purge(self, options: Mapping[str, Any]) -> None:
+    async def purge(self, settings: Settings) -> None:
         """Delete the items under the partition prefix, then the table itself if it is left empty.
 
         The table is kept when ``dynamodb_skip_table_create`` is set (it is not Pyncette's to drop).
         """
-        settings = parse_settings(self.select_options(options))
-        async with connect(settings) as client, _checked(client, "purge"):
+        async with connect(Config.from_settings(settings)) as client, _checked(client, "purge"):
             await purge(client)
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from pyncette.abc import Record
-from pyncette.errors import ConfigurationError, RecordDecodeError
+from pyncette.abc import PARKED_AT, Record
+from pyncette.errors import ConfigurationError
 
 Item = dict[str, dict[str, Any]]
 
@@ -34,6 +34,7 @@ INDEX_NAME = "ready_at"
 _MAX_PARTITION_BYTES = 2048
 _MAX_NAME_BYTES = 1024
 _MAX_SPEC_BYTES = 380_000
+_TIME_LENGTH = len("2030-01-01T12:00:00.000000Z")
 
 
 def format_time(value: datetime) -> str:
@@ -86,22 +87,60 @@ def new_item(prefix: str, record: Record) -> Item:
 
 
 def text(item: Item, attribute: str) -> str | None:
-    """A string attribute of ``item``, or ``None`` when absent."""
+    """A string attribute of ``item``; ``None`` when absent or not a string (a hand edit)."""
     value = item.get(attribute)
-    return None if value is None else str(value["S"])
+    found = value.get("S") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def stored_time(item: Item, attribute: str) -> str | None:
+    """A time attribute of ``item`` as stored, when it is one :func:`format_time` could have written."""
+    value = text(item, attribute)
+    if value is None or len(value) != _TIME_LENGTH or not value.endswith("Z"):
+        return None
+    try:
+        parse_time(value)
+    except ValueError:
+        return None
+    return value
+
+
+def _describe(item: Item, attribute: str) -> str:
+    value = item.get(attribute)
+    if value is None:
+        return "missing"
+    if not isinstance(value, dict) or "S" not in value:
+        kinds = ", ".join(value) if isinstance(value, dict) else type(value).__name__
+        return f"not a string ({kinds})"
+    return f"{str(value['S'])[:40]!r} is not a time"
 
 
 def decode(parent: str, item: Item) -> Record:
-    """The record stored in ``item`` (a full item, as returned by GetItem, Query or ReturnValues)."""
-    try:
-        locked_until = text(item, "locked_until")
-        return Record(
-            parent=parent,
-            name=item[SORT_KEY]["S"],
-            spec=text(item, "spec"),
-            scheduled_at=parse_time(item["scheduled_at"]["S"]),
-            locked_until=None if locked_until is None else parse_time(locked_until),
-            locked_by=text(item, "locked_by"),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RecordDecodeError(f"corrupt DynamoDB item {item.get(SORT_KEY)!r} of parent {parent!r}: {exc!r}") from exc
+    """The record stored in ``item`` (a full item, as returned by GetItem, Query or ReturnValues).
+
+    A record that cannot be decoded (garbage in a time field, a wrong attribute type) is returned
+    with ``corrupt`` set to the reason and what could be read: an unreadable ``scheduled_at``
+    becomes :data:`~pyncette.abc.PARKED_AT`, an unreadable lease ``None``.
+    """
+    problems = []
+    scheduled_at, locked_until = stored_time(item, "scheduled_at"), stored_time(item, "locked_until")
+    if scheduled_at is None:
+        problems.append(f"scheduled_at {_describe(item, 'scheduled_at')}")
+    if locked_until is None and "locked_until" in item:
+        problems.append(f"locked_until {_describe(item, 'locked_until')}")
+    if stored_time(item, READY_AT) is None:
+        # Not (or wrongly) in the ready_at index: no claim would ever find it.
+        problems.append(f"ready_at {_describe(item, READY_AT)}")
+    spec, locked_by = text(item, "spec"), text(item, "locked_by")
+    for attribute, value in (("spec", spec), ("locked_by", locked_by)):
+        if value is None and attribute in item:
+            problems.append(f"{attribute} {_describe(item, attribute)}")
+    return Record(
+        parent=parent,
+        name=str(item[SORT_KEY]["S"]),
+        spec=spec,
+        scheduled_at=PARKED_AT if scheduled_at is None else parse_time(scheduled_at),
+        locked_until=None if locked_until is None else parse_time(locked_until),
+        locked_by=locked_by,
+        corrupt="; ".join(problems) or None,
+    )

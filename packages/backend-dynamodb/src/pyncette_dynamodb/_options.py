@@ -1,162 +1,160 @@
-"""Option names, defaults and validation for the DynamoDB backend."""
+"""The DynamoDB backend's option schema, and the typed view of validated settings the client uses."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from pyncette.errors import ConfigurationError
+from pyncette.options import Boolean, Choice, Identifier, Integer, Option, Options, Seconds, Settings, Text, Url
 
 DEFAULT_TABLE_NAME = "pyncette"
 DEFAULT_PARTITION_PREFIX = "pyncette"
 
-OPTIONS: dict[str, str] = {
-    "dynamodb_region_name": "AWS region, e.g. 'eu-west-1' (default: the ambient AWS configuration)",
-    "dynamodb_table_name": f"table name: letters, digits, underscores, 3-255 long (default {DEFAULT_TABLE_NAME!r})",
-    "dynamodb_endpoint": "endpoint URL for local emulators and VPC endpoints, e.g. 'http://localhost:8000'",
-    "dynamodb_partition_prefix": (
-        "prefix of every partition key, to share one table between apps: "
-        f"letters, digits, underscores (default {DEFAULT_PARTITION_PREFIX!r})"
-    ),
-    "dynamodb_skip_table_create": "True: never create the table; a missing table is an error (default False)",
-    "dynamodb_connect_timeout": "seconds to wait for a TCP/TLS connection (default 5)",
-    "dynamodb_read_timeout": "seconds to wait for a response (default 10)",
-    "dynamodb_retry_mode": "botocore retry mode: 'standard' (default) or 'adaptive' (client-side rate limiting)",
-    "dynamodb_max_attempts": "botocore attempts per request, first included (default 3); throttling gets 2 more rounds",
-    "dynamodb_max_pool_connections": "HTTP connections kept open, bounds per-batch concurrency (default 100)",
-}
+_CREDENTIALS = ("dynamodb_aws_access_key_id", "dynamodb_aws_secret_access_key", "dynamodb_aws_session_token")
 
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_]{3,255}")
-_PREFIX = re.compile(r"[A-Za-z0-9_]{1,64}")
-_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
-_RETRY_MODES = ("standard", "adaptive")
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
+
+def _check(settings: Settings) -> None:
+    endpoint = settings["dynamodb_endpoint"]
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        # Never echo the URL here: its user-info is exactly what must not appear in a message.
+        if parts.username is not None or parts.password is not None:
+            raise ConfigurationError(
+                "invalid dynamodb_endpoint: credentials in the URL are not used; give "
+                "dynamodb_aws_access_key_id and dynamodb_aws_secret_access_key, or use the ambient AWS chain"
+            )
+        if parts.query or parts.fragment:
+            # A query string means nothing to DynamoDB and may carry a token: refuse it, unseen.
+            raise ConfigurationError(
+                "invalid dynamodb_endpoint: expected http(s)://host[:port][/path], without a query string or fragment"
+            )
+        if not parts.hostname:
+            raise ConfigurationError(
+                f"invalid dynamodb_endpoint {settings.redact(repr(endpoint))}: the URL names no host"
+            )
+    key_id, secret, token = (settings[name] for name in _CREDENTIALS)
+    if (key_id is None) != (secret is None):
+        raise ConfigurationError(
+            "dynamodb_aws_access_key_id and dynamodb_aws_secret_access_key go together: give both or neither"
+        )
+    if token is not None and key_id is None:
+        raise ConfigurationError(
+            "dynamodb_aws_session_token needs dynamodb_aws_access_key_id and dynamodb_aws_secret_access_key"
+        )
+
+
+OPTIONS = Options(
+    Option(
+        "dynamodb_region_name",
+        Identifier(r"[a-z]{2}(-[a-z0-9]+)+", "an AWS region name such as 'eu-west-1'"),
+        "AWS region, e.g. 'eu-west-1' (default: the ambient AWS configuration)",
+    ),
+    Option(
+        "dynamodb_table_name",
+        Identifier(r"[A-Za-z0-9_]{3,255}", "3-255 letters, digits or underscores"),
+        "table name",
+        default=DEFAULT_TABLE_NAME,
+    ),
+    Option(
+        "dynamodb_endpoint",
+        Url("http", "https"),
+        "endpoint URL of a local emulator or VPC endpoint, e.g. 'http://localhost:8000' (no credentials in it)",
+    ),
+    Option(
+        "dynamodb_partition_prefix",
+        Identifier(r"[A-Za-z0-9_]{1,64}", "1-64 letters, digits or underscores"),
+        "prefix of every partition key, so that several apps can share one table",
+        default=DEFAULT_PARTITION_PREFIX,
+        isolates=True,
+    ),
+    Option(
+        "dynamodb_skip_table_create",
+        Boolean(),
+        "never create the table; a missing table is an error",
+        default=False,
+    ),
+    Option("dynamodb_connect_timeout", Seconds(0, 300), "seconds to wait for a TCP/TLS connection", default=5.0),
+    Option("dynamodb_read_timeout", Seconds(0, 3600), "seconds to wait for a response", default=10.0),
+    Option(
+        "dynamodb_retry_mode",
+        Choice("standard", "adaptive"),
+        "botocore retry mode ('adaptive' adds client-side rate limiting)",
+        default="standard",
+    ),
+    Option("dynamodb_max_attempts", Integer(1, 20), "botocore attempts per request, the first included", default=3),
+    Option(
+        "dynamodb_max_pool_connections",
+        Integer(1, 1000),
+        "HTTP connections kept open; bounds how many writes of a batch are in flight",
+        default=100,
+    ),
+    Option(
+        "dynamodb_aws_access_key_id",
+        Text(),
+        "AWS access key id (default: the ambient AWS credential chain)",
+        secret=True,
+    ),
+    Option(
+        "dynamodb_aws_secret_access_key",
+        Text(),
+        "AWS secret access key, with dynamodb_aws_access_key_id",
+        secret=True,
+    ),
+    Option(
+        "dynamodb_aws_session_token",
+        Text(),
+        "AWS session token of temporary credentials, with the key id and secret key",
+        secret=True,
+    ),
+    check=_check,
+)
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Validated options of one repository."""
+class Config:
+    """Validated settings of one repository, typed for the client."""
 
-    table_name: str = DEFAULT_TABLE_NAME
-    partition_prefix: str = DEFAULT_PARTITION_PREFIX
-    region_name: str | None = None
-    endpoint: str | None = None
-    skip_table_create: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-    retry_mode: str = "standard"
-    max_attempts: int = 3
-    max_pool_connections: int = 100
+    table_name: str
+    partition_prefix: str
+    region_name: str | None
+    endpoint: str | None
+    skip_table_create: bool
+    connect_timeout: float
+    read_timeout: float
+    retry_mode: str
+    max_attempts: int
+    max_pool_connections: int
+    access_key_id: str | None
+    secret_access_key: str | None
+    session_token: str | None
+    #: The settings' own secrets, masked in every message built from driver output.
+    secrets: tuple[str, ...] = ()
 
-
-def _string(options: Mapping[str, Any], key: str, pattern: re.Pattern[str], allowed: str) -> str | None:
-    value = options.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ConfigurationError(f"invalid {key} {value!r}: allowed are {allowed}")
-    return value
-
-
-def _number(options: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"invalid {key} {value!r}: a number of seconds is required") from None
-    if not low < number <= high:
-        raise ConfigurationError(f"invalid {key} {value!r}: must be greater than {low:g} and at most {high:g}")
-    return number
-
-
-def _integer(options: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = options.get(key)
-    if value is None:
-        return default
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"invalid {key} {value!r}: an integer is required") from None
-    if not low <= number <= high:
-        raise ConfigurationError(f"invalid {key} {value!r}: must be between {low} and {high}")
-    return number
-
-
-def _boolean(options: Mapping[str, Any], key: str) -> bool:
-    value = options.get(key)
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-        return value.lower() in _TRUE
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ConfigurationError(f"invalid {key} {value!r}: True or False is required")
-
-
-def _endpoint(options: Mapping[str, Any]) -> str | None:
-    value = options.get("dynamodb_endpoint")
-    if value is None:
-        return None
-    # Messages never show a URL's user-info part: it could carry credentials.
-    problem = "an http:// or https:// URL with a host is required"
-    if not isinstance(value, str):
-        raise ConfigurationError(f"invalid dynamodb_endpoint (a {type(value).__name__}): {problem}")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ConfigurationError(f"invalid dynamodb_endpoint: {problem} and a valid port") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"invalid dynamodb_endpoint {_redacted(value)!r}: {problem}")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError(
-            "invalid dynamodb_endpoint: credentials in the URL are not used; "
-            "AWS credentials come from the environment, shared config or instance metadata"
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Config:
+        """The typed view of settings validated by :data:`OPTIONS`."""
+        return cls(
+            table_name=settings["dynamodb_table_name"],
+            partition_prefix=settings["dynamodb_partition_prefix"],
+            region_name=settings["dynamodb_region_name"],
+            endpoint=settings["dynamodb_endpoint"],
+            skip_table_create=settings["dynamodb_skip_table_create"],
+            connect_timeout=settings["dynamodb_connect_timeout"],
+            read_timeout=settings["dynamodb_read_timeout"],
+            retry_mode=settings["dynamodb_retry_mode"],
+            max_attempts=settings["dynamodb_max_attempts"],
+            max_pool_connections=settings["dynamodb_max_pool_connections"],
+            access_key_id=settings["dynamodb_aws_access_key_id"],
+            secret_access_key=settings["dynamodb_aws_secret_access_key"],
+            session_token=settings["dynamodb_aws_session_token"],
+            secrets=settings.secrets,
         )
-    return value
 
+    @property
+    def explicit_credentials(self) -> bool:
+        """Whether credentials were given as options (rather than taken from the ambient chain)."""
+        return self.access_key_id is not None
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
-def parse_settings(options: Mapping[str, Any]) -> Settings:
-    """Validate already-selected ``dynamodb_*`` options (``None`` means the default).
-
-    Raises :class:`ConfigurationError` naming the bad option and what is allowed.
-    """
-    letters = "letters, digits and underscores"
-    retry_mode = options.get("dynamodb_retry_mode")
-    if retry_mode is None:
-        retry_mode = "standard"
-    if retry_mode not in _RETRY_MODES:
-        raise ConfigurationError(f"invalid dynamodb_retry_mode {retry_mode!r}: allowed are {', '.join(_RETRY_MODES)}")
-    return Settings(
-        table_name=_string(options, "dynamodb_table_name", _TABLE_NAME, f"{letters}, 3 to 255 characters")
-        or DEFAULT_TABLE_NAME,
-        partition_prefix=_string(options, "dynamodb_partition_prefix", _PREFIX, f"{letters}, 1 to 64 characters")
-        or DEFAULT_PARTITION_PREFIX,
-        region_name=_string(options, "dynamodb_region_name", _REGION, "an AWS region name such as 'eu-west-1'"),
-        endpoint=_endpoint(options),
-        skip_table_create=_boolean(options, "dynamodb_skip_table_create"),
-        connect_timeout=_number(options, "dynamodb_connect_timeout", 5.0, 0, 300),
-        read_timeout=_number(options, "dynamodb_read_timeout", 10.0, 0, 3600),
-        retry_mode=retry_mode,
-        max_attempts=_integer(options, "dynamodb_max_attempts", 3, 1, 20),
-        max_pool_connections=_integer(options, "dynamodb_max_pool_connections", 100, 1, 1000),
-    )
+    def __repr__(self) -> str:  # never the credentials
+        return f"Config(table_name={self.table_name!r}, partition_prefix={self.partition_prefix!r})"

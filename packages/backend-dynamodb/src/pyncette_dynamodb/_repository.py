@@ -17,19 +17,21 @@ flow: someone else changed the record first, and the record is skipped.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError
+from pyncette.redaction import get_logger
 
-from ._client import Client
+from ._client import Client, InvalidRequest
 from ._codec import (
     INDEX_NAME,
+    READY_AT,
     SORT_KEY,
     Item,
     check_storable,
@@ -38,10 +40,11 @@ from ._codec import (
     key,
     new_item,
     partition_id,
+    stored_time,
     text,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -61,6 +64,31 @@ _MAX_SPREAD = 32.0
 _MAX_FETCH = 1000
 
 
+#: The earliest time, for a record that must be claimable at once.
+_EARLIEST = "0001-01-01T00:00:00.000000Z"
+_TIME_SIZE = str(len(_EARLIEST))
+#: The attributes besides the key; a write conditioned on all of them being as seen changes nothing else.
+_STATE = ("scheduled_at", "locked_until", "locked_by", READY_AT, "spec")
+
+
+def _unchanged(item: Item) -> dict[str, Any]:
+    """The condition parameters of a write that applies only while ``item`` is stored as it is."""
+    clauses, values = [], {}
+    for n, attribute in enumerate(_STATE):
+        if attribute in item:
+            clauses.append(f"#a{n} = :seen{n}")
+            values[f":seen{n}"] = item[attribute]
+        else:
+            clauses.append(f"attribute_not_exists(#a{n})")
+    params: dict[str, Any] = {
+        "ConditionExpression": " AND ".join(clauses),
+        "ExpressionAttributeNames": {f"#a{n}": attribute for n, attribute in enumerate(_STATE)},
+    }
+    if values:
+        params["ExpressionAttributeValues"] = values
+    return params
+
+
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     """Await everything concurrently, let every call finish, then raise the first failure."""
     results = await asyncio.gather(*awaitables, return_exceptions=True)
@@ -75,8 +103,8 @@ class DynamoDBRepository(Repository):
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._table = client.settings.table_name
-        self._prefix = client.settings.partition_prefix
+        self._table = client.config.table_name
+        self._prefix = client.config.partition_prefix
         self._spread: dict[str, float] = {}
 
     @property
@@ -130,9 +158,10 @@ class DynamoDBRepository(Repository):
         outcome = await self._client.write(
             "put_item",
             "register",
-            ConditionExpression="attribute_not_exists(task_id) OR "
-            "(attribute_not_exists(locked_until) AND scheduled_at >= :at)",
-            ExpressionAttributeValues={":at": {"S": wanted}},
+            # (attribute_type first: comparing a hand-edited number with a string is refused by some emulators.)
+            ConditionExpression="attribute_not_exists(task_id) OR (attribute_not_exists(locked_until) "
+            "AND attribute_type(scheduled_at, :string) AND scheduled_at >= :at)",
+            ExpressionAttributeValues={":at": {"S": wanted}, ":string": {"S": "S"}},
             **put,
         )
         for _ in range(_UPDATE_ROUNDS):
@@ -143,6 +172,10 @@ class DynamoDBRepository(Repository):
                 outcome = await self._client.write(
                     "put_item", "register", ConditionExpression="attribute_not_exists(task_id)", **put
                 )
+                continue
+            if decode(record.parent, old).corrupt is not None:
+                # A record that cannot be decoded counts as missing: overwrite it, if it is still as we saw it.
+                outcome = await self._client.write("put_item", "register", **_unchanged(old), **put)
                 continue
             locked_until = text(old, "locked_until")
             if locked_until is not None and locked_until > now:
@@ -234,26 +267,30 @@ class DynamoDBRepository(Repository):
         name = item[SORT_KEY]["S"]
         values = {":now": {"S": now}, ":lease": {"S": lease_until}, ":token": {"S": token}}
         condition = "ready_at <= :now"
-        if lease_until >= now:
+        scheduled = stored_time(item, "scheduled_at")
+        if lease_until >= now or scheduled is None:
+            # (An unreadable scheduled_at: the record comes back corrupt and the runtime parks it.)
             ready = lease_until
         else:
             # A lease that ends before now (odd, but allowed): the record is claimable again at the later time.
-            scheduled = item["scheduled_at"]["S"]
             ready = max(scheduled, lease_until)
             condition += " AND scheduled_at = :seen"
             values[":seen"] = {"S": scheduled}
         values[":ready"] = {"S": ready}
-        outcome = await self._client.write(
-            "update_item",
-            "claim",
-            TableName=self._table,
-            Key=self._key(parent, name),
-            UpdateExpression="SET locked_until = :lease, locked_by = :token, ready_at = :ready",
-            ConditionExpression=condition,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
+        try:
+            outcome = await self._client.write(
+                "update_item",
+                "claim",
+                TableName=self._table,
+                Key=self._key(parent, name),
+                UpdateExpression="SET locked_until = :lease, locked_by = :token, ready_at = :ready",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except InvalidRequest as exc:
+            return await self._unindex(parent, name, now, str(exc))
         attributes = outcome.attributes
         if attributes is None:
             return None
@@ -263,7 +300,30 @@ class DynamoDBRepository(Repository):
             and text(attributes, "locked_until") == lease_until
         ):
             return None  # lost the race: someone else leased or changed it first
+        # Leased; if it cannot be decoded it comes back with ``corrupt`` set, and the runtime parks it.
         return decode(parent, attributes)
+
+    async def _unindex(self, parent: str, name: str, now: str, reason: str) -> Record | None:
+        """Take a due record DynamoDB refuses to lease out of the ``ready_at`` index (which is sparse),
+        keeping its data, and return it unleased and marked corrupt; ``None`` if it changed meanwhile."""
+        outcome = await self._client.write(
+            "update_item",
+            "claim",
+            TableName=self._table,
+            Key=self._key(parent, name),
+            UpdateExpression="REMOVE ready_at",
+            ConditionExpression="ready_at <= :now",
+            ExpressionAttributeValues={":now": {"S": now}},
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        if outcome.attributes is None:
+            return None
+        if not outcome.ok and not (outcome.retried and READY_AT not in outcome.attributes):
+            return None
+        logger.warning("dynamodb claim: record %r of %r cannot be leased and is set aside: %s", name, parent, reason)
+        found = decode(parent, outcome.attributes)
+        return replace(found, corrupt=f"cannot be leased: {reason}")
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         return await _all(self._complete(completion) for completion in completions)
@@ -298,18 +358,38 @@ class DynamoDBRepository(Repository):
         return await _all(self._unlock(lease) for lease in leases)
 
     async def _unlock(self, lease: Lease) -> bool:
+        common: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": self._key(lease.parent, lease.name),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
         outcome = await self._client.write(
             "update_item",
             "unlock",
-            TableName=self._table,
-            Key=self._key(lease.parent, lease.name),
             UpdateExpression="SET ready_at = scheduled_at REMOVE locked_until, locked_by",
-            ConditionExpression="locked_by = :token",
-            ExpressionAttributeValues={":token": {"S": lease.token}},
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            # Copy scheduled_at into the index only if it looks like a time (a string of the right length).
+            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) "
+            "AND size(scheduled_at) = :len",
+            ExpressionAttributeValues={":token": {"S": lease.token}, ":string": {"S": "S"}, ":len": {"N": _TIME_SIZE}},
+            **common,
         )
         old = outcome.attributes
-        return outcome.ok or (outcome.retried and old is not None and "locked_by" not in old)
+        if outcome.ok or (outcome.retried and old is not None and "locked_by" not in old):
+            return True
+        if old is None or text(old, "locked_by") != lease.token:
+            return False
+        # Ours, but scheduled_at is unreadable: make the record claimable at once, so that a claim
+        # returns it as corrupt and the runtime parks it.
+        second = await self._client.write(
+            "update_item",
+            "unlock",
+            UpdateExpression="SET ready_at = :earliest REMOVE locked_until, locked_by",
+            ConditionExpression="locked_by = :token",
+            ExpressionAttributeValues={":token": {"S": lease.token}, ":earliest": {"S": _EARLIEST}},
+            **common,
+        )
+        old = second.attributes
+        return second.ok or (second.retried and old is not None and "locked_by" not in old)
 
     async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
         until = format_time(lease_until)
@@ -322,8 +402,9 @@ class DynamoDBRepository(Repository):
             "update_item",
             "extend",
             UpdateExpression="SET locked_until = :until, ready_at = :until",
-            ConditionExpression="locked_by = :token AND scheduled_at <= :until",
-            ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}},
+            ConditionExpression="locked_by = :token AND attribute_type(scheduled_at, :string) "
+            "AND scheduled_at <= :until",
+            ExpressionAttributeValues={":token": {"S": lease.token}, ":until": {"S": until}, ":string": {"S": "S"}},
             **common,
         )
         old = outcome.attributes
@@ -333,19 +414,21 @@ class DynamoDBRepository(Repository):
             return False
         if outcome.retried and text(old, "locked_until") == until:
             return True
-        # Still ours, but scheduled after the new expiry: the record becomes claimable at its scheduled time.
-        scheduled = text(old, "scheduled_at") or until
+        # Still ours, but scheduled after the new expiry: the record becomes claimable at its scheduled time
+        # (at the new expiry if scheduled_at is unreadable: a claim then returns it as corrupt).
+        scheduled = stored_time(old, "scheduled_at")
+        values = {":token": {"S": lease.token}, ":until": {"S": until}, ":ready": {"S": max(scheduled or until, until)}}
+        if "scheduled_at" in old:
+            seen = "scheduled_at = :seen"
+            values[":seen"] = old["scheduled_at"]
+        else:
+            seen = "attribute_not_exists(scheduled_at)"
         second = await self._client.write(
             "update_item",
             "extend",
             UpdateExpression="SET locked_until = :until, ready_at = :ready",
-            ConditionExpression="locked_by = :token AND scheduled_at = :seen",
-            ExpressionAttributeValues={
-                ":token": {"S": lease.token},
-                ":until": {"S": until},
-                ":ready": {"S": max(scheduled, until)},
-                ":seen": {"S": scheduled},
-            },
+            ConditionExpression=f"locked_by = :token AND {seen}",
+            ExpressionAttributeValues=values,
             **common,
         )
         old = second.attributes
@@ -399,3 +482,19 @@ class DynamoDBRepository(Repository):
         )
         if not outcome.ok:
             raise KeyError(name)
+
+    async def corrupt(self, parent: str, name: str) -> None:
+        """Testing hook: garbage in ``scheduled_at``, as a hand edit in the console might leave it."""
+        await self._client.write(
+            "update_item",
+            "corrupt",
+            TableName=self._table,
+            Key=self._key(parent, name),
+            UpdateExpression="SET scheduled_at = :garbage",
+            ConditionExpression="attribute_exists(task_id)",
+            ExpressionAttributeValues={":garbage": {"S": "garbage"}},
+        )
+
+    async def kill_connections(self) -> int:
+        """Testing hook: abort this repository's open HTTP connections, idle and in flight; return how many."""
+        return self._client.kill_connections()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette.redaction import get_logger
 
 from ._client import Client, error_code
 from ._codec import INDEX_NAME, PARTITION_KEY, READY_AT, SORT_KEY, Item
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: The schema of the seed documentation, created when the table is missing.
 ATTRIBUTE_DEFINITIONS = [
@@ -41,7 +41,7 @@ WAIT_ATTEMPTS = 120
 
 async def _describe(client: Client) -> dict[str, Any] | None:
     try:
-        response = await client.raw.describe_table(TableName=client.settings.table_name)
+        response = await client.raw.describe_table(TableName=client.config.table_name)
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             return None
@@ -71,16 +71,16 @@ def _check_schema(table: dict[str, Any], name: str) -> None:
 
 async def ensure_table(client: Client) -> None:
     """Check the table exists with a usable schema, creating it (and waiting until ACTIVE) unless told to skip."""
-    settings = client.settings
-    name = settings.table_name
+    config = client.config
+    name = config.table_name
     # The first request also resolves credentials and connects: bound it so an unreachable endpoint fails promptly.
-    deadline = 2 * settings.connect_timeout + 1
+    deadline = 2 * config.connect_timeout + 1
     try:
         table = await asyncio.wait_for(_describe(client), timeout=deadline)
     except asyncio.TimeoutError:
         raise BackendError(f"DynamoDB at {client.server} did not answer within {deadline:g}s") from None
     if table is None:
-        if settings.skip_table_create:
+        if config.skip_table_create:
             raise ConfigurationError(
                 f"DynamoDB table {name!r} does not exist at {client.server} and dynamodb_skip_table_create=True: "
                 "create it (schema in the pyncette-dynamodb README) or let Pyncette create it"
@@ -111,8 +111,8 @@ async def ensure_table(client: Client) -> None:
 
 async def purge(client: Client) -> None:
     """Delete every item under the partition prefix; then drop the table if it is empty and ours to manage."""
-    settings = client.settings
-    name = settings.table_name
+    config = client.config
+    name = config.table_name
     start: Item | None = None
     try:
         while True:
@@ -121,7 +121,7 @@ async def purge(client: Client) -> None:
                 "ProjectionExpression": "#p, #t",
                 "FilterExpression": "begins_with(#p, :prefix)",
                 "ExpressionAttributeNames": {"#p": PARTITION_KEY, "#t": SORT_KEY},
-                "ExpressionAttributeValues": {":prefix": {"S": f"{settings.partition_prefix}:"}},
+                "ExpressionAttributeValues": {":prefix": {"S": f"{config.partition_prefix}:"}},
                 "ConsistentRead": True,
             }
             if start is not None:
@@ -133,7 +133,7 @@ async def purge(client: Client) -> None:
             start = page.get("LastEvaluatedKey")
             if start is None:
                 break
-        if settings.skip_table_create:
+        if config.skip_table_create:
             return
         rest = await client.call("scan", "purge check", TableName=name, Limit=1, ConsistentRead=True)
         if rest.get("Items") or rest.get("LastEvaluatedKey"):
@@ -149,10 +149,10 @@ async def _delete_batch(client: Client, keys: list[Item]) -> None:
     requests: list[dict[str, Any]] = [{"DeleteRequest": {"Key": k}} for k in keys]
     for attempt in range(10):
         response = await client.call(
-            "batch_write_item", "purge delete", RequestItems={client.settings.table_name: requests}
+            "batch_write_item", "purge delete", RequestItems={client.config.table_name: requests}
         )
-        requests = response.get("UnprocessedItems", {}).get(client.settings.table_name, [])
+        requests = response.get("UnprocessedItems", {}).get(client.config.table_name, [])
         if not requests:
             return
         await asyncio.sleep(0.05 * 2**attempt)
-    raise BackendError(f"DynamoDB purge of table {client.settings.table_name!r}: items left unprocessed")
+    raise BackendError(f"DynamoDB purge of table {client.config.table_name!r}: items left unprocessed")

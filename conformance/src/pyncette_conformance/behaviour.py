@@ -627,7 +627,7 @@ class BehaviourSuite(ConformanceBase):
         bad_specs = ["bad-spec-1", "bad-spec-2", "bad-spec-3"]
         bad_records = ["bad-record-1", "bad-record-2", "bad-record-3"]
         good = [f"good-{i}" for i in range(6)]
-        every_10s = {"interval": timedelta(seconds=10)}
+        every_10s: dict[str, Any] = {"interval": timedelta(seconds=10)}
         async with app.create(clock=apps.clock) as ctx:
             await ctx.schedule_tasks(job, {name: every_10s for name in [*good, *bad_specs, *bad_records]})
             await ctx.schedule_task(other, "x", **every_10s)

@@ -47,6 +47,8 @@ class FaultPlan:
     lose_answer: Mapping[str, float] = field(default_factory=dict)
     #: The call fails before it reaches storage.
     fail_before: Mapping[str, float] = field(default_factory=dict)
+    #: The first N calls of an operation lose their answer whatever the odds (so that each fault surely happens).
+    lose_first_answers: Mapping[str, int] = field(default_factory=dict)
     #: Each call waits a random real time up to this many seconds before it is made.
     max_delay: float = 0.0
 
@@ -58,6 +60,7 @@ class FaultyRepository(Repository):
         self.inner = inner
         self.plan = plan
         self._random = random.Random(plan.seed)
+        self._calls: Counter[str] = Counter()
         #: (operation, "lost answer" | "failed before") -> how many were injected.
         self.injected: Counter[tuple[str, str]] = Counter()
 
@@ -68,7 +71,9 @@ class FaultyRepository(Repository):
         if self.plan.max_delay:
             await anyio.sleep(self._random.uniform(0, self.plan.max_delay))
         result = await call()
-        if self._random.random() < self.plan.lose_answer.get(operation, 0.0):
+        self._calls[operation] += 1
+        surely = self._calls[operation] <= self.plan.lose_first_answers.get(operation, 0)
+        if surely or self._random.random() < self.plan.lose_answer.get(operation, 0.0):
             self.injected[operation, "lost answer"] += 1
             raise BackendError(f"injected fault: the answer of {operation} was lost after it was applied")
         return result
@@ -97,7 +102,9 @@ class FaultyRepository(Repository):
         return await self._call("get", lambda: self.inner.get(parent, name))
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
-        return await self._call("list_page", lambda: self.inner.list_page(parent, limit=limit, continuation=continuation))
+        return await self._call(
+            "list_page", lambda: self.inner.list_page(parent, limit=limit, continuation=continuation)
+        )
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         await self.inner.write_raw_spec(parent, name, raw)
@@ -138,6 +145,7 @@ class FaultSuite(ConformanceBase):
             seed=seed,
             lose_answer={"register": 0.2, "claim": 0.2, "commit": 0.2, "unlock": 0.3, "get": 0.1},
             fail_before={"register": 0.1, "claim": 0.1, "commit": 0.1, "unlock": 0.1, "get": 0.1},
+            lose_first_answers={"register": 1, "claim": 1, "commit": 1, "unlock": 1},
         )
         wrappers: list[FaultyRepository] = []
         app = apps.app(poll_interval=timedelta(seconds=1), batch_size=25)
@@ -171,17 +179,29 @@ class FaultSuite(ConformanceBase):
             ticks.append(context.scheduled_at)
 
         names = [f"i{n}" for n in range(self.fault_instances)]
+        stopped = anyio.Event()
+
+        async def run(ctx: PyncetteContext) -> None:
+            await ctx.run()
+            stopped.set()
+
         async with app.create(clock=apps.clock) as ctx:
             for task in (least, most, flaky):
-                await schedule_until_it_lands(ctx, task, {name: {"execute_at": START} for name in names})
+                for start in range(0, len(names), 10):  # many small registrations: some lose their answer
+                    chunk = names[start : start + 10]
+                    await schedule_until_it_lands(ctx, task, {name: {"execute_at": START} for name in chunk})
             async with anyio.create_task_group() as tg:
-                await tg.start(ctx.run)
+                tg.start_soon(run, ctx)  # not waiting for the start: registering may need to back off in time
                 for _ in range(180):
                     await apps.clock.advance(timedelta(seconds=1))
                     if all(len(counts) == len(names) for counts in ran.values()):
                         break
                 await apps.clock.advance(self.LEASE * 3)  # room for a doubled run to show up
                 ctx.shutdown()
+                for _ in range(600):  # commits may still be backing off: let time pass until they land
+                    if stopped.is_set():
+                        break
+                    await apps.clock.advance(timedelta(seconds=1))
             left = {task.name: len((await ctx.list_tasks(task)).tasks) for task in (least, most, flaky)}
         injected = sum((w.injected for w in wrappers), Counter())
         assert injected[("claim", "lost answer")] and injected[("commit", "lost answer")], injected

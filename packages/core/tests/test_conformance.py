@@ -40,7 +40,7 @@ class _BothEventLoops:
 class _InMemory(_BothEventLoops):
     @pytest.fixture
     async def pyncette_backend(self) -> AsyncIterator[BackendUnderTest]:
-        under_test = BackendUnderTest(pyncette.memory.backend)
+        under_test = BackendUnderTest(pyncette.memory.backend, settle_timeout=30)
         try:
             yield under_test
         finally:

@@ -273,8 +273,8 @@ async def test_backend_errors_are_logged_and_retried(caplog: pytest.LogCaptureFi
     assert state.locked_by is None
     assert state.scheduled_at == seen[-1] + timedelta(seconds=10)
     messages = [r.getMessage() for r in caplog.records]
-    for what in ("register static tasks", "poll", "commit"):
-        assert any(f"Storage call {what!r} failed" in m and "simulated outage" in m for m in messages), what
+    for what in ("'register static tasks'", "'claim' for job/static", "'commit'"):
+        assert any(f"Storage call {what} failed" in m and "simulated outage" in m for m in messages), what
     assert sum(repository.failures.values()) == 0
 
 

@@ -109,7 +109,7 @@ class VirtualClock(Clock):
         except TimeoutError:
             raise TimeoutError(
                 f"virtual clock at {self._now.isoformat()}: work did not stop within {self.settle_timeout} s "
-                "of real time"
+                f"of real time; still held: {self.outstanding() or 'nothing by Pyncette'} ({self._busy} unit(s) busy)"
             ) from None
 
     async def advance(self, delta: timedelta | float) -> None:

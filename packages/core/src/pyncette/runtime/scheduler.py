@@ -8,10 +8,11 @@ tasks finish and their outcomes are stored, within ``drain_timeout``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,7 @@ from anyio.lowlevel import checkpoint
 
 from ..abc import PARKED_AT, Lease, Record, RegisterMode, Repository
 from ..clock import Clock, Hold, set_current_clock
-from ..errors import BackendError, PyncetteException, RecordDecodeError
+from ..errors import PyncetteException, RecordDecodeError
 from ..model import AppContext
 from ..redaction import get_logger
 from ..task import DynamicTask, Instance, StaticTask
@@ -29,7 +30,7 @@ from .agenda import Agenda
 from .alarm import Alarm
 from .committer import Committer, Pending
 from .description import AppDescription
-from .retries import Faults, retrying
+from .retries import Backoff, retrying
 from .runner import Run, Runner
 from .slots import Slots
 from .workers import WorkerPool
@@ -39,6 +40,10 @@ logger = get_logger("pyncette")
 
 class ShutdownTimeout(PyncetteException):
     """A graceful shutdown did not finish within ``drain_timeout``; some outcomes were left unstored."""
+
+
+class _Stopping(Exception):
+    """Raised out of a backoff pause of the loop once a shutdown has begun."""
 
 
 class Scheduler:
@@ -70,7 +75,7 @@ class Scheduler:
             slots=self.slots,
             values=values,
         )
-        self._faults = Faults(clock, description.poll_interval)
+        self._backoff = Backoff(clock, description.poll_interval)
         self._workers: WorkerPool[Run] | None = None
         self._scope: anyio.CancelScope | None = None
         self.shutting_down = False
@@ -92,11 +97,13 @@ class Scheduler:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._committer.run)
                     self._workers = WorkerPool(tg, self.runner.execute)
-                    await retrying(self._clock, "register static tasks", self._register_static)
+                    # A shutdown while storage is unavailable at start stops the retries: nothing was claimed yet.
+                    with contextlib.suppress(_Stopping):
+                        await retrying(self._clock, "register static tasks", self._register_static, self._pause)
                     task_status.started()
                     while not self._stopping():
                         started = time.perf_counter()
-                        next_wake = await retrying(self._clock, "poll", self._tick)
+                        next_wake = await self._tick()
                         self.last_tick = self._clock.now()
                         for listener in self._description.tick_listeners:
                             listener(self._app_context, time.perf_counter() - started)
@@ -108,7 +115,8 @@ class Scheduler:
                             await checkpoint()  # more is due at once: stay busy (a virtual clock must not move)
                     # Waiting for running tasks is not work of the loop: a virtual clock may move meanwhile.
                     assert loop is not None
-                    loop, waiting = None, loop
+                    waiting: Hold = loop
+                    loop = None
                     waiting.release()
                     timed_out = not await self._drain()
                     loop = self._clock.hold("scheduler loop, stopping", self._app_context)
@@ -125,6 +133,13 @@ class Scheduler:
 
     def _stopping(self) -> bool:
         return self.shutting_down
+
+    async def _pause(self, seconds: float) -> None:
+        """The loop's backoff after a failed storage call: cut short by a shutdown, which ends the retries."""
+        if not self.shutting_down:
+            await self.alarm.sleep_until(self._clock.now() + timedelta(seconds=seconds))
+        if self.shutting_down:
+            raise _Stopping
 
     def shutdown(self) -> None:
         """Stop claiming; running tasks finish and their outcomes are stored, then :meth:`run` returns."""
@@ -223,19 +238,16 @@ class Scheduler:
         return max(next_wake, now)
 
     async def _guarded(self, key: str, what: str, step: Callable[[], Awaitable[datetime | None]]) -> datetime | None:
-        """One step of the tick. A step that raised something other than BackendError (which retries the
-        whole tick) is logged and its work kept away for a while; the tick goes on with the rest."""
-        blocked = self._faults.blocked_until(key)
+        """One step of the tick. A step whose storage call failed is logged and kept away for a while (see
+        :class:`~pyncette.runtime.retries.Backoff`); the tick goes on with the rest."""
+        blocked = self._backoff.blocked_until(key)
         if blocked is not None:
             return blocked
         try:
             result = await step()
-        except BackendError:
-            raise
         except Exception as exc:
-            self._faults.failed(key, what, exc)
-            return self._faults.blocked_until(key)
-        self._faults.succeeded(key)
+            return self._backoff.failed(key, what, exc)
+        self._backoff.succeeded(key)
         return result
 
     async def _static(self, task: StaticTask, now: datetime) -> datetime | None:

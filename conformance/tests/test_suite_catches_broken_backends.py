@@ -112,3 +112,15 @@ def test_plugin_reports_an_unknown_backend(pytester: pytest.Pytester) -> None:
     )
     result.stdout.fnmatch_lines(["*unknown backend 'nope'; installed backends: *sqlite*"])
     assert result.ret != 0
+
+
+def test_plugin_skips_a_standard_test_only_with_a_reason(pytester: pytest.Pytester) -> None:
+    args = ["-q", "-p", "no:cacheprovider", "--pyargs", "pyncette_conformance", "--pyncette-backend", "sqlite"]
+    result = pytester.runpytest_subprocess(
+        *args, "--pyncette-skip", "test_unlock_and_extend=the emulator cannot extend leases", "-rs", "-k", "unlock"
+    )
+    result.stdout.fnmatch_lines(["*skipped for this backend: the emulator cannot extend leases*"])
+    assert result.parseoutcomes().get("failed", 0) == 0
+    result = pytester.runpytest_subprocess(*args, "--pyncette-skip", "test_unlock_and_extend", "-k", "unlock")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*--pyncette-skip expects TEST=REASON (a reason is required)*"])

@@ -53,6 +53,9 @@ class ConformanceBase:
 
     @pytest.fixture(autouse=True)
     def _check_capabilities(self, request: pytest.FixtureRequest, pyncette_backend: BackendUnderTest) -> None:
+        reason = pyncette_backend.skip.get(getattr(request.node, "originalname", request.node.name))
+        if reason:
+            pytest.skip(f"skipped for this backend: {reason}")
         declared = pyncette_backend.capabilities
         for mark in request.node.iter_markers(_CAPABILITY_MARK):
             for capability in mark.args:

@@ -35,6 +35,9 @@ class BackendUnderTest:
     base_options: Mapping[str, Any] = field(default_factory=dict)
     #: Real seconds the virtual clock waits for work to stop before failing a test (slow emulators need more).
     settle_timeout: float = 300.0
+    #: Standard tests to skip, by name, each with the reason (say why the storage, not the backend, cannot pass:
+    #: e.g. an emulator whose index queries scan everything). Shown in the test report.
+    skip: Mapping[str, str] = field(default_factory=dict)
     #: The class of the repositories the backend opens, learnt from the first one opened (see :func:`implements`).
     repository_class: type[Repository] | None = None
     _issued: list[dict[str, Any]] = field(default_factory=list)

@@ -30,6 +30,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="entry-point name of the backend to test (default: $PYNCETTE_BACKEND or 'sqlite')",
     )
     group.addoption(
+        "--pyncette-skip",
+        action="append",
+        default=[],
+        metavar="TEST=REASON",
+        help="skip a standard test by name, giving the reason (e.g. an emulator that cannot pass it); repeatable",
+    )
+    group.addoption(
         "--pyncette-option",
         action="append",
         default=[],
@@ -54,4 +61,10 @@ def backend_from_config(config: pytest.Config) -> BackendUnderTest:
             raise pytest.UsageError(f"--pyncette-option expects KEY=VALUE, got {item!r}")
         options[key.strip()] = value
     backend.settings(options)  # a bad option fails at once, naming it
-    return BackendUnderTest(backend, options)
+    skip: dict[str, str] = {}
+    for item in config.getoption("--pyncette-skip"):
+        test, sep, reason = item.partition("=")
+        if not sep or not test.strip() or not reason.strip():
+            raise pytest.UsageError(f"--pyncette-skip expects TEST=REASON (a reason is required), got {item!r}")
+        skip[test.strip()] = reason.strip()
+    return BackendUnderTest(backend, options, skip=skip)

@@ -11,6 +11,7 @@ from pyncette.abc import Repository
 from pyncette_conformance import (
     BehaviourSuite,
     CoordinationSuite,
+    FaultSuite,
     IsolationSuite,
     PersistenceSuite,
     RecoverySuite,
@@ -71,3 +72,7 @@ class TestDynamoDBRecovery(DynamoDBBackendMixin, RecoverySuite):
 
 class TestDynamoDBValidation(DynamoDBBackendMixin, ValidationSuite):
     pass
+
+
+class TestDynamoDBFaults(DynamoDBBackendMixin, FaultSuite):
+    fault_instances = 40  # moto answers slowly

@@ -11,6 +11,7 @@ from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
+    FaultSuite,
     IsolationSuite,
     PersistenceSuite,
     RecoverySuite,
@@ -55,4 +56,8 @@ class TestMySQLRecovery(MySQLBackendMixin, RecoverySuite):
 
 
 class TestMySQLValidation(MySQLBackendMixin, ValidationSuite):
+    pass
+
+
+class TestMySQLFaults(MySQLBackendMixin, FaultSuite):
     pass

@@ -10,6 +10,7 @@ from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
     CoordinationSuite,
+    FaultSuite,
     IsolationSuite,
     PersistenceSuite,
     RecoverySuite,
@@ -54,4 +55,8 @@ class TestPostgresRecovery(PostgresBackendMixin, RecoverySuite):
 
 
 class TestPostgresValidation(PostgresBackendMixin, ValidationSuite):
+    pass
+
+
+class TestPostgresFaults(PostgresBackendMixin, FaultSuite):
     pass

@@ -8,6 +8,7 @@ import pytest
 
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
+from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.harness import BackendUnderTest
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
@@ -76,4 +77,8 @@ class TestRedisValidation(RedisBackendMixin, ValidationSuite):
 
 
 class TestRedisClusterValidation(RedisClusterMixin, ValidationSuite):
+    pass
+
+
+class TestRedisFaults(RedisBackendMixin, FaultSuite):
     pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -254,9 +256,22 @@ def test_once_schedule() -> None:
     assert schedule.fast_forward(utc("2030-01-01 03:00"), utc("2030-01-01 04:00")) is None
 
 
+@pytest.fixture
+def kolkata_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC+05:30 (the machines this runs on are often on UTC)."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("kolkata_local_time")
 def test_once_schedule_naive_time_is_local_time() -> None:
     naive = datetime(2030, 1, 1, 12, 0)
-    assert OnceSchedule(naive).execute_at == naive.astimezone().astimezone(UTC)
+    assert OnceSchedule(naive).execute_at == datetime(2030, 1, 1, 6, 30, tzinfo=UTC)
 
 
 # -- time zones ---------------------------------------------------------------------------------------------

@@ -245,12 +245,12 @@ class Pyncette:
         An error the user must fix (bad configuration, storage unreachable at start) is printed as one
         line and exits with status 1; anything else is a bug and shows its traceback.
         """
-        process.main(self)
+        process.main(self.run_until_signalled)
 
     async def run_until_signalled(self, seconds: float | None = None) -> None:
         """Run until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second cancels
         running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
-        await process.run_until_signalled(self, seconds)
+        await process.run_until_signalled(self.create, seconds)
 
 
 def _unwrap(func: Any) -> TaskFunc:

@@ -6,15 +6,15 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TextIO
 
 import anyio
 
 from .errors import ForcedShutdown, PyncetteException, leaf_exception
 from .redaction import RedactingFilter, get_logger, redact
-
-if TYPE_CHECKING:  # the app module imports this one
-    from .app import Pyncette
+from .runtime import PyncetteContext
 
 logger = get_logger("pyncette")
 
@@ -28,11 +28,11 @@ def configure_logging(level: str, stream: TextIO = sys.stdout) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, handlers=[handler])
 
 
-def main(app: Pyncette) -> None:
-    """``app.main()``: see :meth:`pyncette.Pyncette.main`."""
+def main(run: Callable[[], Awaitable[None]]) -> None:
+    """``app.main()`` (see :meth:`pyncette.Pyncette.main`): ``run`` is the app's ``run_until_signalled``."""
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     try:
-        anyio.run(app.run_until_signalled)
+        anyio.run(run)
     except Exception as exc:
         leaf = leaf_exception(exc)
         if not isinstance(leaf, PyncetteException):
@@ -41,10 +41,12 @@ def main(app: Pyncette) -> None:
         sys.exit(1)
 
 
-async def run_until_signalled(app: Pyncette, seconds: float | None = None) -> None:
-    """Run ``app`` until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second
-    cancels running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
-    async with app.create() as ctx, anyio.create_task_group() as tg:
+async def run_until_signalled(
+    create: Callable[[], AbstractAsyncContextManager[PyncetteContext]], seconds: float | None = None
+) -> None:
+    """Run the app ``create()`` opens until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops
+    gracefully, the second cancels running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
+    async with create() as ctx, anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

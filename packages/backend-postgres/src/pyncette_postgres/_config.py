@@ -25,7 +25,7 @@ OPTIONS = Options(
     Option(
         "postgres_url",
         Url("postgres", "postgresql"),
-        "connection URL, postgres://user[:password]@host[:port]/database[?sslmode=...]",
+        "connection URL: postgres:// or postgresql://, then user, password, host(s), port, database, parameters",
         required=True,
     ),
     Option(

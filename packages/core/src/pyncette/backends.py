@@ -157,13 +157,19 @@ def check_option_names(options: Mapping[str, Any], factory: object = None) -> No
         )
 
 
-def choose(factory: Any, name: str | None, options: Mapping[str, Any]) -> tuple[Any, Capabilities]:
-    """The repository factory an app uses and what it declares it can do: ``factory`` when given, else the
-    backend ``name``, else ``$PYNCETTE_BACKEND``, else ``sqlite`` when ``sqlite_*`` options are given, else
-    ``memory``."""
+def pick(factory: Any, name: str | None, options: Mapping[str, Any]) -> Any:
+    """The repository factory an app uses: ``factory`` when given, else the backend ``name``, else
+    ``$PYNCETTE_BACKEND``, else ``sqlite`` when ``sqlite_*`` options are given, else ``memory``."""
     if factory is None:
         default = "sqlite" if any(k.startswith("sqlite_") for k in options) else "memory"
         factory = load(name or os.environ.get("PYNCETTE_BACKEND") or default)
+    return factory
+
+
+def choose(factory: Any, name: str | None, options: Mapping[str, Any]) -> tuple[Any, Capabilities]:
+    """The repository factory an app uses (see :func:`pick`) and what it declares it can do with ``options``
+    (which are validated)."""
+    factory = pick(factory, name, options)
     if isinstance(factory, Backend):
         return factory, factory.capabilities_for(factory.settings(options))
     return factory, Capabilities()
@@ -205,5 +211,6 @@ __all__ = [
     "choose",
     "known_names",
     "load",
+    "pick",
     "warn_about_foreign_options",
 ]

@@ -147,7 +147,7 @@ def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]
         if any(k.startswith(("sqlite_", f"{ENV_PREFIX.lower()}sqlite_")) for k in given):
             backend = "sqlite"
     app.configure(backend=backend)
-    factory, _ = app.resolve_backend()
+    factory = backends.pick(app.repository_factory, app.backend_name, app.backend_options)
     if isinstance(factory, Backend):
         unknown = sorted(set(cli_options) - set(factory.options))
         if unknown:

@@ -60,8 +60,11 @@ class Clock:
     def hold(self, label: str, owner: object = None) -> Hold:
         """Mark one unit of work in progress until the returned hold is released; a virtual clock does not
         move while any is held. ``label`` names the work and ``owner`` whose it is (an app context), for
-        reports of holds never released."""
-        return Hold(self, label, owner)
+        reports of holds never released.
+
+        Real time keeps no account (one shared hold that cannot run out is returned, as the hot path takes
+        a hold per run); :class:`~pyncette.testing.VirtualClock` does, and refuses a second release."""
+        return _NO_ACCOUNT
 
     def _released(self, hold: Hold) -> None:
         """Bookkeeping of :meth:`Hold.release` (nothing to do in real time)."""
@@ -76,7 +79,17 @@ class Clock:
             hold.release()
 
 
+class _Unaccounted(Hold):
+    """The hold of real time: nothing to account for, so it may be released any number of times."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        return None
+
+
 SystemClock = Clock
+_NO_ACCOUNT = _Unaccounted(Clock(), "real time")
 
 _REAL_TIME = Clock()
 _current: ContextVar[Clock | None] = ContextVar("pyncette_clock", default=None)

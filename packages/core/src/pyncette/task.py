@@ -22,6 +22,7 @@ from typing import Any
 from .errors import ConfigurationError, RecordDecodeError
 from .modes import ExecutionMode, FailureMode
 from .schedule import (
+    UTC,
     CronSchedule,
     IntervalSchedule,
     OnceSchedule,
@@ -201,7 +202,7 @@ class Task:
     @property
     def tz(self) -> tzinfo:
         """The time zone of the task's schedule (UTC unless a cron schedule has one)."""
-        return self.schedule.tz if isinstance(self.schedule, CronSchedule) else parse_timezone(None)
+        return self.schedule.tz if isinstance(self.schedule, CronSchedule) else UTC
 
     def storage_key(self) -> tuple[str, str]:
         """Where this task's record lives: (parent, name)."""

@@ -11,7 +11,7 @@ from ..abc import PARKED_AT, Lease, Record, RegisterMode, Repository
 from ..clock import Clock, Hold
 from ..errors import RecordDecodeError
 from ..redaction import get_logger
-from ..task import DynamicTask, Instance, StaticTask
+from ..task import DynamicTask, StaticTask
 from .agenda import Agenda
 from .committer import Committer, Pending
 from .description import AppDescription
@@ -36,7 +36,6 @@ class Claims:
         slots: Slots,
         runner: Runner,
         committer: Committer,
-        start: Callable[[Run], None],
         stopping: Callable[[], bool],
     ) -> None:
         self._owner = owner
@@ -47,8 +46,9 @@ class Claims:
         self._slots = slots
         self._runner = runner
         self._committer = committer
-        self._start_run = start
         self._stopping = stopping
+        #: Where claimed runs go (the worker pool, once the loop runs).
+        self.start: Callable[[Run], None] = _not_running
         self._backoff = Backoff(clock, description.poll_interval)
 
     async def register_static(self) -> None:
@@ -132,7 +132,7 @@ class Claims:
         if claimed and not claimed[0].corrupt:
             self._agenda.static_due[task.name] = None
             self._agenda.static_running[task.name] = claim_at + task.lease_duration
-            self._start(task, claimed[0])
+            self.start(self._runner.claimed(task, claimed[0]))
             return None
         # Someone else ran it or holds it: learn when to look again instead of polling blindly.
         record = claimed[0] if claimed else await self._repository.get(parent, name)
@@ -172,16 +172,13 @@ class Claims:
             except RecordDecodeError as exc:
                 self._park(record, str(exc))
                 continue
-            self._start(instance, record)
+            self.start(self._runner.claimed(instance, record))
         if len(claimed) < limit:
             return None
         if self._slots.free() > 0:
             return now  # more may be due: look again right away
         self._slots.starved = True  # more may be due: look again when a slot frees up
         return None
-
-    def _start(self, task: StaticTask | Instance, record: Record) -> None:
-        self._start_run(self._runner.claimed(task, record))
 
     def _park(self, record: Record, reason: str) -> None:
         """A record that cannot be decoded: logged once, and set aside (committed to PARKED_AT if we hold it)."""
@@ -196,6 +193,10 @@ class Claims:
             lease = Lease(record.parent, record.name, record.locked_by)
             hold: Hold = self._clock.hold("parking a record", self._owner)
             self._committer.submit(Pending(lease, PARKED_AT), hold)
+
+
+def _not_running(run: Run) -> None:
+    raise RuntimeError("claimed a run before the worker pool was started")
 
 
 def fresh_static_record(task: StaticTask, now: datetime) -> Record:

@@ -22,20 +22,16 @@ from .slots import Slots
 logger = get_logger("pyncette")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Run:
     """A claimed record and the task it runs, with the clock hold that counts it as work in progress."""
 
     task: StaticTask | Instance
     record: Record
     hold: Hold | None
+    lease: Lease
     #: The body is over and the outcome is with the committer.
     committing: bool = False
-
-    @property
-    def lease(self) -> Lease:
-        assert self.record.locked_by is not None
-        return Lease(self.record.parent, self.record.name, self.record.locked_by)
 
     def give_hold(self) -> Hold:
         """Hand the hold over (to the committer); the run holds nothing afterwards."""
@@ -77,7 +73,9 @@ class Runner:
 
     def claimed(self, task: StaticTask | Instance, record: Record) -> Run:
         """A freshly claimed run, counted as work in progress from now on."""
-        run = Run(task, record, self._clock.hold(f"run of {task.canonical_name}", self._app_context))
+        assert record.locked_by is not None
+        lease = Lease(record.parent, record.name, record.locked_by)
+        run = Run(task, record, self._clock.hold(task.name, self._app_context), lease)
         self._slots.taken()
         self.in_flight.add(run)
         return run

@@ -28,7 +28,7 @@ from .claims import Claims
 from .committer import Committer, Pending
 from .description import AppDescription
 from .retries import retrying
-from .runner import Run, Runner
+from .runner import Runner
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -72,7 +72,6 @@ class Scheduler:
             slots=self.slots,
             values=values,
         )
-        self._workers: WorkerPool[Run] | None = None
         self.claims = Claims(
             owner=app_context,
             description=description,
@@ -82,7 +81,6 @@ class Scheduler:
             slots=self.slots,
             runner=self.runner,
             committer=self._committer,
-            start=self._start,
             stopping=self._stopping,
         )
         self._scope: anyio.CancelScope | None = None
@@ -92,10 +90,6 @@ class Scheduler:
 
     def _stored(self, item: Pending, ok: bool) -> None:
         self.runner.stored(item, ok)
-
-    def _start(self, run: Run) -> None:
-        assert self._workers is not None
-        self._workers.start(run)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -108,7 +102,7 @@ class Scheduler:
             with anyio.CancelScope() as self._scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._committer.run)
-                    self._workers = WorkerPool(tg, self.runner.execute)
+                    self.claims.start = WorkerPool(tg, self.runner.execute).start
                     # A shutdown while storage is unavailable at start stops the retries: nothing was claimed yet.
                     with contextlib.suppress(_Stopping):
                         await retrying(self._clock, "register static tasks", self.claims.register_static, self._pause)

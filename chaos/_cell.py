@@ -184,6 +184,7 @@ class Workers:
             "ready": str(self.directory / f"ready-{name}"),
             "skew": skew,
             "faults": faults,
+            "calm": str(self.directory / "calm"),
             "poll_interval": self.base_spec["poll_intervals"][index],
         }
         spec_file = self.directory / f"spec-{name}.json"
@@ -376,6 +377,7 @@ class Cell:
             "timeline": self.timeline,
             "workers": self.workers.all,
             "events": read_events(self.workers.run_files()),
+            "logs": worker_log_summary(self.workers.all),
         }
 
     # -- producing and faults -------------------------------------------------------------------------
@@ -397,6 +399,7 @@ class Cell:
                 self.timeline.due[mode].update(dict.fromkeys(names, now))
             next_wave += self.workload.wave_interval
             await anyio.sleep(max(0.0, next_wave - time.monotonic()))
+        (self.directory / "calm").touch()  # no more injected faults: what they left behind must resolve
 
     async def _inject(self, ctx: PyncetteContext, templates: Mapping[str, DynamicTask]) -> None:
         timeline = self.timeline
@@ -479,6 +482,7 @@ def worker_log_summary(workers: Sequence[Worker]) -> dict[str, Any]:
     """Errors and warnings in the workers' logs, the records they set aside, and the faults they injected."""
     levels: Counter[str] = Counter()
     set_aside: Counter[str] = Counter()
+    not_run: Counter[str] = Counter()
     injected: Counter[str] = Counter()
     unexpected: list[str] = []
     for worker in workers:
@@ -495,6 +499,8 @@ def worker_log_summary(workers: Sequence[Worker]) -> dict[str, Any]:
                     levels[level] += 1
             if "Traceback" in line:
                 levels["traceback"] += 1
+            if "Not running <pyncette task '" in line:
+                not_run[line.split("Not running <pyncette task '", 1)[1].split("'", 1)[0]] += 1
             if "cannot be decoded and is set aside" in line:
                 set_aside[line.split("Record ", 1)[1].split(" ", 1)[0]] += 1
             elif " ERROR " in line or " CRITICAL " in line:
@@ -502,6 +508,7 @@ def worker_log_summary(workers: Sequence[Worker]) -> dict[str, Any]:
     return {
         "levels": dict(levels),
         "set_aside_logged": dict(set_aside),
+        "not_run_after_commit": dict(not_run),
         "injected": dict(injected),
         "unexpected_errors": unexpected[:20],
         "unexpected_error_count": len(unexpected),

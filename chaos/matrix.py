@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anyio
-from _cell import SCENARIOS, Cell, Workload, worker_log_summary
+from _cell import SCENARIOS, Cell, Workload
 from _report import explanations, summarize, table, unexplained
 from _storage import BACKENDS, Storage
 from worker import TASKS
@@ -91,7 +91,7 @@ async def run_backend(
                 print(f"   {key:<16} n/a: {reason}", flush=True)
                 continue
             cell = await Cell(storage, SCENARIOS[key], modes, workload, root, cap).run()
-            logs = worker_log_summary(cell["workers"])
+            logs = cell["logs"]
             for mode in modes:
                 row = summarize(cell, mode)
                 row["notes"] = list(cell["timeline"].notes)

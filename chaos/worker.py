@@ -9,10 +9,11 @@ once-off instances the matrix registers, and a static task due every second (``t
     (event, task, instance or '-', scheduled_at as a Unix time, wall-clock time, worker.generation)
 
 The spec (JSON) holds ``backend``, ``options``, ``modes``, ``worker`` (its id), ``runs`` (the run file),
-``ready`` (a file written once the app polls), ``lease``, ``batch_size``, ``poll_interval``, ``work``
-(the range of seconds a dynamic body takes), ``skew`` (seconds added to the app's clock), ``faults``
-(``{"seed": n, "lose_answer": {operation: probability}}`` or null) and ``seconds`` (the longest the
-process lives).
+``ready`` (a file written once the app polls), ``lease``, ``batch_size``, ``poll_interval``, ``work`` (the
+range of seconds a dynamic body takes), ``skew`` (seconds added to the app's clock), ``faults``
+(``{"seed": n, "lose_answer": {operation: probability}}`` or null), ``calm`` (a file whose appearance ends
+the fault injection) and ``seconds`` (the longest the process lives). ``CHAOS_TRACE=1`` in the environment
+also logs every storage call about a static task to ``<runs>.trace``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,57 @@ def build_app(spec: Mapping[str, Any]) -> ChaosApp:
             return built.injectors[-1]
 
         app.use_repository_wrapper(wrap)
+    if os.environ.get("CHAOS_TRACE"):
+        app.use_repository_wrapper(lambda repository: Tracer(repository, spec["runs"] + ".trace"))
     return built
+
+
+class Tracer(Repository):
+    """Debugging aid (``CHAOS_TRACE=1``): logs every storage call about a static task, with its outcome."""
+
+    def __init__(self, inner: Repository, path: str) -> None:
+        self.inner, self.path = inner, path
+
+    def _log(self, text: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{time.time():.6f} {text}\n")
+
+    async def _call(self, what: str, static: bool, call: Any) -> Any:
+        try:
+            result = await call
+        except BaseException as exc:
+            if static:
+                self._log(f"{what} -> {type(exc).__name__}: {exc}")
+            raise
+        if static:
+            self._log(f"{what} -> {result!r}")
+        return result
+
+    async def register(self, records: Any, *, now: Any, mode: Any) -> Any:
+        return await self.inner.register(records, now=now, mode=mode)
+
+    async def claim(self, parent: str, *, now: Any, limit: int, lease_until: Any, token: str) -> Any:
+        call = self.inner.claim(parent, now=now, limit=limit, lease_until=lease_until, token=token)
+        return await self._call(f"claim {parent} now={now} until={lease_until} token={token}", "/" in parent, call)
+
+    async def commit(self, completions: Any) -> Any:
+        static = any("/" in c.parent for c in completions)
+        return await self._call(f"commit {completions}", static, self.inner.commit(completions))
+
+    async def unlock(self, leases: Any) -> Any:
+        return await self.inner.unlock(leases)
+
+    async def extend(self, lease: Any, *, lease_until: Any) -> Any:
+        return await self.inner.extend(lease, lease_until=lease_until)
+
+    async def delete(self, parent: str, name: str) -> Any:
+        return await self.inner.delete(parent, name)
+
+    async def get(self, parent: str, name: str) -> Any:
+        return await self._call(f"get {parent} {name}", "/" in parent, self.inner.get(parent, name))
+
+    async def list_page(self, parent: str, *, limit: int, continuation: Any) -> Any:
+        return await self.inner.list_page(parent, limit=limit, continuation=continuation)
 
 
 async def serve(spec: Mapping[str, Any]) -> None:
@@ -153,8 +204,17 @@ async def serve(spec: Mapping[str, Any]) -> None:
             await anyio.sleep(spec["seconds"])
             ctx.shutdown()
 
+        async def calm_down() -> None:
+            # The matrix injects faults while it produces work, then lets what they left behind resolve.
+            while not Path(spec["calm"]).exists():
+                await anyio.sleep(0.1)
+            for injector in built.injectors:
+                injector.plan = FaultPlan()
+
         outer.start_soon(watch_signals, ctx)
         outer.start_soon(lifetime, ctx)
+        if built.injectors:
+            outer.start_soon(calm_down)
         async with anyio.create_task_group() as inner:
             await inner.start(ctx.run)
             Path(spec["ready"]).write_text(str(os.getpid()))

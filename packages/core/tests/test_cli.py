@@ -308,6 +308,9 @@ def test_backends_lists_installed_and_broken(app_dir: Path) -> None:
 
 # -- errors -------------------------------------------------------------------------------------
 
+#: A password given in a URL's query string: it must never be shown.
+SECRET = "password=S3cret-in-the-query"
+
 ERRORS = [
     pytest.param(["tasks", "nosuchmodule:app", "list", "reminder"], 2, "cannot import 'nosuchmodule'", id="module"),
     pytest.param(["run", "cliapp:missing"], 2, "has no attribute 'missing'", id="attribute"),
@@ -346,6 +349,18 @@ ERRORS = [
         id="unreachable-tasks",
     ),
     pytest.param(["tasks", "cliapp:app", "unschedule", "reminder", "ghost"], 1, "no instance 'ghost'", id="missing"),
+    pytest.param(
+        ["run", "cliapp:app", "--backend", "postgres", "-o", f"postgres_url=postgresql://u@127.0.0.1:1/db?{SECRET}"],
+        1,
+        "storage error: ",
+        id="secret-in-query",
+    ),
+    pytest.param(
+        ["run", "cliapp:app", "--backend", "postgres", "-o", f"postgres_url=postgresql://u@host:nope/db?{SECRET}"],
+        2,
+        "invalid postgres_url",
+        id="secret-with-bad-port",
+    ),
 ]
 
 
@@ -355,6 +370,7 @@ def test_errors_are_one_line_with_exit_status(sqlite_cli: Cli, args: list[str], 
     assert result.returncode == code, (result.stdout, result.stderr)
     assert message in _one_line_error(result)
     assert "Traceback" not in result.stderr
+    assert "S3cret" not in result.stdout + result.stderr
 
 
 def test_backend_from_environment(app_dir: Path) -> None:

@@ -7,59 +7,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pyncette.errors import ConfigurationError
-from pyncette.options import Boolean, Identifier, Integer, Option, Options, Seconds, Settings, Url
-from pyncette.redaction import register_secret, url_secrets
+from pyncette.options import Boolean, Identifier, Integer, Option, Options, Seconds, Settings, Url, port_of
 
 DEFAULT_TABLE_NAME = "pyncette_tasks"
 
 #: PostgreSQL truncates identifiers longer than 63 bytes; refuse them instead.
 TABLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-class PostgresUrl(Url):
-    """A ``postgres://`` or ``postgresql://`` URL, as asyncpg reads it: several ``host[:port]`` separated by
-    commas are allowed, and every port (in the host list or a ``port=`` parameter) must be a number from 1
-    to 65535. Its password and secret parameters are registered as secrets, like any :class:`Url`."""
-
-    def __init__(self) -> None:
-        super().__init__("postgres", "postgresql")
-
-    def convert(self, value: object) -> str:
-        if not isinstance(value, str):
-            return super().convert(value)
-        register_secret(*url_secrets(value))  # before anything can echo it
-        parts = urlsplit(value)
-        userinfo, at, hosts = parts.netloc.rpartition("@")
-        for host in hosts.split(","):
-            _port_of(host)
-        for ports in parse_qs(parts.query).get("port", []):
-            for port in ports.split(","):
-                _valid_port(port.strip())
-        # The standard checks (scheme, port), on the URL with its first host only.
-        super().convert(parts._replace(netloc=userinfo + at + hosts.split(",")[0]).geturl())
-        return value
-
-    def allowed(self) -> str:
-        return (
-            "a URL starting with postgres:// or postgresql:// (user[:password]@host[:port][,host[:port]...]/database)"
-        )
-
-
-def _port_of(host: str) -> int | None:
-    """The port of one ``host[:port]`` entry (``[v6]:port`` included); ``ValueError`` when it is not a valid port."""
-    port = host.rsplit("]", 1)[1] if host.startswith("[") else host
-    if ":" not in port:
-        return None
-    text = port.rsplit(":", 1)[1]
-    if not text:
-        return None
-    return _valid_port(text)
-
-
-def _valid_port(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) <= 65535:
-        raise ValueError("malformed URL (check the port)")
-    return int(text)
 
 
 def _check(settings: Settings) -> None:
@@ -71,8 +24,8 @@ def _check(settings: Settings) -> None:
 OPTIONS = Options(
     Option(
         "postgres_url",
-        PostgresUrl(),
-        "connection URL, postgres://user[:password]@host[:port]/database[?sslmode=...]",
+        Url("postgres", "postgresql"),
+        "connection URL: postgres:// or postgresql://, then user, password, host(s), port, database, parameters",
         required=True,
     ),
     Option(
@@ -141,7 +94,7 @@ def describe_server(url: str) -> str:
     described = []
     for host in hosts.split(","):
         try:
-            has_port = _port_of(host) is not None
+            has_port = port_of(host) is not None
         except ValueError:
             has_port = True  # shown as given
         described.append(host if has_port else f"{host}:{default_port}")

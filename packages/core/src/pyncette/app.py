@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import anyio
-
-from . import backends
+from . import backends, process
 from .abc import Backend, Capabilities, Repository
 from .clock import Clock
-from .errors import ConfigurationError, ForcedShutdown, PyncetteException, leaf_exception
+from .errors import ConfigurationError
 from .model import MiddlewareFunc, TaskFunc, TickListener, validate_context_names
-from .redaction import RedactingFilter, get_logger, redact
+from .redaction import get_logger
 from .runtime import PyncetteContext
 from .runtime.description import AppDescription
 from .task import DynamicTask, StaticTask, Task
@@ -192,37 +186,7 @@ class Pyncette:
     # -- running -----------------------------------------------------------------------------------
 
     def _check_option_names(self) -> None:
-        """Every backend option must carry a backend's prefix: an unknown keyword is a mistake, never ignored.
-
-        A custom (1.x style) repository factory receives every option, so its own are not checked here.
-        """
-        if self.repository_factory is not None and not isinstance(self.repository_factory, Backend):
-            return
-        names = backends.known_names()
-        if isinstance(self.repository_factory, Backend):
-            names.add(self.repository_factory.name)
-        prefixes = {f"{name}_" for name in names}
-        unknown = sorted(k for k in self.backend_options if not any(k.startswith(p) for p in prefixes))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown option(s) {', '.join(unknown)}: Pyncette() takes repository_factory, backend, "
-                "poll_interval, concurrency_limit, batch_size and backend options prefixed with a backend's "
-                f"name ({', '.join(sorted(prefixes))})"
-            )
-
-    def _warn_about_foreign_options(self, factory: RepositoryFactory) -> None:
-        """Options meant for another backend are ignored; say so, since it is usually a mistake."""
-        if not isinstance(factory, Backend):
-            return
-        others = backends.known_names() - {factory.name}
-        foreign = sorted(k for k in self.backend_options if any(k.startswith(f"{name}_") for name in others))
-        if foreign:
-            logger.warning(
-                "Ignoring option(s) %s: the app uses the %r backend (pass backend= or repository_factory= to "
-                "choose another)",
-                ", ".join(foreign),
-                factory.name,
-            )
+        backends.check_option_names(self.backend_options, self.repository_factory)
 
     def resolve_backend(self) -> tuple[RepositoryFactory, Capabilities]:
         """The repository factory to use and what it declares it can do.
@@ -230,13 +194,7 @@ class Pyncette:
         Without ``repository_factory=`` or ``backend=``: ``$PYNCETTE_BACKEND``, else ``sqlite`` when
         ``sqlite_*`` options are given, else ``memory``.
         """
-        factory = self.repository_factory
-        if factory is None:
-            default = "sqlite" if any(k.startswith("sqlite_") for k in self.backend_options) else "memory"
-            factory = backends.load(self.backend_name or os.environ.get("PYNCETTE_BACKEND") or default)
-        if isinstance(factory, Backend):
-            return factory, factory.capabilities_for(factory.settings(self.backend_options))
-        return factory, Capabilities()
+        return backends.choose(self.repository_factory, self.backend_name, self.backend_options)
 
     def describe(self) -> AppDescription:
         """The app's settings and tasks as a context created now uses them."""
@@ -258,7 +216,7 @@ class Pyncette:
         ``fixtures=False`` skips them: for tools that only inspect or manage storage (``pyncette tasks``).
         """
         factory, capabilities = self.resolve_backend()
-        self._warn_about_foreign_options(factory)
+        backends.warn_about_foreign_options(factory, self.backend_options)
         if capabilities.asyncio_only:
             try:
                 asyncio.get_running_loop()
@@ -287,48 +245,12 @@ class Pyncette:
         An error the user must fix (bad configuration, storage unreachable at start) is printed as one
         line and exits with status 1; anything else is a bug and shows its traceback.
         """
-        handler = logging.StreamHandler(sys.stdout)
-        handler.addFilter(RedactingFilter())
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            handlers=[handler],
-        )
-        try:
-            anyio.run(self.run_until_signalled)
-        except Exception as exc:
-            leaf = leaf_exception(exc)
-            if not isinstance(leaf, PyncetteException):
-                raise
-            print(f"pyncette: error: {redact(' '.join(str(leaf).split()))}", file=sys.stderr)
-            sys.exit(1)
+        process.main(self.run_until_signalled)
 
     async def run_until_signalled(self, seconds: float | None = None) -> None:
         """Run until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops gracefully, the second cancels
         running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
-        async with self.create() as ctx, anyio.create_task_group() as tg:
-
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        if ctx.shutting_down:
-                            logger.warning("Second %s: cancelling running tasks", signal.Signals(signum).name)
-                            ctx.cancel()
-                            return
-                        logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
-                        ctx.shutdown()
-
-            async def stop_later(delay: float) -> None:
-                await anyio.sleep(delay)
-                ctx.shutdown()
-
-            tg.start_soon(watch_signals)
-            if seconds is not None:
-                tg.start_soon(stop_later, seconds)
-            await ctx.run()
-            tg.cancel_scope.cancel()
-        if ctx.cancelled:
-            raise ForcedShutdown("stopped by a second signal: running tasks were cancelled")
+        await process.run_until_signalled(self.create, seconds)
 
 
 def _unwrap(func: Any) -> TaskFunc:

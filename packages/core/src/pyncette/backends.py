@@ -7,16 +7,19 @@ logged and reported, and never hides the others.
 
 from __future__ import annotations
 
-import logging
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, requires
+from typing import Any
 
-from .abc import Backend
-from .errors import BackendNotFound, PyncetteException
+from .abc import Backend, Capabilities
+from .errors import BackendNotFound, ConfigurationError, PyncetteException
 from .options import Options
+from .redaction import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 GROUP = "pyncette.backends"
 
@@ -134,6 +137,59 @@ def load(name: str) -> Backend:
     return backend
 
 
+def check_option_names(options: Mapping[str, Any], factory: object = None) -> None:
+    """Every backend option must carry a backend's prefix: an unknown keyword is a mistake, never ignored.
+
+    A custom (1.x style) repository factory receives every option, so its own are not checked here.
+    """
+    if factory is not None and not isinstance(factory, Backend):
+        return
+    names = known_names()
+    if isinstance(factory, Backend):
+        names.add(factory.name)
+    prefixes = {f"{name}_" for name in names}
+    unknown = sorted(k for k in options if not any(k.startswith(p) for p in prefixes))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)}: Pyncette() takes repository_factory, backend, "
+            "poll_interval, concurrency_limit, batch_size, drain_timeout and backend options prefixed with a "
+            f"backend's name ({', '.join(sorted(prefixes))})"
+        )
+
+
+def pick(factory: Any, name: str | None, options: Mapping[str, Any]) -> Any:
+    """The repository factory an app uses: ``factory`` when given, else the backend ``name``, else
+    ``$PYNCETTE_BACKEND``, else ``sqlite`` when ``sqlite_*`` options are given, else ``memory``."""
+    if factory is None:
+        default = "sqlite" if any(k.startswith("sqlite_") for k in options) else "memory"
+        factory = load(name or os.environ.get("PYNCETTE_BACKEND") or default)
+    return factory
+
+
+def choose(factory: Any, name: str | None, options: Mapping[str, Any]) -> tuple[Any, Capabilities]:
+    """The repository factory an app uses (see :func:`pick`) and what it declares it can do with ``options``
+    (which are validated)."""
+    factory = pick(factory, name, options)
+    if isinstance(factory, Backend):
+        return factory, factory.capabilities_for(factory.settings(options))
+    return factory, Capabilities()
+
+
+def warn_about_foreign_options(factory: object, options: Mapping[str, Any]) -> None:
+    """Options meant for another backend are ignored; say so, since it is usually a mistake."""
+    if not isinstance(factory, Backend):
+        return
+    others = known_names() - {factory.name}
+    foreign = sorted(k for k in options if any(k.startswith(f"{name}_") for name in others))
+    if foreign:
+        logger.warning(
+            "Ignoring option(s) %s: the app uses the %r backend (pass backend= or repository_factory= to "
+            "choose another)",
+            ", ".join(foreign),
+            factory.name,
+        )
+
+
 def broken() -> dict[str, str]:
     """Try to import every installed backend; map the names of those that fail to their error."""
     errors: dict[str, str] = {}
@@ -145,4 +201,16 @@ def broken() -> dict[str, str]:
     return errors
 
 
-__all__ = ["GROUP", "BackendInfo", "DuplicateBackendError", "available", "broken", "known_names", "load"]
+__all__ = [
+    "GROUP",
+    "BackendInfo",
+    "DuplicateBackendError",
+    "available",
+    "broken",
+    "check_option_names",
+    "choose",
+    "known_names",
+    "load",
+    "pick",
+    "warn_about_foreign_options",
+]

@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import anyio
 
@@ -51,6 +51,7 @@ from .errors import (
 )
 from .model import TaskState
 from .options import ENV_PREFIX
+from .process import configure_logging
 from .redaction import redact
 from .runtime import PyncetteContext
 from .task import DynamicTask, Task
@@ -146,7 +147,7 @@ def configure_app(app: Pyncette, backend: str | None, assignments: Sequence[str]
         if any(k.startswith(("sqlite_", f"{ENV_PREFIX.lower()}sqlite_")) for k in given):
             backend = "sqlite"
     app.configure(backend=backend)
-    factory, _ = app.resolve_backend()
+    factory = backends.pick(app.repository_factory, app.backend_name, app.backend_options)
     if isinstance(factory, Backend):
         unknown = sorted(set(cli_options) - set(factory.options))
         if unknown:
@@ -250,11 +251,11 @@ def _print_state(state: TaskState) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _configure_logging(level: str | None, stream: Any = sys.stdout) -> None:
+def _configure_logging(level: str | None, stream: TextIO = sys.stdout) -> None:
     chosen = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
     if chosen not in LOG_LEVELS:
         raise CliError(f"invalid log level {chosen!r}: choose one of {', '.join(LOG_LEVELS)}", EXIT_USAGE)
-    logging.basicConfig(stream=stream, level=chosen, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(chosen, stream)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -488,12 +489,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pyncette {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(commands)
+    _add_backends(commands)
+    _add_tasks(commands)
+    return parser
 
+
+Commands = Any  # argparse's subparsers action (its type is private)
+
+
+def _add_run(commands: Commands) -> None:
     run = commands.add_parser(
         "run",
         help="run an app",
         description="Run an app like app.main() does: logging to stdout, graceful shutdown on the first "
-        "SIGINT/SIGTERM, immediate exit on the second.",
+        "SIGINT/SIGTERM, cancellation and exit status 1 on the second.",
     )
     run.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object, e.g. myproject.tasks:app")
     _backend_arguments(run, suppress=False)
@@ -503,12 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seconds", type=float, metavar="N", default=None, help="stop gracefully after N seconds")
     run.set_defaults(handler=cmd_run)
 
+
+def _add_backends(commands: Commands) -> None:
     listing = commands.add_parser(
-        "backends", help="list installed backends", description="List installed backends and broken plugins."
+        "backends",
+        help="list installed backends",
+        description="List installed backends with their options (type, default), and broken plugins.",
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_backends)
 
+
+def _add_tasks(commands: Commands) -> None:
     # Options shared by `tasks` and its actions are accepted before or after the action.
     common = argparse.ArgumentParser(add_help=False)
     _backend_arguments(common, suppress=True)
@@ -516,7 +532,6 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="log level on stderr (default: WARNING)"
     )
-
     tasks = commands.add_parser(
         "tasks",
         parents=[common],
@@ -526,24 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object")
     actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    list_ = actions.add_parser("list", parents=[common], help="list the instances of a template")
-    list_.add_argument("template", help="dynamic task name")
+    def action(name: str, handler: Callable[[argparse.Namespace], int], help: str, *, instance: bool = True) -> Any:
+        sub = actions.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".")
+        sub.add_argument("template", help="dynamic task name")
+        if instance:
+            sub.add_argument("instance", help="instance name")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    list_ = action("list", cmd_tasks_list, "list the instances of a template", instance=False)
     list_.add_argument("--limit", type=int, metavar="N", default=None, help="show at most N instances")
-    list_.set_defaults(handler=cmd_tasks_list)
-
-    show = actions.add_parser("show", parents=[common], help="show one instance")
-    show.add_argument("template", help="dynamic task name")
-    show.add_argument("instance", help="instance name")
-    show.set_defaults(handler=cmd_tasks_show)
-
-    schedule = actions.add_parser(
-        "schedule",
-        parents=[common],
-        help="create or update an instance",
-        description="Create or update an instance. An existing one keeps the sooner of its old and new next run.",
+    action("show", cmd_tasks_show, "show one instance")
+    _schedule_arguments(
+        action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
     )
-    schedule.add_argument("template", help="dynamic task name")
-    schedule.add_argument("instance", help="instance name")
+    action("unschedule", cmd_tasks_unschedule, "remove an instance")
+
+
+def _schedule_arguments(schedule: argparse.ArgumentParser) -> None:
     when = schedule.add_mutually_exclusive_group()
     when.add_argument("--cron", metavar="EXPR", help="cron expression (5 fields, or 6 with seconds last)")
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
@@ -558,13 +573,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="task argument (context.args); VALUE is parsed as JSON when it can be, else kept as text",
     )
     schedule.add_argument("--force", action="store_true", help="overwrite the instance even while it is running")
-    schedule.set_defaults(handler=cmd_tasks_schedule)
-
-    unschedule = actions.add_parser("unschedule", parents=[common], help="remove an instance")
-    unschedule.add_argument("template", help="dynamic task name")
-    unschedule.add_argument("instance", help="instance name")
-    unschedule.set_defaults(handler=cmd_tasks_unschedule)
-    return parser
 
 
 def _classify(exc: BaseException) -> tuple[int, str] | None:

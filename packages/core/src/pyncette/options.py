@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .errors import ConfigurationError
 from .redaction import MASK, redact, register_secret, url_secrets
@@ -183,8 +183,10 @@ class Choice(Kind[str]):
 
 
 class Url(Kind[str]):
-    """A URL with one of the given schemes and a well-formed port. Its password and secret query
-    parameters are registered as secrets, and the URL is never shown unmasked."""
+    """A URL with one of the given schemes. Several ``host[:port]`` separated by commas are allowed (as
+    libpq-style drivers read them); every port, in the host list or in a ``port=`` parameter, must be a
+    number from 1 to 65535. Its password and secret query parameters are registered as secrets, and the
+    URL is never shown unmasked."""
 
     name = "URL"
 
@@ -197,11 +199,15 @@ class Url(Kind[str]):
         register_secret(*url_secrets(value))  # before anything can echo it
         try:
             parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a malformed port
         except ValueError:
-            raise ValueError("malformed URL (check the port)") from None
+            raise ValueError("malformed URL") from None
         if parts.scheme not in self.schemes:
             raise ValueError(f"scheme {parts.scheme or '(none)'!r} is not allowed")
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            port_of(host)
+        for ports in parse_qs(parts.query).get("port", []):
+            for port in ports.split(","):
+                _valid_port(port.strip())
         return value
 
     def allowed(self) -> str:
@@ -209,6 +215,20 @@ class Url(Kind[str]):
 
     def secrets(self, value: str) -> list[str]:
         return url_secrets(value)
+
+
+def port_of(host: str) -> int | None:
+    """The port of one ``host[:port]`` entry of a URL (``[v6]:port`` too), ``None`` when it has none;
+    :class:`ValueError` when it is not a number from 1 to 65535."""
+    tail = host.rsplit("]", 1)[1] if host.startswith("[") else host
+    text = tail.rpartition(":")[2] if ":" in tail else ""
+    return _valid_port(text) if text else None
+
+
+def _valid_port(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 < int(text) <= 65535:
+        raise ValueError("malformed URL (check the port)")
+    return int(text)
 
 
 class Custom(Kind[Any]):
@@ -379,4 +399,5 @@ __all__ = [
     "Text",
     "Url",
     "environment_name",
+    "port_of",
 ]

@@ -404,14 +404,7 @@ class Cell:
     async def _inject(self, ctx: PyncetteContext, templates: Mapping[str, DynamicTask]) -> None:
         timeline = self.timeline
         if self.scenario.fault == "kill-worker":
-            victim = self.workers.live()[0]
-            templates_running = set(TASKS[mode][0] for mode in self.modes)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                running = {task for _, task, _, _ in unfinished(read_events([victim.runs]), [victim.name])}
-                if templates_running <= running:
-                    break  # it is in the middle of a dynamic run of every mode
-                await anyio.sleep(0.01)
+            victim = await self._victim()
             self.workers.kill(victim)
             timeline.fault_at = timeline.fault_end = victim.killed_at
             in_flight = len(unfinished(read_events([victim.runs]), [victim.name]))
@@ -447,6 +440,23 @@ class Cell:
             timeline.corrupted.update(names)
             timeline.fault_at = timeline.fault_end = time.time()
             timeline.notes.append(f"{len(names)} record(s) per template corrupted before they were due")
+
+    async def _victim(self) -> Worker:
+        """The first worker seen in the middle of a dynamic run of every mode (within 5 s), else the busiest."""
+        templates = {TASKS[mode][0] for mode in self.modes}
+        deadline = time.monotonic() + 5
+        while True:
+            busiest: tuple[int, Worker] | None = None
+            for worker in self.workers.live():
+                running = unfinished(read_events([worker.runs]), [worker.name])
+                if templates <= {task for _, task, _, _ in running}:
+                    return worker
+                if busiest is None or len(running) > busiest[0]:
+                    busiest = (len(running), worker)
+            if time.monotonic() > deadline:
+                assert busiest is not None
+                return busiest[1]
+            await anyio.sleep(0.01)
 
     # -- waiting until nothing is left ----------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from _cell import SCENARIOS, Event, Timeline, Worker
@@ -24,9 +25,14 @@ REASONS = {
         "no start was recorded: at-most-once committed it in a process that was killed before the body began",
         "at-most-once",
     ),
-    "skew": (
-        "one of the runs was by the worker whose clock was off by more than the lease, which took over a lease "
-        "the other worker still held (or whose own lease looked expired to the others)",
+    "skew-ahead": (
+        "one of the runs was by the worker whose clock was ahead by more than the lease: it took over a lease "
+        "another worker still held",
+        "clock-skew",
+    ),
+    "skew-behind": (
+        "one of the runs was by the worker whose clock was behind by more than the lease: its lease looked "
+        "expired to the others from the moment it was taken, and another worker took the run over",
         "clock-skew",
     ),
     "commit-answer": (
@@ -53,7 +59,7 @@ def summarize(cell: Mapping[str, Any], mode: str) -> dict[str, Any]:
     timeline: Timeline = cell["timeline"]
     workers: Sequence[Worker] = cell["workers"]
     killed = {w.name: w.killed_at for w in workers if w.killed_at is not None}
-    skewed = {w.name for w in workers if w.skew}
+    skewed = {w.name: w.skew for w in workers if w.skew}
     done: dict[Key, list[Event]] = defaultdict(list)
     starts: dict[Key, list[Event]] = defaultdict(list)
     mine = [e for e in cell["events"] if e.task in (template, static)]
@@ -80,10 +86,10 @@ def summarize(cell: Mapping[str, Any], mode: str) -> dict[str, Any]:
         if any(e.worker in killed and e.wall <= (killed[e.worker] or 0) for e in runs):
             reason = "kill-after-body"
         elif any(e.worker in skewed for e in runs):
-            reason = "skew"
+            reason = "skew-ahead" if skewed[next(e.worker for e in runs if e.worker in skewed)] > 0 else "skew-behind"
         else:
             reason = "unexplained"
-        twice_reasons[reason].append(_describe(key, runs))
+        twice_reasons[reason].append(_describe(key, runs, timeline.fault_at))
     lost_reasons: dict[str, list[str]] = defaultdict(list)
     for key in lost:
         begun = starts.get(key, [])
@@ -96,11 +102,12 @@ def summarize(cell: Mapping[str, Any], mode: str) -> dict[str, Any]:
             and not begun
             and key[0] == static
             and cell["logs"]["not_run_after_commit"].get(static)
+            and (cell["logs"]["injected"].get("commit lost answer") or cell["scenario"] == "server-crash")
         ):
             reason = "commit-answer"
         else:
             reason = "unexplained"
-        lost_reasons[reason].append(_describe(key, begun))
+        lost_reasons[reason].append(_describe(key, begun, timeline.fault_at))
 
     resume = catch_up = None
     if timeline.fault_at is not None:
@@ -136,8 +143,20 @@ def summarize(cell: Mapping[str, Any], mode: str) -> dict[str, Any]:
     }
 
 
-def _describe(key: Key, runs: Sequence[Event]) -> str:
-    shown = ", ".join(f"{e.kind} by worker {e.worker} at {e.wall:.3f}" for e in sorted(runs, key=lambda e: e.wall))
+def _describe(key: Key, runs: Sequence[Event], fault_at: float | None) -> str:
+    """``job_least w003n0001: done by worker 0.0 at 15:40:23.801 (0.25 s before the fault), ...``"""
+
+    def when(wall: float) -> str:
+        text = datetime.fromtimestamp(wall, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+        if fault_at is not None:
+            delta = wall - fault_at
+            text += f" ({abs(delta):.2f} s {'after' if delta >= 0 else 'before'} the fault)"
+        return text
+
+    verbs = {"S": "started", "D": "done"}
+    shown = ", ".join(
+        f"{verbs[e.kind]} by worker {e.worker} at {when(e.wall)}" for e in sorted(runs, key=lambda e: e.wall)
+    )
     return f"{key[0]} {key[1]}: {shown or 'never started'}"
 
 
@@ -200,8 +219,10 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
         ]
         for row in chosen:
             title = BACKEND_TITLES[row["backend"]]
-            if row.get("not_applicable"):
-                out.append(f"| {title} | {row['mode']} | n/a | | | | | | | {row['not_applicable']} |")
+            if row.get("not_applicable") or row.get("error"):
+                what = "n/a" if row.get("not_applicable") else "failed"
+                note = row.get("not_applicable") or row.get("error")
+                out.append(f"| {title} | {row['mode']} | {what} | | | | | | | {note} |")
                 continue
             out.append(
                 f"| {title} | {row['mode']} | {row['expected']} | {row['once']} | {row['twice']} | {row['lost']} "
@@ -215,7 +236,7 @@ def explanations(rows: Sequence[Mapping[str, Any]]) -> str:
     """One paragraph per cell with a run doubled or lost: which runs, and the guarantee that covers them."""
     out: list[str] = []
     for row in rows:
-        if row.get("not_applicable") or not (row["twice"] or row["lost"]):
+        if row.get("not_applicable") or row.get("error") or not (row["twice"] or row["lost"]):
             continue
         scenario = SCENARIOS[row["scenario"]].title
         parts = []

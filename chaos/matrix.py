@@ -90,7 +90,13 @@ async def run_backend(
                 rows += [{"backend": name, "scenario": key, "mode": m, "not_applicable": reason} for m in modes]
                 print(f"   {key:<16} n/a: {reason}", flush=True)
                 continue
-            cell = await Cell(storage, SCENARIOS[key], modes, workload, root, cap).run()
+            try:
+                cell = await Cell(storage, SCENARIOS[key], modes, workload, root, cap).run()
+            except Exception as exc:  # one broken cell must not hide the others' results
+                error = f"{type(exc).__name__}: {exc}"
+                rows += [{"backend": name, "scenario": key, "mode": m, "error": error} for m in modes]
+                print(f"   {key:<16} FAILED: {error}", flush=True)
+                continue
             logs = cell["logs"]
             for mode in modes:
                 row = summarize(cell, mode)
@@ -184,9 +190,11 @@ async def main(args: argparse.Namespace) -> int:
     print(f"\n{table(rows)}\n{explanations(rows)}\n\nwrote {path.relative_to(ROOT)} ({meta['minutes']:.1f} min)")
     if args.write_docs:
         write_docs(rows, meta)
-    bad = [r for r in rows if not r.get("not_applicable") and (unexplained(r) or not r["settled"])]
+    bad = [r for r in rows if r.get("error") or (not r.get("not_applicable") and (unexplained(r) or not r["settled"]))]
     if bad:
-        print(f"{len(bad)} cell(s) with unexplained doubles or losses, or that did not settle", file=sys.stderr)
+        print(
+            f"{len(bad)} row(s) failed, did not settle, or have doubles or losses no guarantee covers", file=sys.stderr
+        )
         return 1
     return 0
 

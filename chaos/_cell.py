@@ -340,27 +340,10 @@ class Cell:
 
     async def run(self) -> dict[str, Any]:
         started = time.time()
-        settled = False
-        forced: list[str] = []
         try:
-            first = [self.workers.launch(i, 0) for i in range(3)]
-            await self.workers.wait_ready(first, timeout=60)
-            producer_spec = {
-                **self.spec,
-                "worker": "matrix",
-                "poll_interval": 1.0,
-                "runs": str(self.directory / "runs-matrix.txt"),
-                "faults": (
-                    {"seed": 99, "lose_answer": {"register": self.scenario.lose_answer}}
-                    if self.scenario.lose_answer
-                    else None
-                ),
-            }
-            producer = build_app(producer_spec)
-            async with producer.app.create() as ctx:
-                await self._produce(ctx, producer.templates)
-                settled = await self._settle(ctx, producer.templates, deadline=started + self.cap)
-            forced = await self.workers.stop()
+            # Every wait inside is bounded; this bounds their sum (a cell over it fails, the matrix goes on).
+            with anyio.fail_after(self.cap + 60):
+                settled, forced = await self._run(deadline=started + self.cap)
         finally:
             self.workers.kill_all()
             with anyio.move_on_after(60), contextlib.suppress(Exception):
@@ -379,6 +362,28 @@ class Cell:
             "events": read_events(self.workers.run_files()),
             "logs": worker_log_summary(self.workers.all),
         }
+
+    async def _run(self, deadline: float) -> tuple[bool, list[str]]:
+        """Start the workers, produce, inject, wait until settled, stop them: (settled, workers killed at the stop)."""
+        first = [self.workers.launch(i, 0) for i in range(3)]
+        await self.workers.wait_ready(first, timeout=60)
+        producer_spec = {
+            **self.spec,
+            "worker": "matrix",
+            "poll_interval": 1.0,
+            "runs": str(self.directory / "runs-matrix.txt"),
+            "faults": (
+                {"seed": 99, "lose_answer": {"register": self.scenario.lose_answer}}
+                if self.scenario.lose_answer
+                else None
+            ),
+        }
+        producer = build_app(producer_spec)
+        async with producer.app.create() as ctx:
+            await self._produce(ctx, producer.templates)
+            settled = await self._settle(ctx, producer.templates, deadline=deadline)
+        forced = await self.workers.stop()
+        return settled, forced
 
     # -- producing and faults -------------------------------------------------------------------------
 

@@ -205,4 +205,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
-    sys.exit(anyio.run(main, parse_args()))
+    arguments = parse_args()
+    try:
+        sys.exit(anyio.run(main, arguments))
+    except KeyboardInterrupt:
+        print("interrupted: servers, workers and temporary files cleaned up", file=sys.stderr)
+        sys.exit(130)

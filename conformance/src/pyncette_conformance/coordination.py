@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+import pyncette
 from pyncette import Context, Pyncette
 from pyncette.testing import running
 
@@ -114,23 +115,27 @@ class CoordinationSuite(ConformanceBase):
             async def job(context: Context) -> None:
                 executed[context.task.name] += 1
                 by_app[index] += 1
-                await anyio.sleep(0)
+                # A second of (virtual) work each: the backlog outlasts several polls, so every app takes a share.
+                await pyncette.sleep(1)
 
             return app, job
 
         built = [build(i) for i in range(instances)]
-        async with built[0][0].create(clock=apps.clock) as ctx:
-            await ctx.schedule_tasks(built[0][1], {n: {"execute_at": START} for n in names})
         async with anyio.create_task_group() as tg:
             contexts = []
             for app, _ in built:
                 ctx = await tg.start(_serve, app, apps)
                 contexts.append(ctx)
-            await apps.clock.advance(timedelta(seconds=1))
+            # Registered from a context that does not run: every app finds the work at its next poll, at the
+            # same moment, and they race for it (instead of the first app to start taking it all).
+            async with built[0][0].create(clock=apps.clock) as admin:
+                await admin.schedule_tasks(built[0][1], {n: {"execute_at": START} for n in names})
+            await apps.clock.advance(timedelta(seconds=10))
             for _ in range(200):
                 if sum(executed.values()) >= len(names):
                     break
                 await apps.clock.advance(timedelta(seconds=1))
+            await apps.clock.advance(timedelta(seconds=2))  # the last runs finish their second of work
             for ctx in contexts:
                 ctx.shutdown()
         assert set(executed) == set(names), f"missing: {sorted(set(names) - set(executed))[:10]}"

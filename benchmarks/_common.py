@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -17,12 +16,10 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-MOTO_LAUNCHER = ROOT / "packages" / "backend-dynamodb" / "tests" / "moto_serial_server.py"
 LEGACY_VERSION = "1.1.0"
 LEGACY_VENV = Path.home() / ".cache" / "pyncette-bench" / f"venv-{LEGACY_VERSION}"
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql", "dynamodb")
@@ -88,23 +85,17 @@ def backend_options(
     raise ValueError(backend)
 
 
-def _load_launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pyncette_bench_moto", MOTO_LAUNCHER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
-    """A moto server (the dynamodb tests' serializing launcher) on a free loopback port; yields its URL."""
+    """A moto server (one request at a time, as the dynamodb tests use it) on a free loopback port; yields its URL."""
     configured = os.environ.get("DYNAMODB_ENDPOINT")
     if configured:
         yield configured
         return
-    with _load_launcher().running() as url:
-        yield url
+    from pyncette_conformance.servers import MotoServer
+
+    with MotoServer() as server:
+        yield server.url
 
 
 @contextlib.contextmanager

@@ -1,25 +1,24 @@
 """The DynamoDB service for the tests: a real moto server process, or $DYNAMODB_ENDPOINT when set.
 
-moto is started through ``moto_serial_server.py`` (moto's own server, arguments
-as for ``python -m moto.server``) so that its conditional writes are atomic
-like DynamoDB's; see that file for why.
+moto runs as :class:`pyncette_conformance.servers.MotoServer`: moto's own server, handling one request
+at a time so that its conditional writes are atomic like DynamoDB's (see
+:func:`~pyncette_conformance.servers.serve_moto_one_request_at_a_time` for why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
+
+from pyncette_conformance.servers import MotoServer, answers
 
 # Dummy credentials for moto / local emulators; real ones in the environment win.
 for _name, _value in {
@@ -32,19 +31,7 @@ for _name, _value in {
 STARTUP_TIMEOUT = 30.0
 
 
-def _load_launcher() -> ModuleType:
-    path = Path(__file__).with_name("moto_serial_server.py")
-    spec = importlib.util.spec_from_file_location("pyncette_dynamodb_tests_moto", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_moto = _load_launcher()
-
-
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
@@ -60,15 +47,20 @@ def dynamodb_endpoint() -> Iterator[str]:
     """The endpoint URL of a running DynamoDB-compatible server for this test session."""
     configured = os.environ.get("DYNAMODB_ENDPOINT")
     if configured:
-        if not _moto.answers(configured):
+        if not answers(configured):
             _unavailable(f"DynamoDB endpoint {configured} (from DYNAMODB_ENDPOINT) does not answer")
         yield configured
         return
+    server = MotoServer(startup_timeout=STARTUP_TIMEOUT)
     try:
-        with _moto.running(STARTUP_TIMEOUT) as url:
-            yield url
+        server.start()
     except RuntimeError as exc:
+        server.cleanup()
         _unavailable(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
 
 
 class CuttingProxy:
@@ -189,19 +181,20 @@ async def keepalive_front(dynamodb_endpoint: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def private_moto() -> Iterator[Any]:
+def private_moto() -> Iterator[MotoServer]:
     """A moto server of this test's own, to kill, hang and restart (never the shared one)."""
     if os.environ.get("DYNAMODB_ENDPOINT"):
         pytest.skip("DYNAMODB_ENDPOINT is set: this test needs a moto server of its own")
-    server = _moto.MotoProcess(startup_timeout=STARTUP_TIMEOUT)
+    server = MotoServer(startup_timeout=STARTUP_TIMEOUT)
     try:
         server.start()
     except RuntimeError as exc:
+        server.cleanup()
         _unavailable(str(exc))
     try:
         yield server
     finally:
-        server.stop()
+        server.cleanup()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pyncette import Context, Pyncette, PyncetteContext, Task
 from pyncette.errors import BackendError
 from pyncette_conformance import run_script_until_interrupted
 from pyncette_conformance.recovery import count_instances, wait_for
+from pyncette_conformance.servers import MotoServer
 from pyncette_dynamodb import backend
 
 pytestmark = pytest.mark.anyio
@@ -133,7 +134,7 @@ async def _fails_promptly(ctx: PyncetteContext, limit: float) -> None:
 
 
 @pytest.mark.realtime
-async def test_app_survives_a_hung_server(private_moto: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_app_survives_a_hung_server(private_moto: MotoServer, caplog: pytest.LogCaptureFixture) -> None:
     """SIGSTOP: requests time out (some are applied once the server resumes, their replies long gone);
     SIGCONT: the app catches up, and every run happens exactly once."""
     caplog.set_level(logging.WARNING, logger="pyncette")
@@ -163,7 +164,7 @@ async def test_app_survives_a_hung_server(private_moto: Any, caplog: pytest.LogC
 
 @pytest.mark.realtime
 async def test_app_recovers_after_the_server_is_killed_and_restarted(
-    private_moto: Any, caplog: pytest.LogCaptureFixture
+    private_moto: MotoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGKILL: calls fail at once with BackendError; the server comes back on the same port, empty
     (moto keeps nothing), the table is created again, and the same app carries on."""

@@ -1,8 +1,8 @@
 """Private MariaDB servers: one killed with SIGKILL and restarted while an app works through its tasks,
 one serving TLS with a self-signed certificate.
 
-Each test initialises a throwaway data directory, starts ``mariadbd`` on a free loopback port with its
-own socket and pid files, and never touches the shared server. Without the MariaDB server binaries
+Each test starts a throwaway server (:class:`~pyncette_conformance.servers.MariaDBServer`: its own data
+directory, a free loopback port) and never touches the shared server. Without the MariaDB server binaries
 they are skipped locally (and fail under ``CI=true``).
 """
 
@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
-import socket
 import ssl
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +25,7 @@ import pytest
 from pyncette import Context, Pyncette, PyncetteContext, Task
 from pyncette.abc import RegisterMode
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette_conformance.servers import MariaDBServer, ServerUnavailable
 from pyncette_mysql import MySQLRepository, backend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realtime]
@@ -51,131 +47,29 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _binary(*candidates: str) -> str | None:
-    for candidate in candidates:
-        found = shutil.which(candidate) or (
-            candidate if os.path.isabs(candidate) and os.access(candidate, os.X_OK) else None
-        )
-        if found:
-            return found
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class PrivateMariaDB:
-    """One ``mariadbd`` on a throwaway data directory and a loopback port of its own."""
-
-    def __init__(self, server: str, directory: Path, extra: list[str]) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        run_as = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses root unless told
-        self.command = [
-            server,
-            "--no-defaults",
-            f"--datadir={directory / 'data'}",
-            f"--port={self.port}",
-            "--bind-address=127.0.0.1",
-            f"--socket={directory / 'mysqld.sock'}",
-            f"--pid-file={directory / 'mysqld.pid'}",
-            f"--log-error={directory / 'error.log'}",
-            "--innodb-buffer-pool-size=16M",
-            "--max-connections=40",
-            *run_as,
-            *extra,
-        ]
-
-    def log_tail(self) -> str:
-        log = self.directory / "error.log"
-        return "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else "(no error log)"
-
-    async def start(self, timeout: float = 20.0) -> None:
-        """Start the server and wait until it accepts a login."""
-        self.process = subprocess.Popen(
-            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mariadbd exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                conn = await aiomysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1)
-            except (OSError, aiomysql.MySQLError) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mariadbd did not accept logins within {timeout:g} s:\n{self.log_tail()}"
-                    ) from exc
-                await anyio.sleep(0.1)
-                continue
-            conn.close()
-            return
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flushing beyond what the server already did."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 @pytest.fixture
-async def private_server(server_args: list[str]) -> AsyncIterator[PrivateMariaDB]:
-    install = _binary("mariadb-install-db", "/usr/bin/mariadb-install-db", "mysql_install_db")
-    server = _binary("mariadbd", "/usr/sbin/mariadbd", "/usr/libexec/mariadbd", "mysqld", "/usr/sbin/mysqld")
-    if install is None or server is None:
-        _unavailable("no private MariaDB server possible: mariadb-install-db or mariadbd not found")
-    directory = Path(tempfile.mkdtemp(prefix="pyncette-mariadb-"))  # short: the socket path is limited
+async def private_server(server_args: list[str]) -> AsyncIterator[MariaDBServer]:
+    """A private server (see :class:`~pyncette_conformance.servers.MariaDBServer`) with database ``test``
+    and the user ``pyncette``; deleted after the test."""
     try:
-        run_as = ["--user=root"] if os.geteuid() == 0 else []
-        done = subprocess.run(
-            [
-                install,
-                "--no-defaults",
-                f"--datadir={directory / 'data'}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                *run_as,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0:
-            _unavailable(f"mariadb-install-db failed ({done.returncode}): {(done.stdout + done.stderr)[-800:]}")
-        instance = PrivateMariaDB(server, directory, server_args)
+        instance = MariaDBServer(extra=server_args)
+    except ServerUnavailable as exc:
+        _unavailable(f"no private MariaDB server possible: {exc}")
+    try:
         try:
-            try:
-                await instance.start()
-            except RuntimeError as exc:
-                _unavailable(f"cannot start a private mariadbd: {exc}")
-            conn = await aiomysql.connect(host="127.0.0.1", port=instance.port, user="root", autocommit=True)
-            try:
-                async with conn.cursor() as cursor:
-                    await cursor.execute("CREATE DATABASE test")
-                    await cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (USER, PASSWORD))
-                    await cursor.execute(f"GRANT ALL ON test.* TO {USER}@'%'")
-            finally:
-                conn.close()
-            yield instance
+            await anyio.to_thread.run_sync(instance.start)
+        except RuntimeError as exc:
+            _unavailable(f"cannot start a private mariadbd: {exc}")
+        conn = await aiomysql.connect(host="127.0.0.1", port=instance.port, user="root", autocommit=True)
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (USER, PASSWORD))
+                await cursor.execute(f"GRANT ALL ON test.* TO {USER}@'%'")
         finally:
-            instance.stop()
+            conn.close()
+        yield instance
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        await anyio.to_thread.run_sync(instance.cleanup)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -196,7 +90,7 @@ async def stored(ctx: PyncetteContext, template: Task) -> int:
 
 
 async def test_app_survives_a_killed_and_restarted_server(
-    private_server: PrivateMariaDB, caplog: pytest.LogCaptureFixture
+    private_server: MariaDBServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     total = 1500
@@ -235,7 +129,7 @@ async def test_app_survives_a_killed_and_restarted_server(
             with pytest.raises(BackendError):
                 await ctx.list_tasks(job, limit=1)  # the server is really gone
             await anyio.sleep(0.5)
-            await private_server.start()
+            await anyio.to_thread.run_sync(private_server.start)
             restarted_at, ticks_before = time.monotonic(), len(ticks)
             await wait_for(lambda: len(ran) == total, 30, "every instance to run")
             deadline = time.monotonic() + LEASE.total_seconds() * 2
@@ -313,7 +207,7 @@ def server_args(request: pytest.FixtureRequest) -> list[str]:
     return [f"--ssl-cert={cert_file}", f"--ssl-key={cert_file.with_name('key.pem')}"]
 
 
-async def test_tls(private_server: PrivateMariaDB, certificate: Path) -> None:
+async def test_tls(private_server: MariaDBServer, certificate: Path) -> None:
     """TLS is used when asked for; a certificate the client does not trust is a ConfigurationError."""
     options = {
         "mysql_host": "127.0.0.1",

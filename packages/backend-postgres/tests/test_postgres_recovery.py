@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import asyncpg
@@ -25,10 +25,8 @@ import pytest
 from pyncette import Context, Pyncette, PyncetteContext, Task
 from pyncette.abc import Record, RegisterMode, Repository
 from pyncette.errors import BackendError
+from pyncette_conformance.servers import PostgresServer
 from pyncette_postgres import PostgresRepository, backend
-
-if TYPE_CHECKING:
-    from conftest import PrivateServer
 
 pytestmark = pytest.mark.anyio
 
@@ -185,7 +183,7 @@ async def test_call_on_a_connection_killed_mid_query_raises_backend_error(
 
 @pytest.mark.realtime
 async def test_app_survives_a_server_crash_and_restart(
-    private_postgres: PrivateServer, caplog: pytest.LogCaptureFixture
+    private_postgres: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGKILL the postmaster mid-run, start it again: every run happens once, and the logs stay quiet."""
     caplog.set_level(logging.DEBUG)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import pytest
@@ -24,20 +24,11 @@ from redis.crc import key_slot
 
 from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
+from pyncette_conformance.servers import RedisServer
 from pyncette_redis import RedisRepository, backend, redis_repository
 from pyncette_redis._backend import RedisSettings
 
 pytestmark = pytest.mark.anyio
-
-
-class ServerProcess(Protocol):
-    """The ``private_server`` fixture (see conftest.py)."""
-
-    url: str
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -489,7 +480,7 @@ async def test_kill_connections_cuts_only_the_repositorys_own(
         assert await two.get("p", "a") is None
 
 
-async def test_recovers_after_server_restart(private_server: ServerProcess) -> None:
+async def test_recovers_after_server_restart(private_server: RedisServer) -> None:
     options = {"redis_url": private_server.url, "redis_connect_timeout": 1, "redis_timeout": 2}
     async with opened(options) as repo:
         await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import pytest
@@ -23,18 +23,8 @@ from pyncette.testing import DEFAULT_START as START
 from pyncette.testing import VirtualClock, running
 from pyncette_conformance import run_script_until_interrupted
 from pyncette_conformance.recovery import count_instances, wait_for
+from pyncette_conformance.servers import RedisServer
 from pyncette_redis import backend
-
-
-class ServerProcess(Protocol):
-    """The ``private_server`` fixture (see conftest.py)."""
-
-    url: str
-
-    def start(self) -> None: ...
-
-    def kill(self) -> None: ...
-
 
 pytestmark = pytest.mark.anyio
 
@@ -88,7 +78,7 @@ async def test_seed_snippet_runs(variant: str, redis_url: str, tmp_path: Path) -
 
 
 async def test_app_survives_a_killed_and_restarted_server(
-    private_server: ServerProcess, caplog: pytest.LogCaptureFixture
+    private_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """kill -9 the app's (private) server mid-run and start it again: no run lost, none doubled.
 

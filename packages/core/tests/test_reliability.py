@@ -154,6 +154,42 @@ async def test_at_most_once_runs_even_when_the_answer_of_its_commit_was_lost(cap
     assert not [r for r in caplog.records if "lease was lost" in r.getMessage()]
 
 
+class LostAnswerWhileOthersMoveOn(MemoryRepository):
+    """The first commit is applied and its answer lost; meanwhile another instance claims and commits the next
+    run (a task behind schedule), so the record no longer shows our commit when it is read back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired = False
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        results = await super().commit(completions)
+        if not self.fired:
+            self.fired = True
+            c = completions[0]
+            assert c.next_at is not None
+            lease = c.next_at + timedelta(seconds=10)
+            await super().claim(c.parent, now=c.next_at, limit=1, lease_until=lease, token="other")
+            await super().commit([Completion(c.parent, c.name, "other", c.next_at + timedelta(seconds=1))])
+            raise BackendError("the answer was lost after the commit was applied")
+        return results
+
+
+async def test_at_most_once_runs_when_its_lost_commit_answer_is_followed_by_other_instances() -> None:
+    app = Pyncette(repository_factory=factory_for(LostAnswerWhileOthersMoveOn()))
+    clock = VirtualClock(START)
+    ran: list[float] = []
+
+    @app.task(schedule="* * * * * *", execution_mode=ExecutionMode.AT_MOST_ONCE)
+    async def tick(context: Context) -> None:
+        ran.append((context.scheduled_at - START).total_seconds())
+
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await clock.advance(timedelta(seconds=4))
+    # 1 s was committed (its answer lost); the "other instance" ran 2 s; this process runs 1, 3 and 4.
+    assert ran == [1, 3, 4]
+
+
 async def test_records_that_cannot_be_decoded_leak_no_slot_and_shutdown_completes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -192,7 +192,7 @@ class Claims:
         if record.locked_by is not None:
             lease = Lease(record.parent, record.name, record.locked_by)
             hold: Hold = self._clock.hold("parking a record", self._owner)
-            self._committer.submit(Pending(lease, PARKED_AT), hold)
+            self._committer.submit(Pending(lease, PARKED_AT, record.locked_until), hold)
 
 
 def _not_running(run: Run) -> None:

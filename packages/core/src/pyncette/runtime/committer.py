@@ -31,6 +31,8 @@ class Pending:
 
     lease: Lease
     next_at: datetime | None
+    #: When the lease expires; until then nobody else may take the record over.
+    lease_until: datetime | None = None
     unlock: bool = False
     owner: object = None
     done: anyio.Event | None = None
@@ -45,10 +47,13 @@ class Pending:
 class Committer:
     """Batches commits and unlocks. It holds the clock while it has work (a virtual clock waits for it).
 
-    After a call failed and was retried, an item reported lost is checked with ``get``: the failed
-    attempt may have landed before its answer was lost, and a record that shows exactly that outcome
-    (rescheduled to ``next_at`` and unleased, or gone) was ours. A call that raises something other
-    than :class:`BackendError` is split into one call per item, so that only the item at fault fails.
+    A call can fail after storage applied it (the connection dropped before the answer), and its retry then
+    finds the lease gone. So after a retry, an item reported lost counts as stored when the successful
+    attempt was sent before the item's lease expired: until then nobody else could take the record over,
+    so only our own earlier attempt can have cleared the lease. Past the lease, the record is read back,
+    and counts as ours only if it shows exactly that outcome (rescheduled to ``next_at`` and unleased, or
+    gone). A call that raises something other than :class:`BackendError` is split into one call per item,
+    so that only the item at fault fails.
     """
 
     def __init__(
@@ -75,10 +80,12 @@ class Committer:
         hold.release()
         self._wakeup.set()
 
-    async def finish(self, lease: Lease, next_at: datetime | None, hold: Hold) -> tuple[bool, Hold]:
+    async def finish(
+        self, lease: Lease, next_at: datetime | None, lease_until: datetime | None, hold: Hold
+    ) -> tuple[bool, Hold]:
         """Commit and wait until it is stored; return whether it was (``False``: the lease was lost) and a
         fresh hold replacing the one handed over, taken the moment the result arrived."""
-        item = Pending(lease, next_at, done=anyio.Event())
+        item = Pending(lease, next_at, lease_until, done=anyio.Event())
         self.submit(item, hold)
         assert item.done is not None
         try:
@@ -110,9 +117,11 @@ class Committer:
     async def _commit(self, items: list[Pending]) -> list[bool]:
         completions = [item.completion() for item in items]
         failures = 0
+        sent_at = self._clock.now()
 
         async def attempt(batch: list[Completion]) -> list[bool]:
-            nonlocal failures
+            nonlocal failures, sent_at
+            sent_at = self._clock.now()
             try:
                 return await self._repository.commit(batch)
             except BackendError:
@@ -121,14 +130,22 @@ class Committer:
 
         results = await self._call("commit", items, completions, attempt)
         if failures:
-            for i, (ok, completion) in enumerate(zip(results, completions, strict=True)):
+            for i, (ok, item) in enumerate(zip(results, items, strict=True)):
                 if not ok:
-                    get = partial(self._repository.get, completion.parent, completion.name)
-                    try:
-                        results[i] = _shows(await retrying(self._clock, "verify commit", get), completion)
-                    except Exception as exc:
-                        _log_item_fault("get", completion.parent, completion.name, exc)
+                    results[i] = await self._landed_earlier(item, sent_at)
         return results
+
+    async def _landed_earlier(self, item: Pending, sent_at: datetime) -> bool:
+        """Whether a commit reported lost after a retry was in fact stored by an earlier attempt."""
+        if item.lease_until is not None and sent_at < item.lease_until:
+            return True
+        completion = item.completion()
+        get = partial(self._repository.get, completion.parent, completion.name)
+        try:
+            return _shows(await retrying(self._clock, "verify commit", get), completion)
+        except Exception as exc:
+            _log_item_fault("get", completion.parent, completion.name, exc)
+            return False
 
     async def _unlock(self, items: list[Pending]) -> list[bool]:
         return await self._call("unlock", items, [item.lease for item in items], self._repository.unlock)

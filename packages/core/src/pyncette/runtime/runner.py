@@ -123,12 +123,13 @@ class Runner:
         # this worker moves on.
         run.committing = True
         self._slots.body_done()
-        self._committer.submit(Pending(run.lease, next_at, unlock, owner=run), run.give_hold())
+        pending = Pending(run.lease, next_at, run.record.locked_until, unlock, owner=run)
+        self._committer.submit(pending, run.give_hold())
 
     async def _at_most_once(self, run: Run) -> None:
         task = run.task
         next_at = self.next_run(task, run.record.scheduled_at)
-        stored, run.hold = await self._committer.finish(run.lease, next_at, run.give_hold())
+        stored, run.hold = await self._committer.finish(run.lease, next_at, run.record.locked_until, run.give_hold())
         if not stored:
             logger.warning("Not running %r: its lease was lost before it started", task)
             return

@@ -8,6 +8,9 @@ import pytest
 
 HERE = Path(__file__).parent
 
+#: Each test runs the suite (or part of it) in a pytest subprocess, which takes a while on a busy machine.
+pytestmark = pytest.mark.timeout(600)
+
 MODULE = """
 import pytest
 from pyncette_conformance import ALL_SUITES, BackendUnderTest

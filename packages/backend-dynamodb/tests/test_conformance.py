@@ -21,6 +21,9 @@ from pyncette_conformance import (
 from pyncette_conformance.harness import BackendUnderTest
 from pyncette_dynamodb import backend
 
+#: moto serves one request at a time: the multi-app and recovery tests take minutes on a busy machine.
+pytestmark = pytest.mark.timeout(300)
+
 
 class DynamoDBBackendMixin:
     @pytest.fixture

@@ -11,17 +11,17 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pyncette_conformance import legacy
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-LEGACY_VERSION = "1.1.0"
-LEGACY_VENV = Path.home() / ".cache" / "pyncette-bench" / f"venv-{LEGACY_VERSION}"
+LEGACY_VERSION = legacy.LEGACY_VERSION
 BACKENDS = ("memory", "sqlite", "redis", "postgres", "mysql", "dynamodb")
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -134,33 +134,9 @@ async def purge(name: str, options: dict[str, Any]) -> None:
     await backend.purge(backend.settings(options))
 
 
-def legacy_python() -> Path:
-    """The python of an isolated venv with pyncette==1.1.0 and its backend extras, created on first use."""
-    python = LEGACY_VENV / "bin" / "python"
-    marker = LEGACY_VENV / ".complete"
-    if not marker.exists():
-        print(f"creating {LEGACY_VENV} with pyncette=={LEGACY_VERSION} ...", file=sys.stderr)
-        LEGACY_VENV.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["python3", "-m", "venv", str(LEGACY_VENV)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"pyncette[redis,postgres,mysql,dynamodb]=={LEGACY_VERSION}"],
-            check=True,
-        )
-        marker.touch()
-    return python
-
-
 def run_legacy(script: str, args: Sequence[str], timeout: float = 1800) -> dict[str, Any]:
     """Run ``benchmarks/<script>`` with the 1.1.0 venv's python; it prints one JSON object as its last line."""
-    python = legacy_python()
-    proc = subprocess.run(
-        [str(python), str(ROOT / "benchmarks" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tempfile.gettempdir(),  # never import the workspace's pyncette
-        check=False,
-    )
+    proc = legacy.run_legacy(ROOT / "benchmarks" / script, *args, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}

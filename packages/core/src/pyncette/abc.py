@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -256,6 +256,66 @@ class Repository(ABC):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class LegacyRow:
+    """One record as Pyncette 1.x stored it.
+
+    Attributes:
+        name: the record's name as stored: a static task's name, or an instance's name (in 1.x's
+            canonical form, with ``:`` doubled, where the backend stored it that way).
+        parent: the 1.x parent: the template's canonical name (``"job"``), or ``"<template>:<shard>"`` for a
+            partitioned template; ``None`` for a static task.
+        spec: the instance's 1.x task spec (JSON text); ``None`` for a static task.
+        execute_after: when the next run is due (aware UTC), ``None`` when the store had none.
+        locked_until: when its lease expires, ``None`` when not leased.
+        locked_by: the lease's token, ``None`` when not leased.
+    """
+
+    name: str
+    parent: str | None
+    spec: str | None
+    execute_after: datetime | None
+    locked_until: datetime | None = None
+    locked_by: str | None = None
+
+
+class LegacyStore(ABC):
+    """The 1.x data of one store (a table, a key namespace), as a backend reads it. Used by one migration.
+
+    Methods may raise :class:`~pyncette.errors.BackendError` (transient) and
+    :class:`~pyncette.errors.ConfigurationError`; the migration stops and can be run again.
+    """
+
+    @abstractmethod
+    async def describe(self) -> str:
+        """Where the 1.x data lives, for messages (``table 'pyncette_tasks' at host:5432/db``); no secrets."""
+
+    @abstractmethod
+    async def has_live_data(self) -> bool:
+        """Whether 1.x data is present in its original place (not yet set aside)."""
+
+    @abstractmethod
+    async def has_backup(self) -> bool:
+        """Whether the set-aside copy of the 1.x data exists."""
+
+    @abstractmethod
+    async def live_leases(self, now: datetime) -> int:
+        """How many 1.x records (in their original place) hold a lease that has not expired at ``now``."""
+
+    @abstractmethod
+    async def set_aside(self) -> None:
+        """Move the 1.x data to its backup place (atomically where the storage allows), making room for the
+        2.x layout. Called only when the data is live and no backup exists."""
+
+    @abstractmethod
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        """The backed-up 1.x rows, ``batch`` at a time (never all at once)."""
+
+    @abstractmethod
+    async def drop_backup(self) -> None:
+        """Delete the backup for good."""
+
+
 class Backend(ABC):
     """A backend descriptor: what the ``pyncette.backends`` entry point refers to.
 
@@ -307,6 +367,14 @@ class Backend(ABC):
         """
         return {name: unique for name, option in self.options.items() if option.isolates}
 
+    def legacy(self, settings: Settings) -> AbstractAsyncContextManager[LegacyStore] | None:
+        """The Pyncette 1.x data these settings pointed at, for ``pyncette migrate --from-1x``.
+
+        ``None`` (the default) when the backend knows no 1.x layout. The context manager connects (without
+        creating any 2.x table) and yields a :class:`LegacyStore`; see :mod:`pyncette.migration`.
+        """
+        return None
+
     def __call__(self, **options: Any) -> AbstractAsyncContextManager[Repository]:
         return self.open(self.settings(options))
 
@@ -340,6 +408,8 @@ __all__ = [
     "Capabilities",
     "Completion",
     "Lease",
+    "LegacyRow",
+    "LegacyStore",
     "Option",
     "Options",
     "Record",

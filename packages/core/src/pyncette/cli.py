@@ -9,6 +9,7 @@ Commands::
     pyncette tasks MODULE:APP schedule TEMPLATE INSTANCE (--cron EXPR [--timezone TZ] | --interval SECONDS
                                                           | --at ISO8601) [--arg KEY=VALUE ...] [--force]
     pyncette tasks MODULE:APP unschedule TEMPLATE INSTANCE [--json]
+    pyncette migrate MODULE:APP --from-1x [--dry-run] [--force] [--drop-1x-backup] [--json]
 
 ``MODULE:APP`` names a module (or a ``.py`` file) and the :class:`~pyncette.Pyncette`
 object in it (``app`` when left out). The backend and its options can be overridden
@@ -32,7 +33,7 @@ import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -49,6 +50,7 @@ from .errors import (
     TaskLockedException,
     leaf_exception,
 )
+from .migration import MigrationReport, migrate
 from .model import TaskState
 from .options import ENV_PREFIX
 from .process import configure_logging
@@ -451,6 +453,65 @@ def cmd_tasks_unschedule(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Convert a Pyncette 1.x store in place (see :mod:`pyncette.migration`)."""
+    _configure_logging(getattr(args, "log_level", None) or "WARNING", sys.stderr)
+    if not args.from_1x:
+        raise CliError("nothing to migrate from: pass --from-1x (the only source there is)", EXIT_USAGE)
+    app = load_app(args.app)
+    configure_app(app, getattr(args, "backend", None), getattr(args, "option", None) or [])
+    factory, _ = app.resolve_backend()
+    if not isinstance(factory, Backend):
+        raise CliError("migrating needs a backend chosen by name (not a custom repository_factory)", EXIT_USAGE)
+    settings = factory.settings(app.backend_options)
+    legacy = factory.legacy(settings)
+    if legacy is None:
+        raise CliError(f"backend {factory.name!r} knows no Pyncette 1.x storage layout to migrate", EXIT_USAGE)
+    quiet = getattr(args, "json", False)
+
+    def progress(done: int) -> None:
+        if not quiet:
+            print(f"... {done} record(s) read", file=sys.stderr, flush=True)
+
+    async def main() -> MigrationReport:
+        async with legacy as store:
+            return await migrate(
+                store,
+                lambda: factory.open(settings),
+                app.tasks,
+                now=datetime.now(timezone.utc),
+                dry_run=args.dry_run,
+                force=args.force,
+                drop_backup=args.drop_1x_backup,
+                progress=progress,
+            )
+
+    report = anyio.run(main, backend="asyncio")
+    if quiet:
+        _print_json(report.as_dict())
+    else:
+        _print_report(report)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def _print_report(report: MigrationReport) -> None:
+    if not report.found:
+        print(f"no Pyncette 1.x data found at {report.where}: nothing to migrate")
+        return
+    print(f"{'dry run: ' if report.dry_run else ''}1.x data at {report.where}")
+    _print_table(
+        ["TASK", "MIGRATED", "ALREADY PRESENT", "FAILED"],
+        ([name, str(t.migrated), str(t.already_present), str(t.failed)] for name, t in sorted(report.tasks.items())),
+    )
+    for name, task in sorted(report.tasks.items()):
+        for reason in task.reasons:
+            print(f"failed ({name}): {reason}")
+    if report.backup_dropped:
+        print("the 1.x backup was dropped")
+    elif not report.dry_run:
+        print("the 1.x data is kept as a backup (drop it with --drop-1x-backup once you are satisfied)")
+
+
 # -------------------------------------------------------------------------------------------------
 # Argument parsing and the entry point
 # -------------------------------------------------------------------------------------------------
@@ -492,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_backends(commands)
     _add_tasks(commands)
+    _add_migrate(commands)
     return parser
 
 
@@ -556,6 +618,26 @@ def _add_tasks(commands: Commands) -> None:
         action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
     )
     action("unschedule", cmd_tasks_unschedule, "remove an instance")
+
+
+def _add_migrate(commands: Commands) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="convert a Pyncette 1.x store in place",
+        description="Convert the storage a Pyncette 1.x app used (same options) to the 2.x layout, keeping "
+        "the 1.x data as a backup. Stop the 1.x workers first. Running it again changes nothing.",
+    )
+    migrate.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object")
+    migrate.add_argument("--from-1x", action="store_true", help="migrate from the Pyncette 1.x layout")
+    migrate.add_argument("--dry-run", action="store_true", help="report what would be migrated; change nothing")
+    migrate.add_argument("--force", action="store_true", help="migrate even while 1.x records hold live leases")
+    migrate.add_argument(
+        "--drop-1x-backup", action="store_true", help="delete the 1.x backup after a migration that failed nothing"
+    )
+    _backend_arguments(migrate, suppress=False)
+    migrate.add_argument("--json", action="store_true", help="print the report as JSON")
+    migrate.add_argument("--log-level", metavar="LEVEL", default=None, help="log level on stderr (default: WARNING)")
+    migrate.set_defaults(handler=cmd_migrate)
 
 
 def _schedule_arguments(schedule: argparse.ArgumentParser) -> None:

@@ -28,7 +28,10 @@ pytestmark = pytest.mark.timeout(300)
 class DynamoDBBackendMixin:
     @pytest.fixture
     async def pyncette_backend(self, dynamodb_endpoint: str) -> AsyncIterator[BackendUnderTest]:
-        under_test = BackendUnderTest(backend, {"dynamodb_endpoint": dynamodb_endpoint})
+        # moto accepts one connection at a time: with several apps at once, on a busy machine, connections
+        # wait in its listen queue for longer than the 5 s default.
+        options = {"dynamodb_endpoint": dynamodb_endpoint, "dynamodb_connect_timeout": 60.0}
+        under_test = BackendUnderTest(backend, options)
         try:
             yield under_test
         finally:

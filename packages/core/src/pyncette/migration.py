@@ -17,6 +17,7 @@ complete one changes nothing (everything is "already present").
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,6 +31,10 @@ from .task import DynamicTask, StaticTask, Task
 
 #: Rows converted and written per batch (memory stays bounded whatever the store's size).
 BATCH = 1000
+
+#: The columns of Pyncette 1.x's table in its SQL backends (SQLite, PostgreSQL, MySQL alike). A table with
+#: all of them is a 1.x table; the 2.x table has none of ``parent_name``, ``execute_after``, ``task_spec``.
+SQL_1X_COLUMNS = frozenset({"name", "parent_name", "locked_until", "locked_by", "execute_after", "task_spec"})
 
 
 @dataclass
@@ -206,6 +211,16 @@ async def _convert_all(
             progress(done)
 
 
+def backup_table_name(table: str, max_length: int = 63) -> str:
+    """Where a SQL backend sets aside the 1.x table ``table``: ``<table>_1x_backup``, shortened with a hash of
+    ``table`` when that would exceed ``max_length`` characters (the server's identifier limit)."""
+    name = f"{table}_1x_backup"
+    if len(name) <= max_length:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[: max_length - 19]}_{digest}_1x_backup"
+
+
 def _escaped(name: str) -> str:
     """A name in 1.x's canonical form (``:`` doubled)."""
     return name.replace(":", "::")
@@ -242,9 +257,11 @@ def _owner_of(row: LegacyRow) -> str:
 
 __all__ = [
     "BATCH",
+    "SQL_1X_COLUMNS",
     "Converter",
     "LiveLeases",
     "MigrationReport",
     "TaskReport",
+    "backup_table_name",
     "migrate",
 ]

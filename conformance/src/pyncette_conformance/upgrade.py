@@ -11,8 +11,8 @@ A backend's test module subclasses :class:`UpgradeSuite` and provides the ``upgr
 
     class TestMigration(UpgradeSuite):
         @pytest.fixture
-        async def upgrade_target(self, tmp_path):
-            yield UpgradeTarget("sqlite", {"sqlite_database": str(tmp_path / "a.db")}, {...1.x options...})
+        def upgrade_target(self, tmp_path):
+            return UpgradeTarget("sqlite", {"sqlite_database": str(tmp_path / "a.db")}, {...1.x options...})
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ LEGACY_FACTORIES = {
 
 #: Every schedule runs at most once within a day of registration, so "each due run exactly once" is
 #: checked by advancing a virtual clock to the latest next run.
-LEGACY_SCRIPT = r'''
+LEGACY_SCRIPT = r"""
 import asyncio, importlib, json, sys
 from datetime import datetime, timedelta, timezone
 
@@ -100,7 +100,7 @@ async def main():
 
 
 asyncio.run(main())
-'''
+"""
 
 Run = tuple[str, datetime]
 
@@ -286,9 +286,9 @@ class UpgradeSuite:
         return "asyncio"
 
     @pytest.fixture
-    async def upgrade_target(self) -> AsyncIterator[UpgradeTarget]:
+    def upgrade_target(self) -> UpgradeTarget:
+        """A fresh store: override it (the suite cleans up before and after each test)."""
         raise NotImplementedError("override the upgrade_target fixture")
-        yield  # pragma: no cover
 
     @pytest.fixture
     async def target(self, upgrade_target: UpgradeTarget) -> AsyncIterator[UpgradeTarget]:

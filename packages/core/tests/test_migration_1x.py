@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,8 +20,8 @@ def _target(path: Path, table: str) -> UpgradeTarget:
 
 class TestSqliteMigration(UpgradeSuite):
     @pytest.fixture
-    async def upgrade_target(self, tmp_path: Path) -> AsyncIterator[UpgradeTarget]:
-        yield _target(tmp_path / "tasks.db", "legacy_tasks")
+    def upgrade_target(self, tmp_path: Path) -> UpgradeTarget:
+        return _target(tmp_path / "tasks.db", "legacy_tasks")
 
 
 @pytest.mark.anyio

@@ -12,6 +12,7 @@ from typing import Any
 import aiomysql
 import pytest
 
+from pyncette.errors import ConfigurationError
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
 
@@ -66,6 +67,9 @@ async def test_the_backup_keeps_the_rows_and_the_2x_table_takes_the_name(mysql_o
     try:
         expected = await create_legacy_data(target)
         before = await _execute(target.options, f"SELECT * FROM {table} ORDER BY name")
+        with pytest.raises(ConfigurationError, match="--from-1x"):  # 2.x on the 1.x table points at the way out
+            async with target.descriptor.open(target.descriptor.settings(target.options)):
+                pass
         report = await migrate_in_process(target)
         assert report.set_aside and report.failed == 0
         assert await _execute(target.options, f"SELECT * FROM {table}_1x_backup ORDER BY name") == before

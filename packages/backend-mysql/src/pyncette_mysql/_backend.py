@@ -262,7 +262,8 @@ class MySQLBackend(Backend):
             elif missing := [c for c in COLUMNS if c not in present]:
                 raise ConfigurationError(
                     f"table {table!r} on {where} exists but lacks column(s) {', '.join(missing)} "
-                    "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name"
+                    "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name, or "
+                    "migrate a 1.x table with 'pyncette migrate MODULE:APP --from-1x'"
                 )
         return server
 

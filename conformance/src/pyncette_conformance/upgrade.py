@@ -225,6 +225,15 @@ async def cleanup(target: UpgradeTarget) -> None:
     await descriptor.purge(settings)
 
 
+async def _reads_live_rows(target: UpgradeTarget) -> bool:
+    """Whether the store reads 1.x rows in place (optional), so that a first dry run counts them."""
+    descriptor = target.descriptor
+    legacy = descriptor.legacy(descriptor.settings(target.options))
+    assert legacy is not None
+    async with legacy as store:
+        return store.live_rows(1) is not None
+
+
 async def _drop_backup(store: LegacyStore) -> None:
     if await store.has_backup():
         await store.drop_backup()
@@ -308,6 +317,8 @@ class UpgradeSuite:
         assert report is not None
         assert report["found"] and report["dry_run"] and not report["set_aside"]
         assert report["live_leases"] == 0 and report["failed"] == 0
+        if await _reads_live_rows(target):
+            assert _counts(report, "migrated") == counts
         assert await legacy_state(target) == (True, False), "a dry run changed the store"
 
         status, report, stderr = migrate_cli(target)

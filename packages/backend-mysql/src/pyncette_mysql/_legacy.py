@@ -84,12 +84,18 @@ class MySQLLegacyStore(LegacyStore):
             f"RENAME TABLE {quote_table(self._table)} TO {quote_table(self._backup)}",
         )
 
-    async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._backup, batch)
+
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._table, batch)
+
+    async def _pages(self, table: str, batch: int) -> AsyncIterator[list[LegacyRow]]:
         after = ""
         while True:
             (result,) = await self._run(
-                "reading the 1.x backup",
-                f"SELECT {_COLUMNS} FROM {quote_table(self._backup)} {after}ORDER BY `name` LIMIT {int(batch)}",
+                f"reading table {table!r}",
+                f"SELECT {_COLUMNS} FROM {quote_table(table)} {after}ORDER BY `name` LIMIT {int(batch)}",
             )
             if not result.rows:
                 return

@@ -71,11 +71,17 @@ class PostgresLegacyStore(LegacyStore):
         with map_exceptions(DRIVER_ERRORS, f"postgres renaming table {self._table!r} to {self._backup!r}"):
             await self._connection.execute(f"ALTER TABLE {quote(self._table)} RENAME TO {quote(self._backup)}")
 
-    async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
-        table = quote(self._backup)
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._backup, batch)
+
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._table, batch)
+
+    async def _pages(self, name: str, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        table = quote(name)
         after: str | None = None
         while True:
-            with map_exceptions(DRIVER_ERRORS, "postgres reading the 1.x backup"):
+            with map_exceptions(DRIVER_ERRORS, f"postgres reading table {name!r}"):
                 if after is None:
                     page = await self._connection.fetch(f"SELECT {_COLUMNS} FROM {table} ORDER BY name LIMIT $1", batch)
                 else:

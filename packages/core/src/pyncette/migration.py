@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,14 +158,15 @@ async def migrate(
             )
     converter = Converter(tasks, now)
     if dry_run:
-        if backed_up:
-            await _convert_all(store, converter, report, None, progress)
+        pages = store.rows(BATCH) if backed_up else store.live_rows(BATCH)
+        if pages is not None:
+            await _convert_all(pages, converter, report, None, progress)
         return report
     if live:
         await store.set_aside()
         report.set_aside = True
     async with open_repository() as repository:
-        await _convert_all(store, converter, report, repository, progress)
+        await _convert_all(store.rows(BATCH), converter, report, repository, progress)
     if drop_backup and not report.failed:
         await store.drop_backup()
         report.backup_dropped = True
@@ -173,14 +174,14 @@ async def migrate(
 
 
 async def _convert_all(
-    store: LegacyStore,
+    pages: AsyncIterator[list[LegacyRow]],
     converter: Converter,
     report: MigrationReport,
     repository: Repository | None,
     progress: Callable[[int], None] | None,
 ) -> None:
     done = 0
-    async for rows in store.rows(BATCH):
+    async for rows in pages:
         owners: list[str] = []
         records: list[Record] = []
         for row in rows:

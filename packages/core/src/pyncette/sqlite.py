@@ -350,16 +350,22 @@ class SqliteLegacyStore(LegacyStore):
 
         await self._call(f"renaming table {self._table!r} to {self._backup!r}", work)
 
-    async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._backup, batch)
+
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._table, batch)
+
+    async def _pages(self, table: str, batch: int) -> AsyncIterator[list[LegacyRow]]:
         after: str | None = None
         while True:
             where = "" if after is None else "WHERE name > ? "
 
             def work(db: sqlite3.Connection, where: str = where, after: str | None = after) -> list[Any]:
-                sql = f'SELECT {self._COLUMNS} FROM "{self._backup}" {where}ORDER BY name LIMIT ?'
+                sql = f'SELECT {self._COLUMNS} FROM "{table}" {where}ORDER BY name LIMIT ?'
                 return db.execute(sql, (batch,) if after is None else (after, batch)).fetchall()
 
-            page = await self._call("reading the backup", work)
+            page = await self._call(f"reading table {table!r}", work)
             if not page:
                 return
             yield [self._row(row) for row in page]

@@ -30,8 +30,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from pyncette import Context, Pyncette, backends
-from pyncette.abc import Backend, LegacyStore
+from pyncette import Context, Pyncette, backends, migration
+from pyncette.abc import Backend, LegacyRow, LegacyStore
 from pyncette.migration import MigrationReport, migrate
 from pyncette.testing import VirtualClock, running
 
@@ -286,6 +286,40 @@ def _counts(report: dict[str, Any], key: str) -> dict[str, int]:
     return {name: task[key] for name, task in report["tasks"].items() if task[key]}
 
 
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptedAfterOnePage(LegacyStore):
+    """A store whose backup stream breaks after its first page (a crash in the middle of a migration)."""
+
+    def __init__(self, store: LegacyStore) -> None:
+        self._store = store
+
+    async def describe(self) -> str:
+        return await self._store.describe()
+
+    async def has_live_data(self) -> bool:
+        return await self._store.has_live_data()
+
+    async def has_backup(self) -> bool:
+        return await self._store.has_backup()
+
+    async def live_leases(self, now: datetime) -> int:
+        return await self._store.live_leases(now)
+
+    async def set_aside(self) -> None:
+        await self._store.set_aside()
+
+    async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        async for page in self._store.rows(batch):
+            yield page
+            raise _Interrupted
+
+    async def drop_backup(self) -> None:
+        await self._store.drop_backup()
+
+
 @pytest.mark.anyio
 class UpgradeSuite:
     """The migration checks; subclasses provide ``upgrade_target`` (a fresh store per test, cleaned up)."""
@@ -371,6 +405,31 @@ class UpgradeSuite:
         assert report is not None
         assert report["live_leases"] == 1
         assert _counts(report, "migrated") == expected_counts(expected)
+        await check_migrated(target, expected)
+
+    @pytest.mark.timeout(300)
+    async def test_an_interrupted_run_is_completed_by_the_next(
+        self, target: UpgradeTarget, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        expected = await create_legacy_data(target)
+        monkeypatch.setattr(migration, "BATCH", 4)
+        descriptor = target.descriptor
+        settings = descriptor.settings(target.options)
+        legacy = descriptor.legacy(settings)
+        assert legacy is not None
+        async with legacy as store:
+            with pytest.raises(_Interrupted):
+                await migrate(
+                    _InterruptedAfterOnePage(store),
+                    lambda: descriptor.open(settings),
+                    make_app()[0].tasks,
+                    now=datetime.now(timezone.utc),
+                )
+        assert await legacy_state(target) == (False, True)
+        report = await migrate_in_process(target)
+        assert not report.set_aside and report.failed == 0
+        assert sum(t.already_present for t in report.tasks.values()) == 4
+        assert sum(t.migrated for t in report.tasks.values()) == len(expected) - 4
         await check_migrated(target, expected)
 
     async def test_a_2x_store_is_not_1x_data(self, target: UpgradeTarget) -> None:

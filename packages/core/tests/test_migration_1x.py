@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyncette import sqlite
+from pyncette.errors import ConfigurationError
 from pyncette.migration import backup_table_name
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
@@ -58,3 +59,16 @@ def test_backup_names_fit_the_identifier_limit() -> None:
     assert backup_table_name(long) != backup_table_name("t" * 62 + "u")
     assert len(backup_table_name("t" * 64, 64)) == 64
     assert sqlite.SqliteLegacyStore is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_foreign_table_under_the_backup_name_is_refused(tmp_path: Path) -> None:
+    target = _target(tmp_path / "tasks.db", "pyncette_tasks")
+    await create_legacy_data(target)
+    with sqlite3.connect(target.options["sqlite_database"]) as db:
+        db.execute("CREATE TABLE pyncette_tasks_1x_backup (id INTEGER)")
+    with pytest.raises(ConfigurationError, match=r"pyncette_tasks_1x_backup.*not a Pyncette 1\.x backup"):
+        await migrate_in_process(target)
+    with sqlite3.connect(target.options["sqlite_database"]) as db:
+        assert db.execute("SELECT count(*) FROM pyncette_tasks").fetchone()[0] > 0  # untouched

@@ -10,7 +10,7 @@ import pytest
 
 from pyncette import sqlite
 from pyncette.errors import ConfigurationError
-from pyncette.migration import backup_table_name
+from pyncette.migration import backup_table_name, epoch_seconds
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
 
@@ -72,3 +72,15 @@ async def test_a_foreign_table_under_the_backup_name_is_refused(tmp_path: Path) 
         await migrate_in_process(target)
     with sqlite3.connect(target.options["sqlite_database"]) as db:
         assert db.execute("SELECT count(*) FROM pyncette_tasks").fetchone()[0] > 0  # untouched
+
+
+def test_epoch_seconds_reads_1x_times_and_ignores_garbage(caplog: pytest.LogCaptureFixture) -> None:
+    assert epoch_seconds(None, "execute_after", "job") is None
+    assert epoch_seconds(1_700_000_000, "execute_after", "job") == datetime(
+        2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc
+    )
+    assert epoch_seconds(1_700_000_000.25, "execute_after", "job") == datetime(
+        2023, 11, 14, 22, 13, 20, 250000, tzinfo=timezone.utc
+    )
+    assert epoch_seconds("soon", "locked_until", "job:x") is None
+    assert "job:x" in caplog.text and "locked_until" in caplog.text

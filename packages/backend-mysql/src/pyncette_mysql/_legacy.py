@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pyncette.abc import LegacyRow, LegacyStore, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
-from pyncette.migration import SQL_1X_COLUMNS, backup_table_name
-from pyncette.redaction import get_logger
+from pyncette.migration import SQL_1X_COLUMNS, backup_table_name, epoch_seconds
 
 from ._repository import ERRORS, Result, run
 from ._schema import quote_table
-
-logger = get_logger("pyncette.mysql")
 
 #: MySQL's identifier limit.
 MAX_IDENTIFIER = 64
@@ -108,18 +105,14 @@ class MySQLLegacyStore(LegacyStore):
         await self._run(f"dropping table {self._backup!r}", f"DROP TABLE IF EXISTS {quote_table(self._backup)}")
 
 
-def _seconds(value: object, what: str, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
-    logger.warning("1.x record %r: %s %r is not a time; ignored", name, what, str(value)[:40])
-    return None
-
-
 def _row(row: tuple[Any, ...]) -> LegacyRow:
     name, parent, spec, execute_after, locked_until, locked_by = row
-    until = _seconds(locked_until, "locked_until", name)
+    until = epoch_seconds(locked_until, "locked_until", name)
     return LegacyRow(
-        name, parent, spec, _seconds(execute_after, "execute_after", name), until, None if until is None else locked_by
+        name,
+        parent,
+        spec,
+        epoch_seconds(execute_after, "execute_after", name),
+        until,
+        None if until is None else locked_by,
     )

@@ -22,12 +22,15 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .abc import LegacyRow, LegacyStore, Record, RegisterMode, Repository
 from .errors import ConfigurationError, PyncetteException
+from .redaction import get_logger
 from .task import DynamicTask, StaticTask, Task
+
+logger = get_logger(__name__)
 
 #: Rows converted and written per batch (memory stays bounded whatever the store's size).
 BATCH = 1000
@@ -222,6 +225,20 @@ def backup_table_name(table: str, max_length: int = 63) -> str:
     return f"{table[: max_length - 19]}_{digest}_1x_backup"
 
 
+def epoch_seconds(value: object, column: str, name: object) -> datetime | None:
+    """A 1.x time stored as seconds since the epoch (SQLite, MySQL) as an aware UTC datetime.
+
+    ``None`` stays ``None``; anything else that is not a number (a hand edit) is logged, naming the record
+    ``name`` and the ``column``, and read as ``None`` (the record is then scheduled afresh).
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc)
+    logger.warning("1.x record %r: %s %r is not a time; ignored", name, column, str(value)[:40])
+    return None
+
+
 def _escaped(name: str) -> str:
     """A name in 1.x's canonical form (``:`` doubled)."""
     return name.replace(":", "::")
@@ -264,5 +281,6 @@ __all__ = [
     "MigrationReport",
     "TaskReport",
     "backup_table_name",
+    "epoch_seconds",
     "migrate",
 ]

@@ -46,9 +46,8 @@ from .abc import (
     map_exceptions,
 )
 from .errors import BackendError, ConfigurationError
-from .migration import SQL_1X_COLUMNS, backup_table_name
+from .migration import SQL_1X_COLUMNS, backup_table_name, epoch_seconds
 from .options import Custom, Identifier, Option, Options, Seconds, Settings
-from .redaction import get_logger
 
 MEMORY = ":memory:"
 DEFAULT_TABLE = "pyncette_tasks"
@@ -61,8 +60,6 @@ _ERRORS: dict[type[BaseException], type[Exception]] = {
 _CORRUPT = "(typeof(scheduled_at) != 'integer' OR typeof(locked_until) NOT IN ('integer', 'null'))"
 
 T = TypeVar("T")
-
-logger = get_logger(__name__)
 
 
 def _to_int(moment: datetime) -> int:
@@ -282,16 +279,6 @@ class SqliteRepository(Repository):
         await self._call("corrupt", work)
 
 
-def _seconds(value: object, what: str, name: str) -> datetime | None:
-    """A 1.x time (float seconds since the epoch; SQLite may have stored a whole one as an integer)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
-    logger.warning("1.x record %r: %s %r is not a time; ignored", name, what, str(value)[:40])
-    return None
-
-
 class SqliteLegacyStore(LegacyStore):
     """A Pyncette 1.x table in a SQLite file: ``name`` (the key), ``parent_name``, ``task_spec`` and times as
     float seconds. It is set aside by renaming it to :func:`~pyncette.migration.backup_table_name`."""
@@ -376,12 +363,12 @@ class SqliteLegacyStore(LegacyStore):
     @staticmethod
     def _row(row: tuple[Any, ...]) -> LegacyRow:
         name, parent, spec, execute_after, locked_until, locked_by = row
-        until = _seconds(locked_until, "locked_until", name)
+        until = epoch_seconds(locked_until, "locked_until", name)
         return LegacyRow(
             str(name),
             parent,
             spec,
-            _seconds(execute_after, "execute_after", name),
+            epoch_seconds(execute_after, "execute_after", name),
             until,
             None if until is None else locked_by,  # 1.x wrote the text "None" when it released a lease
         )

@@ -12,11 +12,12 @@ from typing import Any
 
 import aiomysql
 
-from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
+from pyncette.abc import Backend, Capabilities, LegacyStore, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Boolean, Custom, Identifier, Integer, Option, Options, Seconds, Settings, Text
 from pyncette.redaction import register_secret
 
+from ._legacy import MySQLLegacyStore
 from ._repository import ERRORS, MySQLRepository, QuietCursor, classify, error_code, run
 from ._schema import COLLATIONS, COLUMNS, Server, Upsert, create_table_sql, quote_table
 
@@ -261,7 +262,8 @@ class MySQLBackend(Backend):
             elif missing := [c for c in COLUMNS if c not in present]:
                 raise ConfigurationError(
                     f"table {table!r} on {where} exists but lacks column(s) {', '.join(missing)} "
-                    "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name"
+                    "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name, or "
+                    "migrate a 1.x table with 'pyncette migrate MODULE:APP --from-1x'"
                 )
         return server
 
@@ -285,6 +287,14 @@ class MySQLBackend(Backend):
                         "and set mysql_skip_table_create=True"
                     ) from exc
                 raise
+
+    @contextlib.asynccontextmanager
+    async def legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
+        """The Pyncette 1.x table of the same name (see :mod:`pyncette_mysql._legacy`); creates nothing."""
+        async with self._connection(settings) as conn:
+            yield MySQLLegacyStore(
+                conn, settings["mysql_table_name"], _where(settings), settings["mysql_command_timeout"]
+            )
 
     async def purge(self, settings: Settings) -> None:
         """Drop the table."""

@@ -10,12 +10,13 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions
 
-from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
+from pyncette.abc import Backend, Capabilities, LegacyStore, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Settings
 from pyncette.redaction import get_logger
 
 from ._config import OPTIONS, connect_arguments, describe_server
+from ._legacy import PostgresLegacyStore
 from ._repository import DRIVER_ERRORS, Connections, PostgresRepository
 from ._schema import ensure_table, quote
 
@@ -109,6 +110,16 @@ class PostgresBackend(Backend):
             yield PostgresRepository(pool, table, connections)
         finally:
             await _close(pool, timeout, settings)
+
+    @contextlib.asynccontextmanager
+    async def legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
+        """The Pyncette 1.x table of the same name (see :mod:`pyncette_postgres._legacy`); creates nothing."""
+        with _connection_errors(settings, "connect"):
+            connection = await asyncpg.connect(**connect_arguments(settings))
+        try:
+            yield PostgresLegacyStore(connection, settings)
+        finally:
+            await _close(connection, settings["postgres_connect_timeout"], settings)
 
     async def purge(self, settings: Settings) -> None:
         """Drop the table (and its index) the settings point at."""

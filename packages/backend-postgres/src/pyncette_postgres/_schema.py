@@ -92,7 +92,8 @@ async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
     if columns and missing:
         raise ConfigurationError(
             f"table {table!r} (postgres_table_name) exists but lacks column(s) {', '.join(missing)}; "
-            "it was not created by this version of pyncette-postgres (see the DDL in its README)"
+            "it was not created by this version of pyncette-postgres (see the DDL in its README; a Pyncette 1.x "
+            "table is migrated with 'pyncette migrate MODULE:APP --from-1x')"
         )
     if not create and not indexed:
         logger.warning(

@@ -315,6 +315,14 @@ class LegacyStore(ABC):
     async def drop_backup(self) -> None:
         """Delete the backup for good."""
 
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]] | None:
+        """The 1.x rows in their original place, like :meth:`rows`, for a dry run before anything is set aside.
+
+        Optional: ``None`` (the default) when the store cannot read them there; a dry run then reports what
+        it found without per-task counts.
+        """
+        return None
+
 
 class Backend(ABC):
     """A backend descriptor: what the ``pyncette.backends`` entry point refers to.

@@ -32,8 +32,21 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from .abc import PARKED_AT, Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from .abc import (
+    PARKED_AT,
+    Backend,
+    Capabilities,
+    Completion,
+    Lease,
+    LegacyRow,
+    LegacyStore,
+    Record,
+    RegisterMode,
+    Repository,
+    map_exceptions,
+)
 from .errors import BackendError, ConfigurationError
+from .migration import SQL_1X_COLUMNS, backup_table_name, epoch_seconds
 from .options import Custom, Identifier, Option, Options, Seconds, Settings
 
 MEMORY = ":memory:"
@@ -266,6 +279,107 @@ class SqliteRepository(Repository):
         await self._call("corrupt", work)
 
 
+class SqliteLegacyStore(LegacyStore):
+    """A Pyncette 1.x table in a SQLite file: ``name`` (the key), ``parent_name``, ``task_spec`` and times as
+    float seconds. It is set aside by renaming it to :func:`~pyncette.migration.backup_table_name`."""
+
+    _COLUMNS = "name, parent_name, task_spec, execute_after, locked_until, locked_by"
+
+    def __init__(self, connection: sqlite3.Connection | None, database: str, table: str) -> None:
+        self._db = connection  # None: the file does not exist
+        self._database = database
+        self._table = table
+        self._backup = backup_table_name(table)
+        self._lock = anyio.Lock()
+
+    async def _call(self, what: str, func: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._db is not None
+        async with self._lock:
+            with map_exceptions(_ERRORS, f"sqlite 1.x migration: {what}"):
+                return await anyio.to_thread.run_sync(func, self._db)
+
+    async def _columns(self, table: str) -> set[str]:
+        if self._db is None:
+            return set()
+
+        def work(db: sqlite3.Connection) -> set[str]:
+            return {str(row[0]) for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+
+        return await self._call(f"inspecting table {table!r}", work)
+
+    async def describe(self) -> str:
+        return f"table {self._table!r} in SQLite database {self._database!r}"
+
+    async def has_live_data(self) -> bool:
+        return await self._columns(self._table) >= SQL_1X_COLUMNS
+
+    async def has_backup(self) -> bool:
+        columns = await self._columns(self._backup)
+        if columns and not columns >= SQL_1X_COLUMNS:
+            raise ConfigurationError(
+                f"table {self._backup!r} in SQLite database {self._database!r} is not a Pyncette 1.x backup "
+                "(other columns): rename or drop it before migrating"
+            )
+        return bool(columns)
+
+    async def live_leases(self, now: datetime) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            sql = f'SELECT count(*) FROM "{self._table}" WHERE locked_until > ?'
+            return int(db.execute(sql, (now.timestamp(),)).fetchone()[0])
+
+        return await self._call("counting leases", work)
+
+    async def set_aside(self) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(f'ALTER TABLE "{self._table}" RENAME TO "{self._backup}"')
+
+        await self._call(f"renaming table {self._table!r} to {self._backup!r}", work)
+
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._backup, batch)
+
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._pages(self._table, batch)
+
+    async def _pages(self, table: str, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        after: str | None = None
+        while True:
+            where = "" if after is None else "WHERE name > ? "
+
+            def work(db: sqlite3.Connection, where: str = where, after: str | None = after) -> list[Any]:
+                sql = f'SELECT {self._COLUMNS} FROM "{table}" {where}ORDER BY name LIMIT ?'
+                return db.execute(sql, (batch,) if after is None else (after, batch)).fetchall()
+
+            page = await self._call(f"reading table {table!r}", work)
+            if not page:
+                return
+            yield [self._row(row) for row in page]
+            if len(page) < batch:
+                return
+            after = page[-1][0]
+
+    @staticmethod
+    def _row(row: tuple[Any, ...]) -> LegacyRow:
+        name, parent, spec, execute_after, locked_until, locked_by = row
+        until = epoch_seconds(locked_until, "locked_until", name)
+        return LegacyRow(
+            str(name),
+            parent,
+            spec,
+            epoch_seconds(execute_after, "execute_after", name),
+            until,
+            None if until is None else locked_by,  # 1.x wrote the text "None" when it released a lease
+        )
+
+    async def drop_backup(self) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(f'DROP TABLE IF EXISTS "{self._backup}"')
+
+        await self._call(f"dropping table {self._backup!r}", work)
+
+
 class SqliteBackend(Backend):
     """``sqlite``: a SQLite database file shared by the processes of one host, or one in memory."""
 
@@ -333,6 +447,29 @@ class SqliteBackend(Backend):
         finally:
             await anyio.to_thread.run_sync(connection.close)
 
+    @contextlib.asynccontextmanager
+    async def legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
+        """The 1.x table of the same name in the same file (never created here: a missing file has none)."""
+        database, table, timeout = (settings[f"sqlite_{key}"] for key in ("database", "table_name", "timeout"))
+
+        def connect() -> sqlite3.Connection | None:
+            if database == MEMORY:
+                return None
+            path = Path(database).absolute()
+            if not path.exists():
+                return None
+            return sqlite3.connect(
+                f"{path.as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+
+        with map_exceptions(_ERRORS, f"opening sqlite database {database!r}"):
+            connection = await anyio.to_thread.run_sync(connect)
+        try:
+            yield SqliteLegacyStore(connection, database, table)
+        finally:
+            if connection is not None:
+                await anyio.to_thread.run_sync(connection.close)
+
     async def purge(self, settings: Settings) -> None:
         database, table, timeout = (settings[f"sqlite_{key}"] for key in ("database", "table_name", "timeout"))
         if database == MEMORY:
@@ -349,4 +486,4 @@ backend = SqliteBackend()
 #: Pyncette 1.x name of the factory.
 sqlite_repository = backend
 
-__all__ = ["SqliteBackend", "SqliteRepository", "backend", "sqlite_repository"]
+__all__ = ["SqliteBackend", "SqliteLegacyStore", "SqliteRepository", "backend", "sqlite_repository"]

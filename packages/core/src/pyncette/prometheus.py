@@ -1,4 +1,4 @@
-"""Prometheus metrics for a Pyncette app (install with ``pip install "pyncette[prometheus]"``).
+"""Prometheus metrics for a Pyncette app (needs the ``prometheus`` extra: ``pip install "pyncette[prometheus]"``).
 
 Example::
 
@@ -50,8 +50,10 @@ try:
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name != "prometheus_client":
         raise
+    from ._install import install_hint
+
     raise ModuleNotFoundError(
-        'pyncette.prometheus needs prometheus-client; install it with: pip install "pyncette[prometheus]"',
+        f"pyncette.prometheus needs prometheus-client; {install_hint('prometheus')}",
         name=exc.name,
     ) from exc
 

@@ -133,3 +133,30 @@ def test_script_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     assert versions == f"{VERSION} {VERSION}"
     assert names == "memory redis sqlite"
     assert "install it from the Pyncette checkout with: python tools/install.py postgres" in hint
+
+
+def test_prometheus_without_its_client_names_the_checkout_command() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys
+                sys.modules["prometheus_client"] = None
+                try:
+                    import pyncette.prometheus
+                except ImportError as exc:
+                    print(type(exc).__name__, exc)
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ModuleNotFoundError pyncette.prometheus needs prometheus-client; "), done.stdout
+    assert install_hint("prometheus") in done.stdout
+    assert "python tools/install.py prometheus" in done.stdout

@@ -1,5 +1,6 @@
-"""Prometheus compatibility with Pyncette 1.1.0: one app script, run under 1.1.0 and under this version,
-must export every 1.x metric family with the same samples and label names (2.x families come on top)."""
+"""Prometheus compatibility with Pyncette 1.1.0: one app script, run under 1.1.0 and under this version
+(with each set of measure_* switches), must export every 1.x metric family with the same samples and label
+names (the 2.x families come on top), and count in the same sets."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ app = Pyncette(
     sqlite_database="metrics.db",
     poll_interval=datetime.timedelta(seconds=0.05),
 )
-use_prometheus(app)
+use_prometheus(app, **SWITCHES)
 ran = {"ok": asyncio.Event(), "bad": asyncio.Event()}
 
 
@@ -96,44 +97,61 @@ def shape(text: str) -> Shape:
     return found
 
 
-def legacy_metrics() -> str:
+def total(text: str, operation_set: str) -> float:
+    """The sum of ``pyncette_<set>_total`` over all its label values."""
+    wanted = f"pyncette_{operation_set}_total"
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == wanted)
+
+
+def legacy_metrics(script: str) -> str:
     from pyncette_conformance.legacy import legacy_python, run_legacy
 
     python = str(legacy_python())
     check = subprocess.run([python, "-c", "import prometheus_client"], capture_output=True, check=False)
     if check.returncode != 0:  # the 1.1.0 environment is created without its prometheus extra
         subprocess.run([python, "-m", "pip", "install", "-q", "pyncette[prometheus]==1.1.0"], check=True)
-    done = run_legacy(APP_SCRIPT, timeout=180)
+    done = run_legacy(script, timeout=180)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def current_metrics(workdir: Path) -> str:
+def current_metrics(script: str, workdir: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", APP_SCRIPT], capture_output=True, text=True, cwd=workdir, timeout=180, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=workdir, timeout=180, check=False
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def test_1x_families_and_labels_are_exported(tmp_path: Path) -> None:
-    legacy = shape(legacy_metrics())
-    current = shape(current_metrics(tmp_path))
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"measure_repository": False, "measure_ticks": False}, {"measure_tasks": False}],
+    ids=["all", "tasks-only", "no-tasks"],
+)
+def test_1x_families_and_labels_are_exported(tmp_path: Path, switches: dict[str, bool]) -> None:
+    script = APP_SCRIPT.replace("**SWITCHES", ", ".join(f"{k}={v}" for k, v in switches.items()))
+    legacy_text, current_text = legacy_metrics(script), current_metrics(script, tmp_path)
+    legacy, current = shape(legacy_text), shape(current_text)
 
+    sets = {"tasks": "measure_tasks", "repository_ops": "measure_repository", "ticks": "measure_ticks"}
+    measured = {name for name, switch in sets.items() if switches.get(switch, True)}
     expected = {
-        f"pyncette_{name}{suffix}"
-        for name in ("tasks", "repository_ops", "ticks")
-        for suffix in ("", "_duration_seconds", "_failures", "_in_progress")
+        f"pyncette_{name}{suffix}" for name in sets for suffix in ("", "_duration_seconds", "_failures", "_in_progress")
     } | {"pyncette_tasks_staleness_seconds"}
-    assert expected <= legacy.keys()  # the script exercises what it should under 1.1.0
+    assert expected <= legacy.keys()  # 1.x registers every family, measured or not
     for name, (kind, samples) in legacy.items():
         assert name in current, f"1.x family {name} is missing"
         assert current[name][0] == kind, name
         if name in NEVER_SAMPLED_IN_2X:
             assert not samples  # so nothing is lost by not comparing it
             continue
-        assert samples, f"the script left the 1.x family {name} without samples"
+        if not switches:  # everything measured: every family has samples, so label names are compared
+            assert samples, f"the script left the 1.x family {name} without samples"
         assert current[name][1] == samples, name
+    for name in sets:
+        # Under both versions, the switches decide which sets count anything.
+        assert (total(legacy_text, name) > 0) == (name in measured), name
+        assert (total(current_text, name) > 0) == (name in measured), name
     # The 2.x families are still there.
     assert {"pyncette_task_runs", "pyncette_repository_call_duration_seconds"} <= current.keys()
 

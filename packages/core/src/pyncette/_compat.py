@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ._install import install_hint
+
 
 def import_backend_package(module: str, extra: str) -> ModuleType:
     """Import ``module``; if it is not installed, raise an ImportError that says how to install it."""
@@ -14,6 +16,6 @@ def import_backend_package(module: str, extra: str) -> ModuleType:
         if exc.name != module:
             raise
         raise ModuleNotFoundError(
-            f'the {extra} backend is not installed; install it with: pip install "pyncette[{extra}]"',
+            f"the {extra} backend is not installed; {install_hint(extra)}",
             name=module,
         ) from exc

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, requires
 from typing import Any
 
+from ._install import install_hint
 from .abc import Backend, Capabilities
 from .errors import BackendNotFound, ConfigurationError, PyncetteException
 from .options import Options
@@ -117,8 +118,8 @@ def load(name: str) -> Backend:
         installed = ", ".join(sorted(found)) or "none"
         if name in KNOWN_EXTRAS:
             raise BackendNotFound(
-                f'backend {name!r} is not installed; install it with: pip install "pyncette[{KNOWN_EXTRAS[name]}]" '
-                f"(installed backends: {installed})"
+                f"backend {name!r} is not installed (installed backends: {installed}); "
+                + install_hint(KNOWN_EXTRAS[name])
             )
         raise BackendNotFound(f"unknown backend {name!r}; installed backends: {installed}")
     ep = _check_unique(name, found[name])

@@ -1,7 +1,7 @@
 """Pyncette 1.x import path of the Amazon DynamoDB backend, which lives in the ``pyncette-dynamodb`` distribution.
 
 ``from pyncette.dynamodb import dynamodb_repository`` keeps working; without the package installed
-the import fails with the command that installs it: ``pip install "pyncette[dynamodb]"``.
+the import fails with the command that installs it (``pip install "pyncette[dynamodb]"`` for a release).
 """
 
 from ._compat import import_backend_package

@@ -1,7 +1,7 @@
 """Pyncette 1.x import path of the MySQL / MariaDB backend, which lives in the ``pyncette-mysql`` distribution.
 
 ``from pyncette.mysql import mysql_repository`` keeps working; without the package installed
-the import fails with the command that installs it: ``pip install "pyncette[mysql]"``.
+the import fails with the command that installs it (``pip install "pyncette[mysql]"`` for a release).
 """
 
 from ._compat import import_backend_package

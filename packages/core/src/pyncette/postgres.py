@@ -1,7 +1,7 @@
 """Pyncette 1.x import path of the PostgreSQL backend, which lives in the ``pyncette-postgres`` distribution.
 
 ``from pyncette.postgres import postgres_repository`` keeps working; without the package installed
-the import fails with the command that installs it: ``pip install "pyncette[postgres]"``.
+the import fails with the command that installs it (``pip install "pyncette[postgres]"`` for a release).
 """
 
 from ._compat import import_backend_package

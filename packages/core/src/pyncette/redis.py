@@ -1,7 +1,7 @@
 """Pyncette 1.x import path of the Redis backend, which lives in the ``pyncette-redis`` distribution.
 
 ``from pyncette.redis import redis_repository`` keeps working; without the package installed
-the import fails with the command that installs it: ``pip install "pyncette[redis]"``.
+the import fails with the command that installs it (``pip install "pyncette[redis]"`` for a release).
 """
 
 from ._compat import import_backend_package

@@ -252,11 +252,13 @@ import inspect
 from pyncette.healthcheck import default_healthcheck
 
 app = Pyncette(poll_interval=datetime.timedelta(seconds=0.5))
-ran = asyncio.Event()
+runs, ran = [], asyncio.Event()
 
 @app.task(interval=datetime.timedelta(seconds=0.1))
 async def tick(context: Context) -> None:
-    ran.set()
+    runs.append(context.scheduled_at)
+    if len(runs) == 2:  # the loop has certainly finished a pass by now
+        ran.set()
 
 async def main():
     async with app.create() as ctx:
@@ -596,10 +598,13 @@ def test_bad_cron_is_a_configuration_error_too() -> None:
     assert "'every minute'" in str(caught.value)
 
 
-def test_fixture_must_be_callable_even_when_named() -> None:
-    # 1.1.0 accepted app.fixture(name="x")(42) and failed only when the app started.
+def test_fixtures_and_middlewares_must_be_callable_even_when_named() -> None:
+    # 1.1.0 accepted app.fixture(name="x")(42) and app.middleware(42), and failed only when the app started
+    # (or ran a task).
     with pytest.raises(ConfigurationError, match="fixture 'x' must be an async generator function, got 42"):
         Pyncette().fixture(name="x")(42)  # type: ignore[type-var]
+    with pytest.raises(ConfigurationError, match="a middleware must be an async function"):
+        Pyncette().middleware(42)  # type: ignore[arg-type]
 
 
 # -- 9. other 1.x modules and names -----------------------------------------------------------------------

@@ -162,6 +162,8 @@ class Pyncette:
 
     def use_middleware(self, func: MiddlewareFunc) -> None:
         """Register a middleware."""
+        if not callable(func):
+            raise ConfigurationError(f"a middleware must be an async function (context, next), got {func!r}")
         self.middlewares.append(func)
 
     def use_repository_wrapper(self, wrapper: Callable[[Repository], Repository]) -> None:

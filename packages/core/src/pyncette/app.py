@@ -13,6 +13,7 @@ from . import backends, process
 from .abc import Backend, Capabilities, Repository
 from .clock import Clock
 from .errors import ConfigurationError
+from .executor import DefaultExecutor, body_limit
 from .model import MiddlewareFunc, TaskFunc, TickListener, validate_context_names
 from .redaction import get_logger
 from .runtime import PyncetteContext
@@ -42,6 +43,8 @@ class Pyncette:
         repository_factory: a backend (e.g. ``pyncette.redis.redis_repository``)
             or any callable taking the backend options and returning an async
             context manager that yields a :class:`~pyncette.abc.Repository`.
+        executor_cls: Pyncette 1.x's choice of executor (:mod:`pyncette.executor`):
+            ``DefaultExecutor`` (the default) or ``SynchronousExecutor``, which runs one task body at a time.
         backend: the entry-point name of an installed backend (``"redis"``, ...),
             instead of ``repository_factory``. With neither, ``$PYNCETTE_BACKEND``
             is used, else ``sqlite`` when ``sqlite_*`` options are given, else ``memory``.
@@ -58,6 +61,7 @@ class Pyncette:
     def __init__(
         self,
         repository_factory: RepositoryFactory | None = None,
+        executor_cls: type = DefaultExecutor,
         poll_interval: timedelta = timedelta(seconds=1),
         concurrency_limit: int = 100,
         batch_size: int = 100,
@@ -71,6 +75,8 @@ class Pyncette:
         if not isinstance(poll_interval, timedelta) or poll_interval <= timedelta(0):
             raise ConfigurationError(f"invalid poll_interval {poll_interval!r}: must be a positive timedelta")
         self.repository_factory = repository_factory
+        self.executor_cls = executor_cls
+        self.body_limit = body_limit(executor_cls)
         self.backend_name = backend
         self.poll_interval = poll_interval
         self.concurrency_limit = _positive_int("concurrency_limit", concurrency_limit)
@@ -132,7 +138,10 @@ class Pyncette:
         """Declare a fixture: an async generator taking the app context; its value becomes ``context.<name>``."""
 
         def decorator(func: F) -> F:
-            self.use_fixture(name or func.__name__, func)
+            fixture_name = name or getattr(func, "__name__", None)
+            if not isinstance(fixture_name, str):
+                raise ConfigurationError(f"cannot tell the name of fixture {func!r}: pass name=")
+            self.use_fixture(fixture_name, func)
             return func
 
         return decorator
@@ -140,6 +149,8 @@ class Pyncette:
     def use_fixture(self, name: str, func: FixtureFunc) -> None:
         """Register ``func`` as the fixture ``name``."""
         validate_context_names([name])
+        if not callable(func):
+            raise ConfigurationError(f"fixture {name!r} must be an async generator function, got {func!r}")
         if name in self.fixtures:
             raise ConfigurationError(f"duplicate fixture name {name!r}")
         self.fixtures[name] = func
@@ -151,6 +162,8 @@ class Pyncette:
 
     def use_middleware(self, func: MiddlewareFunc) -> None:
         """Register a middleware."""
+        if not callable(func):
+            raise ConfigurationError(f"a middleware must be an async function (context, next), got {func!r}")
         self.middlewares.append(func)
 
     def use_repository_wrapper(self, wrapper: Callable[[Repository], Repository]) -> None:
@@ -207,6 +220,7 @@ class Pyncette:
             templates=tuple(t for t in self.tasks if isinstance(t, DynamicTask)),
             middlewares=tuple(self.middlewares),
             tick_listeners=tuple(self.tick_listeners),
+            body_limit=self.body_limit,
         )
 
     @contextlib.asynccontextmanager

@@ -152,7 +152,7 @@ def check_option_names(options: Mapping[str, Any], factory: object = None) -> No
     unknown = sorted(k for k in options if not any(k.startswith(p) for p in prefixes))
     if unknown:
         raise ConfigurationError(
-            f"unknown option(s) {', '.join(unknown)}: Pyncette() takes repository_factory, backend, "
+            f"unknown option(s) {', '.join(unknown)}: Pyncette() takes repository_factory, executor_cls, backend, "
             "poll_interval, concurrency_limit, batch_size, drain_timeout and backend options prefixed with a "
             f"backend's name ({', '.join(sorted(prefixes))})"
         )

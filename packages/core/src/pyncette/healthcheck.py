@@ -11,7 +11,8 @@ Example::
 ``503`` otherwise; other methods get ``405``. Healthy means the scheduler loop
 ticked recently (within two poll intervals, and never less than one second)
 and the backend answers a cheap read within ``timeout`` seconds. Pass
-``healthcheck_handler`` (``async def check(ctx) -> bool``) to decide yourself.
+``healthcheck_handler`` (``async def check(ctx) -> bool``) to decide yourself;
+:func:`default_healthcheck` is Pyncette 1.x's check (the loop ticked within two poll intervals).
 
 The server lives as long as the app context (it is a fixture), and its port is
 available as ``ctx.healthcheck_port`` (and ``context.healthcheck_port`` in
@@ -56,6 +57,14 @@ async def default_check(ctx: PyncetteContext) -> tuple[bool, str]:
     except Exception as exc:
         return False, f"the backend does not answer: {type(exc).__name__}: {exc}"
     return True, "ok"
+
+
+async def default_healthcheck(app_context: PyncetteContext) -> bool:
+    """Pyncette 1.x's health check, for ``healthcheck_handler=``: healthy while the scheduler loop last
+    ticked less than two poll intervals ago. Unlike the default check, it does not ask the backend."""
+    last_tick = app_context.last_tick
+    grace = 2 * app_context.description.poll_interval
+    return last_tick is not None and app_context.clock.now() - last_tick < grace
 
 
 async def _evaluate(ctx: PyncetteContext, handler: HealthcheckHandler | None, limit: float) -> tuple[bool, str]:
@@ -105,4 +114,4 @@ def use_healthcheck_server(
     app.use_fixture(PORT_ATTRIBUTE, healthcheck_fixture)
 
 
-__all__ = ["HealthcheckHandler", "default_check", "use_healthcheck_server"]
+__all__ = ["HealthcheckHandler", "default_check", "default_healthcheck", "use_healthcheck_server"]

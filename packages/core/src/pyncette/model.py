@@ -6,15 +6,17 @@ may use of the running app (:class:`pyncette.PyncetteContext` provides it).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Protocol, TypeVar
 
+from .abc import Lease
 from .clock import Clock
 from .errors import ConfigurationError
 from .modes import ExecutionMode, FailureMode
-from .task import Instance, Task
+from .task import Instance, PartitionSelector, Task
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,72 @@ class NextFunc(Protocol):
 
 MiddlewareFunc = Callable[[Context, NextFunc], Awaitable[None]]
 
+#: A fixture: an async generator taking the app context and yielding the value tasks see.
+FixtureFunc = Callable[[Any], AsyncIterator[Any]]
+
+# -- Pyncette 1.x names ---------------------------------------------------------------------------------
+# Kept so that code written for 1.x, which annotates with them, keeps importing. ``PartitionSelector``
+# (``(partition_count, instance_name) -> shard``) and ``Lease`` (one leased record) are the types the
+# runtime uses; the poll types below describe 1.x's per-task polling, which Pyncette 2 replaced with
+# batched claims: nothing in Pyncette 2 returns them.
+
+T = TypeVar("T")
+#: A decorator that returns what it decorates, typed.
+Decorator = Callable[[T], T]
+#: A page marker of :meth:`PyncetteContext.list_tasks` (opaque text in Pyncette 2).
+ContinuationToken = str
+
+
+class Heartbeater(Protocol):
+    """``context.heartbeat``: extends the running task's lease."""
+
+    def __call__(self) -> Awaitable[None]: ...
+
+
+class ResultType(Enum):
+    """Pyncette 1.x: the outcome of polling one task."""
+
+    MISSING = 0
+    PENDING = 1
+    READY = 2
+    LOCKED = 3
+    LEASE_MISMATCH = 4
+
+
+@dataclass
+class PollResponse:
+    """Pyncette 1.x: the result of polling one task (its state, when it is due, and the lease if taken)."""
+
+    result: ResultType
+    scheduled_at: datetime
+    lease: Lease | None
+
+
+@dataclass
+class QueryResponse:
+    """Pyncette 1.x: one page of due dynamic instances and their leases."""
+
+    tasks: list[tuple[Task, Lease]]
+    continuation_token: ContinuationToken | None
+
 
 __all__ = [
     "AppContext",
     "Context",
+    "ContinuationToken",
+    "Decorator",
     "ExecutionMode",
     "FailureMode",
+    "FixtureFunc",
+    "Heartbeater",
+    "Lease",
     "ListTasksResponse",
     "MiddlewareFunc",
     "NextFunc",
+    "PartitionSelector",
+    "PollResponse",
+    "QueryResponse",
+    "ResultType",
     "TaskFunc",
     "TaskState",
     "TickListener",

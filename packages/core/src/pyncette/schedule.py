@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadCronError, croniter
 
 from .errors import ConfigurationError
 
@@ -93,19 +93,24 @@ class Schedule(ABC):
         return self.next_after(max(scheduled_at, now))
 
 
+class InvalidCronExpression(ConfigurationError, CroniterBadCronError):  # type: ignore[misc]  # croniter is untyped
+    """A cron expression that is not allowed: a :class:`~pyncette.errors.ConfigurationError` that is also
+    croniter's ``CroniterBadCronError``, which Pyncette 1.x raised (code written for 1.x may catch it)."""
+
+
 class CronSchedule(Schedule):
     """A cron expression (5 fields, or 6 with seconds last) on the wall clock of ``tz``."""
 
     def __init__(self, expression: str, tz: tzinfo = UTC) -> None:
         if not isinstance(expression, str) or len(expression.split()) not in (5, 6):
-            raise ConfigurationError(
+            raise InvalidCronExpression(
                 f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday) "
                 "or 6 with seconds last"
             )
         try:
             croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
         except Exception as exc:  # croniter raises several unrelated types
-            raise ConfigurationError(f"invalid cron expression {expression!r}: {exc}") from exc
+            raise InvalidCronExpression(f"invalid cron expression {expression!r}: {exc}") from exc
         self.expression = expression
         self.tz = tz
 
@@ -209,6 +214,7 @@ class OnceSchedule(Schedule):
 __all__ = [
     "CronSchedule",
     "IntervalSchedule",
+    "InvalidCronExpression",
     "OnceSchedule",
     "Schedule",
     "parse_timezone",

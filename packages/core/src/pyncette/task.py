@@ -262,7 +262,14 @@ class DynamicTask(Task):
         self.partition_selector = partition_selector
         self.partition_count = partition_count
         self.enabled_partitions: list[int] | None = None
-        if partition_count is not None:
+        if partition_count is None:
+            if enabled_partitions is not None or partition_selector is not default_partition_selector:
+                unused = "enabled_partitions" if enabled_partitions is not None else "partition_selector"
+                raise ConfigurationError(
+                    f"{unused}= needs partition_count= (task {self.name!r}); "
+                    "use @app.partitioned_task(partition_count=...)"
+                )
+        else:
             if not isinstance(partition_count, int) or isinstance(partition_count, bool) or partition_count < 1:
                 raise ConfigurationError(f"invalid partition_count {partition_count!r}: must be an integer >= 1")
             if enabled_partitions is not None:

@@ -59,7 +59,11 @@ class Scheduler:
         self._repository = repository
         self._clock = clock
         self.alarm = Alarm(clock, app_context)
-        self.slots = Slots(description.concurrency_limit, self.alarm.ring)
+        limit = description.concurrency_limit
+        if description.body_limit is not None:
+            # Fewer bodies at once: claim no more than that either, so no claimed run waits with its lease ticking.
+            limit = min(limit, description.body_limit)
+        self.slots = Slots(limit, self.alarm.ring)
         self.agenda = Agenda(self.alarm, len(description.static_tasks))
         self._committer = Committer(repository, clock, self._stored, app_context)
         self.runner = Runner(

@@ -169,7 +169,7 @@ async def check_states(app: Pyncette, legacy_states: list[dict[str, Any]]) -> di
             assert state is not None, old
             task = state.task
             expected_at = datetime.fromisoformat(old["scheduled_at"])
-            # Redis keeps epoch seconds as a float: equal to well under the millisecond the contract asks.
+            # Backends may round stored times (Redis keeps epoch seconds as a float): the contract asks for ms.
             assert abs(state.scheduled_at - expected_at) < timedelta(milliseconds=1), old
             assert state.locked_until is None
             scheduled[(old["template"], old["name"])] = state.scheduled_at

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 import pyncette_dynamodb._legacy as legacy_module
 from pyncette import Pyncette
+from pyncette.errors import ConfigurationError
 from pyncette.migration import MigrationReport, migrate
 from pyncette.testing import VirtualClock, running
 from pyncette_conformance.legacy import run_legacy
@@ -293,6 +294,18 @@ async def migrate_in_process(module: ModuleType, options: dict[str, Any], **flag
 
 def legacy_shaped(items: Table | None) -> list[tuple[str, str]]:
     return sorted(key for key, item in (items or {}).items() if "version" in item and "scheduled_at" not in item)
+
+
+def test_refuses_a_table_name_too_long_for_its_backup(dynamodb_endpoint: str) -> None:
+    store_context = backend.legacy(backend.settings(legacy_options(dynamodb_endpoint, "t" * 250)))
+    assert store_context is not None
+
+    async def enter() -> None:
+        async with store_context:
+            pass
+
+    with pytest.raises(ConfigurationError, match=r"too long to migrate from 1\.x"):
+        anyio.run(enter)
 
 
 def test_migrate_through_the_cli(dynamodb_endpoint: str, table: str, app_dir: Path) -> None:

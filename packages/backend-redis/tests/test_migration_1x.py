@@ -22,6 +22,7 @@ import redis.asyncio
 import pyncette_redis._legacy as legacy_module
 from pyncette import Pyncette
 from pyncette.abc import Backend
+from pyncette.errors import ConfigurationError
 from pyncette.migration import MigrationReport, migrate
 from pyncette.testing import VirtualClock, running
 from pyncette_conformance.legacy import run_legacy
@@ -280,6 +281,18 @@ async def migrate_in_process(module: ModuleType, options: dict[str, Any], **flag
 def test_backend_knows_the_1x_layout() -> None:
     assert isinstance(backend, Backend)
     assert backend.legacy(backend.settings({})) is not None
+
+
+def test_refuses_a_cluster(redis_url: str) -> None:
+    store_context = backend.legacy(backend.settings({"redis_url": redis_url, "redis_cluster": True}))
+    assert store_context is not None
+
+    async def enter() -> None:
+        async with store_context:
+            pass
+
+    with pytest.raises(ConfigurationError, match="did not run on Redis Cluster"):
+        anyio.run(enter)
 
 
 def test_migrate_through_the_cli(options: dict[str, Any], app_dir: Path) -> None:

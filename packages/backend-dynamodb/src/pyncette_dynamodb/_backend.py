@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
+from pyncette.abc import Backend, Capabilities, LegacyStore, Repository, map_exceptions
 from pyncette.errors import BackendError
 from pyncette.options import Settings
 
 from ._client import DRIVER_ERRORS, Client, connect, credentials_error
+from ._legacy import DynamoDBLegacyStore
 from ._options import OPTIONS, Config
 from ._repository import DynamoDBRepository
 from ._table import ensure_table, purge
@@ -41,6 +42,15 @@ class DynamoDBBackend(Backend):
             async with _checked(client, "open"):
                 await ensure_table(client)
             yield DynamoDBRepository(client)
+
+    @contextlib.asynccontextmanager
+    async def _legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
+        async with connect(Config.from_settings(settings)) as client, _checked(client, "1.x migration"):
+            yield DynamoDBLegacyStore(client)
+
+    def legacy(self, settings: Settings) -> contextlib.AbstractAsyncContextManager[LegacyStore]:
+        """The 1.x items of the table and partition prefix (see :mod:`pyncette_dynamodb._legacy`)."""
+        return self._legacy(settings)
 
     async def purge(self, settings: Settings) -> None:
         """Delete the items under the partition prefix, then the table itself if it is left empty.

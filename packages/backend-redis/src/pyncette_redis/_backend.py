@@ -15,10 +15,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisClusterException, RedisError, ResponseError
 
-from pyncette.abc import Backend, Capabilities, Repository, map_exceptions
+from pyncette.abc import Backend, Capabilities, LegacyStore, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Boolean, Identifier, Integer, Option, Options, Seconds, Settings, Url
 
+from ._legacy import RedisLegacyStore
 from ._repository import CLIENT_NAME_PREFIX, ERRORS, Client, RedisRepository, namespace_pattern
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -212,6 +213,22 @@ class RedisBackend(Backend):
             with map_exceptions(ERRORS, f"redis at {config.server}: loading scripts"):
                 await repository.load_scripts()
             yield repository
+
+    @contextlib.asynccontextmanager
+    async def _legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
+        config = RedisSettings.of(settings)
+        if config.cluster:
+            raise ConfigurationError(
+                "Pyncette 1.x did not run on Redis Cluster, so there is no 1.x data to migrate there: "
+                "leave redis_cluster unset and point redis_url at the standalone server 1.x used"
+            )
+        async with _connected(config, f"{CLIENT_NAME_PREFIX}-migrate") as client:
+            assert isinstance(client, Redis)
+            yield RedisLegacyStore(client, config.namespace, config.server)
+
+    def legacy(self, settings: Settings) -> contextlib.AbstractAsyncContextManager[LegacyStore]:
+        """The 1.x keys of ``redis_namespace`` (see :mod:`pyncette_redis._legacy`)."""
+        return self._legacy(settings)
 
     async def purge(self, settings: Settings) -> None:
         """Delete every key of the namespace (SCAN MATCH + UNLINK)."""

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pyncette import sqlite
+from pyncette.abc import backup_table_name, epoch_seconds
 from pyncette.errors import ConfigurationError
-from pyncette.migration import backup_table_name, epoch_seconds
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
 

@@ -3,7 +3,7 @@
 1.x kept its tasks in one table named by the same ``mysql_table_name`` option (default ``pyncette_tasks``):
 ``name VARCHAR(256) PRIMARY KEY, parent_name VARCHAR(256), locked_until DOUBLE, locked_by VARCHAR(256),
 execute_after DOUBLE, task_spec TEXT``, times in seconds since the epoch. The migration renames it to
-:func:`~pyncette.migration.backup_table_name` (one ``RENAME TABLE``, atomic; indexes go with it), so that
+:func:`~pyncette.abc.backup_table_name` (one ``RENAME TABLE``, atomic; indexes go with it), so that
 the 2.x table can be created under the same name.
 """
 
@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from pyncette.abc import LegacyRow, LegacyStore, map_exceptions
-from pyncette.errors import BackendError, ConfigurationError
-from pyncette.migration import SQL_1X_COLUMNS, backup_table_name, epoch_seconds
+from pyncette.abc import LegacyRow, SqlLegacyStore, backup_table_name, epoch_seconds, map_exceptions
+from pyncette.errors import BackendError
 
 from ._repository import ERRORS, Result, run
 from ._schema import quote_table
@@ -26,14 +25,12 @@ MAX_IDENTIFIER = 64
 _COLUMNS = "`name`, `parent_name`, `task_spec`, `execute_after`, `locked_until`, `locked_by`"
 
 
-class MySQLLegacyStore(LegacyStore):
+class MySQLLegacyStore(SqlLegacyStore):
     """The 1.x table behind ``mysql_table_name``, through one autocommit connection."""
 
     def __init__(self, connection: Any, table: str, where: str, timeout: float) -> None:
+        super().__init__(table, backup_table_name(table, MAX_IDENTIFIER), where)
         self._conn = connection
-        self._table = table
-        self._backup = backup_table_name(table, MAX_IDENTIFIER)
-        self._where = where
         self._timeout = timeout
 
     async def _run(self, what: str, *statements: str) -> list[Result]:
@@ -52,21 +49,6 @@ class MySQLLegacyStore(LegacyStore):
             f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {self._conn.escape(table)}",
         )
         return {str(row[0]).lower() for row in result.rows}
-
-    async def describe(self) -> str:
-        return f"table {self._table!r} at {self._where}"
-
-    async def has_live_data(self) -> bool:
-        return await self._columns(self._table) >= SQL_1X_COLUMNS
-
-    async def has_backup(self) -> bool:
-        columns = await self._columns(self._backup)
-        if columns and not columns >= SQL_1X_COLUMNS:
-            raise ConfigurationError(
-                f"table {self._backup!r} at {self._where} is not a Pyncette 1.x backup (other columns): "
-                "rename or drop it before migrating"
-            )
-        return bool(columns)
 
     async def live_leases(self, now: datetime) -> int:
         (result,) = await self._run(

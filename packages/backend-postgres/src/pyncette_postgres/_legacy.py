@@ -3,7 +3,7 @@
 1.x kept its tasks in one table named by the same ``postgres_table_name`` option (default
 ``pyncette_tasks``): ``name text PRIMARY KEY, parent_name text, locked_until timestamptz, locked_by uuid,
 execute_after timestamptz, task_spec json``. The migration renames it to
-:func:`~pyncette.migration.backup_table_name` (one ``ALTER TABLE ... RENAME``, atomic; its indexes keep
+:func:`~pyncette.abc.backup_table_name` (one ``ALTER TABLE ... RENAME``, atomic; its indexes keep
 their names and go with it), so that the 2.x table can be created under the same name.
 """
 
@@ -14,9 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pyncette.abc import LegacyRow, LegacyStore, map_exceptions
-from pyncette.errors import ConfigurationError
-from pyncette.migration import SQL_1X_COLUMNS, backup_table_name
+from pyncette.abc import LegacyRow, SqlLegacyStore, backup_table_name, map_exceptions
 from pyncette.options import Settings
 
 from ._config import describe_server
@@ -26,16 +24,15 @@ from ._schema import quote
 _COLUMNS = "name, parent_name, task_spec::text, execute_after, locked_until, locked_by::text"
 
 
-class PostgresLegacyStore(LegacyStore):
+class PostgresLegacyStore(SqlLegacyStore):
     """The 1.x table behind ``postgres_table_name``, through one connection."""
 
     def __init__(self, connection: Any, settings: Settings) -> None:
-        self._connection = connection
-        self._table = settings["postgres_table_name"]
-        self._backup = backup_table_name(self._table)
+        table = settings["postgres_table_name"]
         url = settings["postgres_url"]
         database = urlsplit(url).path.lstrip("/")
-        self._where = settings.redact(f"{describe_server(url)}/{database}")
+        super().__init__(table, backup_table_name(table), settings.redact(f"{describe_server(url)}/{database}"))
+        self._connection = connection
 
     async def _columns(self, table: str) -> set[str]:
         with map_exceptions(DRIVER_ERRORS, f"postgres inspecting table {table!r}"):
@@ -44,21 +41,6 @@ class PostgresLegacyStore(LegacyStore):
                 quote(table),
             )
         return {row["attname"] for row in rows}
-
-    async def describe(self) -> str:
-        return f"table {self._table!r} at {self._where}"
-
-    async def has_live_data(self) -> bool:
-        return await self._columns(self._table) >= SQL_1X_COLUMNS
-
-    async def has_backup(self) -> bool:
-        columns = await self._columns(self._backup)
-        if columns and not columns >= SQL_1X_COLUMNS:
-            raise ConfigurationError(
-                f"table {self._backup!r} at {self._where} is not a Pyncette 1.x backup (other columns): "
-                "rename or drop it before migrating"
-            )
-        return bool(columns)
 
     async def live_leases(self, now: datetime) -> int:
         with map_exceptions(DRIVER_ERRORS, "postgres counting 1.x leases"):

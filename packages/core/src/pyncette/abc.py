@@ -30,11 +30,12 @@ the descriptor under ``pyncette.backends`` and runs the conformance suite::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -324,6 +325,66 @@ class LegacyStore(ABC):
         return None
 
 
+_legacy_logger = get_logger("pyncette.migration")
+
+#: The columns of Pyncette 1.x's table in its SQL backends (SQLite, PostgreSQL, MySQL alike). A table with
+#: all of them is a 1.x table; the 2.x table has none of ``parent_name``, ``execute_after``, ``task_spec``.
+SQL_1X_COLUMNS = frozenset({"name", "parent_name", "locked_until", "locked_by", "execute_after", "task_spec"})
+
+
+def backup_table_name(table: str, max_length: int = 63) -> str:
+    """Where a SQL backend sets aside the 1.x table ``table``: ``<table>_1x_backup``, shortened with a hash of
+    ``table`` when that would exceed ``max_length`` characters (the server's identifier limit)."""
+    name = f"{table}_1x_backup"
+    if len(name) <= max_length:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    return f"{table[: max_length - 19]}_{digest}_1x_backup"
+
+
+def epoch_seconds(value: object, column: str, name: object) -> datetime | None:
+    """A 1.x time stored as seconds since the epoch (SQLite, MySQL) as an aware UTC datetime.
+
+    ``None`` stays ``None``; anything else that is not a number (a hand edit) is logged, naming the record
+    ``name`` and the ``column``, and read as ``None`` (the record is then scheduled afresh).
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc)
+    _legacy_logger.warning("1.x record %r: %s %r is not a time; ignored", name, column, str(value)[:40])
+    return None
+
+
+class SqlLegacyStore(LegacyStore):
+    """The part of a SQL backend's :class:`LegacyStore` that is the same everywhere: the 1.x table (told by its
+    columns, :data:`SQL_1X_COLUMNS`) is set aside by renaming it to :func:`backup_table_name`."""
+
+    def __init__(self, table: str, backup: str, where: str) -> None:
+        self._table = table
+        self._backup = backup
+        self._where = where
+
+    @abstractmethod
+    async def _columns(self, table: str) -> set[str]:
+        """The column names of ``table``; empty when there is no such table."""
+
+    async def describe(self) -> str:
+        return f"table {self._table!r} at {self._where}"
+
+    async def has_live_data(self) -> bool:
+        return await self._columns(self._table) >= SQL_1X_COLUMNS
+
+    async def has_backup(self) -> bool:
+        columns = await self._columns(self._backup)
+        if columns and not columns >= SQL_1X_COLUMNS:
+            raise ConfigurationError(
+                f"table {self._backup!r} at {self._where} is not a Pyncette 1.x backup (other columns): "
+                "rename or drop it before migrating"
+            )
+        return bool(columns)
+
+
 class Backend(ABC):
     """A backend descriptor: what the ``pyncette.backends`` entry point refers to.
 
@@ -412,6 +473,7 @@ def map_exceptions(mapping: Mapping[type[BaseException], type[Exception]], what:
 
 __all__ = [
     "PARKED_AT",
+    "SQL_1X_COLUMNS",
     "Backend",
     "Capabilities",
     "Completion",
@@ -424,6 +486,9 @@ __all__ = [
     "RegisterMode",
     "Repository",
     "Settings",
+    "SqlLegacyStore",
+    "backup_table_name",
+    "epoch_seconds",
     "get_logger",
     "map_exceptions",
     "redact",

@@ -17,27 +17,19 @@ complete one changes nothing (everything is "already present").
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from .abc import LegacyRow, LegacyStore, Record, RegisterMode, Repository
 from .errors import ConfigurationError, PyncetteException
-from .redaction import get_logger
 from .task import DynamicTask, StaticTask, Task
-
-logger = get_logger(__name__)
 
 #: Rows converted and written per batch (memory stays bounded whatever the store's size).
 BATCH = 1000
-
-#: The columns of Pyncette 1.x's table in its SQL backends (SQLite, PostgreSQL, MySQL alike). A table with
-#: all of them is a 1.x table; the 2.x table has none of ``parent_name``, ``execute_after``, ``task_spec``.
-SQL_1X_COLUMNS = frozenset({"name", "parent_name", "locked_until", "locked_by", "execute_after", "task_spec"})
 
 
 @dataclass
@@ -215,30 +207,6 @@ async def _convert_all(
             progress(done)
 
 
-def backup_table_name(table: str, max_length: int = 63) -> str:
-    """Where a SQL backend sets aside the 1.x table ``table``: ``<table>_1x_backup``, shortened with a hash of
-    ``table`` when that would exceed ``max_length`` characters (the server's identifier limit)."""
-    name = f"{table}_1x_backup"
-    if len(name) <= max_length:
-        return name
-    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
-    return f"{table[: max_length - 19]}_{digest}_1x_backup"
-
-
-def epoch_seconds(value: object, column: str, name: object) -> datetime | None:
-    """A 1.x time stored as seconds since the epoch (SQLite, MySQL) as an aware UTC datetime.
-
-    ``None`` stays ``None``; anything else that is not a number (a hand edit) is logged, naming the record
-    ``name`` and the ``column``, and read as ``None`` (the record is then scheduled afresh).
-    """
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
-    logger.warning("1.x record %r: %s %r is not a time; ignored", name, column, str(value)[:40])
-    return None
-
-
 def _escaped(name: str) -> str:
     """A name in 1.x's canonical form (``:`` doubled)."""
     return name.replace(":", "::")
@@ -275,12 +243,9 @@ def _owner_of(row: LegacyRow) -> str:
 
 __all__ = [
     "BATCH",
-    "SQL_1X_COLUMNS",
     "Converter",
     "LiveLeases",
     "MigrationReport",
     "TaskReport",
-    "backup_table_name",
-    "epoch_seconds",
     "migrate",
 ]

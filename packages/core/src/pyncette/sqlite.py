@@ -43,10 +43,12 @@ from .abc import (
     Record,
     RegisterMode,
     Repository,
+    SqlLegacyStore,
+    backup_table_name,
+    epoch_seconds,
     map_exceptions,
 )
 from .errors import BackendError, ConfigurationError
-from .migration import SQL_1X_COLUMNS, backup_table_name, epoch_seconds
 from .options import Custom, Identifier, Option, Options, Seconds, Settings
 
 MEMORY = ":memory:"
@@ -279,17 +281,16 @@ class SqliteRepository(Repository):
         await self._call("corrupt", work)
 
 
-class SqliteLegacyStore(LegacyStore):
+class SqliteLegacyStore(SqlLegacyStore):
     """A Pyncette 1.x table in a SQLite file: ``name`` (the key), ``parent_name``, ``task_spec`` and times as
-    float seconds. It is set aside by renaming it to :func:`~pyncette.migration.backup_table_name`."""
+    float seconds. It is set aside by renaming it to :func:`~pyncette.abc.backup_table_name`."""
 
     _COLUMNS = "name, parent_name, task_spec, execute_after, locked_until, locked_by"
 
     def __init__(self, connection: sqlite3.Connection | None, database: str, table: str) -> None:
+        super().__init__(table, backup_table_name(table), f"SQLite database {database!r}")
         self._db = connection  # None: the file does not exist
         self._database = database
-        self._table = table
-        self._backup = backup_table_name(table)
         self._lock = anyio.Lock()
 
     async def _call(self, what: str, func: Callable[[sqlite3.Connection], T]) -> T:
@@ -306,21 +307,6 @@ class SqliteLegacyStore(LegacyStore):
             return {str(row[0]) for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))}
 
         return await self._call(f"inspecting table {table!r}", work)
-
-    async def describe(self) -> str:
-        return f"table {self._table!r} in SQLite database {self._database!r}"
-
-    async def has_live_data(self) -> bool:
-        return await self._columns(self._table) >= SQL_1X_COLUMNS
-
-    async def has_backup(self) -> bool:
-        columns = await self._columns(self._backup)
-        if columns and not columns >= SQL_1X_COLUMNS:
-            raise ConfigurationError(
-                f"table {self._backup!r} in SQLite database {self._database!r} is not a Pyncette 1.x backup "
-                "(other columns): rename or drop it before migrating"
-            )
-        return bool(columns)
 
     async def live_leases(self, now: datetime) -> int:
         def work(db: sqlite3.Connection) -> int:

@@ -22,8 +22,10 @@ T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=30)
 
 
-def rec(name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '{"v": 1}') -> Record:
-    return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
+def rec(
+    name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '{"v": 1}', state: str | None = None
+) -> Record:
+    return Record(parent=parent, name=name, spec=spec, scheduled_at=at, state=state)
 
 
 async def claim(
@@ -276,6 +278,120 @@ class RepositoryContract(ConformanceBase):
         assert stored is not None and stored.scheduled_at == PARKED_AT and stored.corrupt is None
         before = PARKED_AT - LEASE - timedelta(seconds=1)
         assert await repository.claim("p", now=before, limit=10, lease_until=before + LEASE, token="t") == []
+
+    async def test_state_round_trips_through_register_claim_get_and_list(self, repository: Repository) -> None:
+        state = '{"v": 1, "attempt": 2, "note": "ünïcødé \\"quoted\\" ' + "x" * 2000 + '"}'
+        records = [rec("with", state=state), rec("without"), rec("static", spec=None, state='{"v":1}')]
+        assert await repository.register(records, now=T0, mode=RegisterMode.CREATE) == [True, True, True]
+        expected = {"with": state, "without": None, "static": '{"v":1}'}
+        for name, value in expected.items():
+            stored = await repository.get("p", name)
+            assert stored is not None and stored.state == value, (name, stored)
+        page, _ = await repository.list_page("p", limit=10, continuation=None)
+        assert {r.name: r.state for r in page} == expected
+        assert {r.name: r.state for r in await claim(repository)} == expected
+        # CREATE of an existing record leaves its state alone; FORCE overwrites it.
+        assert await repository.register([rec("with", state='"other"')], now=T0, mode=RegisterMode.CREATE) == [False]
+        assert (await repository.get("p", "with")).state == state  # type: ignore[union-attr]
+        assert await repository.register([rec("with", state='"forced"')], now=T0, mode=RegisterMode.FORCE) == [True]
+        assert (await repository.get("p", "with")).state == '"forced"'  # type: ignore[union-attr]
+        assert await repository.register([rec("with")], now=T0, mode=RegisterMode.FORCE) == [True]
+        assert (await repository.get("p", "with")).state is None  # type: ignore[union-attr]
+
+    async def test_register_update_keeps_the_stored_state(self, repository: Repository) -> None:
+        await repository.register([rec("a", T0 + timedelta(hours=1), state='{"n": 1}')], now=T0, mode=RegisterMode.UPDATE)
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.state == '{"n": 1}'
+        assert await repository.register(
+            [rec("a", T0, spec='{"v": 2}', state='{"n": 2}')], now=T0, mode=RegisterMode.UPDATE
+        ) == [True]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.spec, stored.scheduled_at, stored.state) == ('{"v": 2}', T0, '{"n": 1}')
+
+    async def test_commit_replaces_the_state_or_keeps_it(self, repository: Repository) -> None:
+        await repository.register(
+            [rec("keep", state='"old"'), rec("replace", state='"old"'), rec("gone", state='"old"')],
+            now=T0,
+            mode=RegisterMode.UPDATE,
+        )
+        await claim(repository)
+        later = T0 + timedelta(minutes=1)
+        results = await repository.commit(
+            [
+                Completion("p", "keep", "tok", later),
+                Completion("p", "replace", "tok", later, state='{"attempt": 3}'),
+                Completion("p", "gone", "tok", None, state='"ignored"'),
+            ]
+        )
+        assert results == [True, True, True]
+        keep, replaced = await repository.get("p", "keep"), await repository.get("p", "replace")
+        assert keep is not None and (keep.state, keep.scheduled_at, keep.locked_by) == ('"old"', later, None)
+        assert replaced is not None
+        assert (replaced.state, replaced.scheduled_at, replaced.locked_by) == ('{"attempt": 3}', later, None)
+        assert await repository.get("p", "gone") is None
+        # The next claim returns the state the commit stored.
+        assert {r.name: r.state for r in await claim(repository, now=later, token="t2")} == {
+            "keep": '"old"',
+            "replace": '{"attempt": 3}',
+        }
+
+    async def test_commit_with_a_stale_token_changes_neither_schedule_nor_state(self, repository: Repository) -> None:
+        await repository.register([rec("a", state='"first"')], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository, token="old")
+        after = T0 + LEASE
+        assert [r.locked_by for r in await claim(repository, now=after, token="new")] == ["new"]
+        stale = [
+            Completion("p", "a", "old", T0 + timedelta(hours=1), state='"stale"'),
+            Completion("p", "a", "old", T0 + timedelta(hours=2), state='"stale"', release=False),
+            Completion("p", "a", "old", None, state='"stale"'),
+        ]
+        assert await repository.commit(stale) == [False, False, False]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.scheduled_at, stored.state, stored.locked_by) == (T0, '"first"', "new")
+        assert stored.locked_until == after + LEASE
+        assert await repository.commit([Completion("p", "a", "new", T0 + timedelta(hours=1), state='"n"')]) == [True]
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.state == '"n"'
+
+    async def test_commit_without_release_keeps_the_lease(self, repository: Repository) -> None:
+        await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository, token="holder")
+        soon = T0 + timedelta(seconds=5)
+        results = await repository.commit(
+            [
+                Completion("p", "a", "holder", soon, state='"running"', release=False),
+                Completion("p", "b", "holder", soon, release=False),
+            ]
+        )
+        assert results == [True, True]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.scheduled_at, stored.locked_by, stored.locked_until, stored.state) == (
+            soon,
+            "holder",
+            T0 + LEASE,
+            '"running"',
+        )
+        # Due again, but still leased: no other claim gets it before the lease expires.
+        assert await claim(repository, now=soon, token="other") == []
+        assert await claim(repository, now=T0 + LEASE - timedelta(milliseconds=1), token="other") == []
+        # The holder keeps control: extend, commit again, unlock.
+        assert await repository.extend(Lease("p", "a", "holder"), lease_until=T0 + timedelta(minutes=5)) is True
+        # Once its lease expires, the record kept without an extension is claimable like any other.
+        got = await claim(repository, now=T0 + LEASE + timedelta(seconds=1), token="other")
+        assert [(r.name, r.locked_by) for r in got] == [("b", "other")]
+        assert await repository.delete("p", "b") is True
+        assert await claim(repository, now=T0 + timedelta(minutes=4), token="third") == []
+        again = T0 + timedelta(minutes=1)
+        assert await repository.commit([Completion("p", "a", "holder", again, release=False)]) == [True]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.scheduled_at, stored.locked_by, stored.state) == (again, "holder", '"running"')
+        assert await repository.unlock([Lease("p", "a", "holder")]) == [True]
+        claimed = await claim(repository, now=T0 + timedelta(minutes=4), token="fourth")
+        assert [(r.name, r.state, r.locked_by) for r in claimed] == [("a", '"running"', "fourth")]
 
     async def test_claim_cost_depends_on_due_records_not_on_all_records(self, repository: Repository) -> None:
         """A claim must walk only due records: compare claims among 20 and among 20,000 records not yet due.

@@ -302,3 +302,56 @@ async def test_bulk_register_and_claim(repository: Repository) -> None:
     assert due[0] == T0 - timedelta(seconds=99)
     results = await repository.commit([Completion("p", r.name, "t", T0 + timedelta(days=1)) for r in claimed])
     assert results == [True] * 1000
+
+
+# --- the state column (added after 2.0) --------------------------------------------------------------
+
+#: The table as pyncette-postgres 2.0 created it, before the state column.
+OLD_DDL = """
+CREATE TABLE "{t}" (
+    parent text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, spec text NULL,
+    scheduled_at timestamptz NOT NULL, locked_until timestamptz NULL, locked_by text NULL,
+    PRIMARY KEY (parent, name)
+);
+CREATE INDEX "{t}_due" ON "{t}" (parent, GREATEST(scheduled_at, locked_until));
+INSERT INTO "{t}" (parent, name, spec, scheduled_at) VALUES ('p', 'old', '{{}}', '2030-01-01 00:00:00+00');
+"""
+
+
+async def test_an_existing_table_gains_the_state_column(
+    postgres_url: str, table: str, admin: asyncpg.Connection
+) -> None:
+    await admin.execute(OLD_DDL.format(t=table))
+    async with open_repository(postgres_url=postgres_url, postgres_table_name=table) as repo:
+        old = await repo.get("p", "old")
+        assert old is not None and (old.state, old.scheduled_at, old.spec) == (None, T0, "{}")
+        [claimed] = await repo.claim("p", now=T0, limit=5, lease_until=T0 + timedelta(seconds=30), token="t")
+        assert (claimed.name, claimed.state) == ("old", None)
+        assert await repo.commit([Completion("p", "old", "t", T0 + timedelta(hours=1), state='{"v": 1}')]) == [True]
+    async with open_repository(postgres_url=postgres_url, postgres_table_name=table) as repo:
+        stored = await repo.get("p", "old")
+        assert stored is not None and stored.state == '{"v": 1}' and stored.scheduled_at == T0 + timedelta(hours=1)
+    kind = await admin.fetchval(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass($1) "
+        "AND attname = 'state' AND NOT attnotnull",
+        f'"{table}"',
+    )
+    assert kind == "text"
+
+
+async def test_skip_table_create_with_a_table_lacking_the_state_column(
+    postgres_url: str, table: str, admin: asyncpg.Connection
+) -> None:
+    await admin.execute(OLD_DDL.format(t=table))
+    options = {"postgres_url": postgres_url, "postgres_table_name": table, "postgres_skip_table_create": True}
+    with pytest.raises(ConfigurationError) as info:
+        async with open_repository(**options):
+            pass
+    message = str(info.value)
+    assert "'state'" in message and table in message and "ADD COLUMN IF NOT EXISTS state text" in message
+    # Nothing was changed; the fix the message names works.
+    assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'state'", f'"{table}"') == 0
+    await admin.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS state text NULL')
+    async with open_repository(**options) as repo:
+        stored = await repo.get("p", "old")
+        assert stored is not None and stored.state is None

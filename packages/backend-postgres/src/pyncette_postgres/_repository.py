@@ -110,6 +110,7 @@ def _record(parent: str, row: Any) -> Record:
         locked_until=until,
         locked_by=row["locked_by"],
         corrupt=f"unreadable stored time: {', '.join(problems)}" if problems else None,
+        state=row["state"],
     )
 
 
@@ -157,10 +158,14 @@ class _Statements:
 
     def __init__(self, table: str) -> None:
         t = quote(table)
-        columns = "name, spec, scheduled_at, locked_until, locked_by"
-        source = "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS i(parent, name, spec, scheduled_at)"
+        columns = "name, spec, scheduled_at, locked_until, locked_by, state"
+        source = (
+            "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
+            " AS i(parent, name, spec, scheduled_at, state)"
+        )
         insert = (
-            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at) SELECT * FROM {source} ON CONFLICT (parent, name)"
+            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at, state) SELECT * FROM {source}"
+            " ON CONFLICT (parent, name)"
         )
         self.register = {
             RegisterMode.CREATE: f"{insert} DO NOTHING RETURNING t.parent, t.name",
@@ -170,13 +175,14 @@ class _Statements:
                 f" scheduled_at = CASE WHEN {_CORRUPT} THEN EXCLUDED.scheduled_at"
                 " ELSE LEAST(t.scheduled_at, EXCLUDED.scheduled_at) END,"
                 f" locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_until END,"
-                f" locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_by END"
-                f" WHERE t.locked_until IS NULL OR t.locked_until <= $5 OR {_CORRUPT}"
+                f" locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_by END,"
+                f" state = CASE WHEN {_CORRUPT} THEN EXCLUDED.state ELSE t.state END"
+                f" WHERE t.locked_until IS NULL OR t.locked_until <= $6 OR {_CORRUPT}"
                 " RETURNING t.parent, t.name"
             ),
             RegisterMode.FORCE: (
                 f"{insert} DO UPDATE SET spec = EXCLUDED.spec, scheduled_at = EXCLUDED.scheduled_at,"
-                " locked_until = NULL, locked_by = NULL"
+                " locked_until = NULL, locked_by = NULL, state = EXCLUDED.state"
                 " RETURNING t.parent, t.name"
             ),
         }
@@ -195,19 +201,22 @@ class _Statements:
             ), claimed AS (
                 UPDATE {t} AS t SET locked_until = $4, locked_by = $5
                 FROM due WHERE t.ctid = due.row_id
-                RETURNING t.name, t.spec, t.scheduled_at, t.locked_until, t.locked_by, due.due_at
+                RETURNING t.name, t.spec, t.scheduled_at, t.locked_until, t.locked_by, t.state, due.due_at
             )
             SELECT {columns} FROM claimed ORDER BY due_at, name"""
         self.commit = f"""
             WITH i AS (
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[])
-                    AS i(parent, name, token, next_at, pos)
+                SELECT * FROM unnest(
+                    $1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[], $7::int4[]
+                ) AS i(parent, name, token, next_at, state, release, pos)
             ), deleted AS (
                 DELETE FROM {t} AS t USING i
                 WHERE i.next_at IS NULL AND t.parent = i.parent AND t.name = i.name AND t.locked_by = i.token
                 RETURNING i.pos
             ), updated AS (
-                UPDATE {t} AS t SET scheduled_at = i.next_at, locked_until = NULL, locked_by = NULL
+                UPDATE {t} AS t SET scheduled_at = i.next_at, state = COALESCE(i.state, t.state),
+                    locked_until = CASE WHEN i.release THEN NULL ELSE t.locked_until END,
+                    locked_by = CASE WHEN i.release THEN NULL ELSE t.locked_by END
                 FROM i
                 WHERE i.next_at IS NOT NULL AND t.parent = i.parent AND t.name = i.name AND t.locked_by = i.token
                 RETURNING i.pos
@@ -263,6 +272,7 @@ class PostgresRepository(Repository):
                 [r.name for r in chosen],
                 [r.spec for r in chosen],
                 [r.scheduled_at for r in chosen],
+                [r.state for r in chosen],
             ]
             if mode is RegisterMode.UPDATE:
                 args.append(now)
@@ -293,6 +303,8 @@ class PostgresRepository(Repository):
             [c.name for c in chosen],
             [c.token for c in chosen],
             [c.next_at for c in chosen],
+            [c.state for c in chosen],
+            [c.release for c in chosen],
             order,
         )
         done = {row["pos"] for row in rows}

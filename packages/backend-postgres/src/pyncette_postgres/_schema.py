@@ -16,8 +16,10 @@ logger = get_logger(__name__)
 #: waiting for another instance doing so), instead of the command timeout.
 SETUP_TIMEOUT = 3600.0
 
-#: Columns the repository reads and writes.
+#: Columns a table from any 2.x version has.
 COLUMNS = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
+#: The column added after 2.0 (``Record.state``); an existing table gets it on startup.
+STATE_COLUMN = "state"
 
 #: When a record next becomes claimable. GREATEST ignores NULLs, so this is
 #: ``scheduled_at`` for an unleased record and the later of the two otherwise.
@@ -47,6 +49,11 @@ def lock_key(table: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def add_state_ddl(table: str) -> str:
+    """The statement that gives a table created before ``state`` existed that column (idempotent, no rewrite)."""
+    return f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS {STATE_COLUMN} text NULL;"
+
+
 def ddl(table: str) -> str:
     """The statements that create ``table`` and its due-work index (idempotent)."""
     return f"""\
@@ -57,6 +64,7 @@ CREATE TABLE IF NOT EXISTS {quote(table)} (
     scheduled_at timestamptz NOT NULL,
     locked_until timestamptz NULL,
     locked_by    text NULL,
+    state        text NULL,
     PRIMARY KEY (parent, name)
 );
 CREATE INDEX IF NOT EXISTS {quote(index_name(table))}
@@ -95,13 +103,19 @@ async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
             "it was not created by this version of pyncette-postgres (see the DDL in its README; a Pyncette 1.x "
             "table is migrated with 'pyncette migrate MODULE:APP --from-1x')"
         )
+    lacks_state = bool(columns) and STATE_COLUMN not in columns
+    if lacks_state and not create:
+        raise ConfigurationError(
+            f"table {table!r} (postgres_table_name) lacks column {STATE_COLUMN!r}, added in this version, and "
+            f"postgres_skip_table_create is set: run {add_state_ddl(table)!r} or unset postgres_skip_table_create"
+        )
     if not create and not indexed:
         logger.warning(
             "table %r has no index %r: claiming due tasks will scan the whole table (see the README's DDL)",
             table,
             index_name(table),
         )
-    if create and not indexed:
+    if create and (not indexed or lacks_state):
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table), timeout=SETUP_TIMEOUT)
-            await connection.execute(ddl(table), timeout=SETUP_TIMEOUT)
+            await connection.execute(ddl(table) + add_state_ddl(table), timeout=SETUP_TIMEOUT)

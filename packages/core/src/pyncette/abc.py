@@ -89,6 +89,11 @@ class Record:
         locked_by: the token of the current lease, ``None`` if not leased.
         corrupt: set (to the reason) by a backend that could not decode the stored record; see
             :meth:`Repository.claim`. Never stored: computed when the record is read.
+        state: the runtime's bookkeeping for the record (attempt counter, last outcome and the like), JSON
+            text owned by core. A backend stores it verbatim, like ``spec``, and never interprets it; a
+            record stored without one (written before the field existed) reads as ``None``. Written by
+            :meth:`Repository.register` (``CREATE``, ``FORCE`` and the insert of ``UPDATE``) and by
+            :meth:`Repository.commit` (:attr:`Completion.state`); returned by every read.
     """
 
     parent: str
@@ -98,6 +103,7 @@ class Record:
     locked_until: datetime | None = None
     locked_by: str | None = None
     corrupt: str | None = None
+    state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,24 +117,35 @@ class Lease:
 
 @dataclass(frozen=True)
 class Completion:
-    """The outcome of a run to store: reschedule to ``next_at``, or delete the record when it is ``None``."""
+    """The outcome of a run to store: reschedule to ``next_at``, or delete the record when it is ``None``.
+
+    Attributes:
+        state: ``None`` leaves the stored :attr:`Record.state` as it is; a string replaces it, in the same
+            atomic step (and storage round trip) as the reschedule.
+        release: ``True`` (the default) clears the lease; ``False`` reschedules to ``next_at`` but keeps
+            the lease (``locked_until`` and ``locked_by`` unchanged), so no other claim gets the record
+            until the holder unlocks it, commits it again or lets the lease expire. Only meaningful with
+            ``next_at`` set: a deletion ignores it.
+    """
 
     parent: str
     name: str
     token: str
     next_at: datetime | None
+    state: str | None = None
+    release: bool = True
 
 
 class RegisterMode(Enum):
     """How :meth:`Repository.register` treats a record that already exists."""
 
-    #: Insert when missing; leave an existing record untouched (static tasks).
+    #: Insert when missing (with the given ``state``); leave an existing record untouched (static tasks).
     CREATE = "create"
-    #: Insert when missing; otherwise, unless it is locked (``locked_until > now``),
-    #: replace ``spec`` and set ``scheduled_at`` to the sooner of the stored and
-    #: the new value, keeping the lock fields as they are.
+    #: Insert when missing (with the given ``state``); otherwise, unless it is locked
+    #: (``locked_until > now``), replace ``spec`` and set ``scheduled_at`` to the sooner of the
+    #: stored and the new value, keeping the lock fields and the stored ``state`` as they are.
     UPDATE = "update"
-    #: Insert or overwrite ``spec`` and ``scheduled_at``, and clear any lock.
+    #: Insert or overwrite ``spec``, ``scheduled_at`` and ``state``, and clear any lock.
     FORCE = "force"
 
 
@@ -149,7 +166,8 @@ class Repository(ABC):
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         """Create or update records, in one round trip where the storage allows it.
 
-        ``locked_until`` and ``locked_by`` of the given records are ignored.
+        ``locked_until`` and ``locked_by`` of the given records are ignored;
+        ``state`` is stored where a record is inserted or forced (see :class:`RegisterMode`).
         Returns one flag per record, in order: ``True`` where the record was
         written, ``False`` where it was left as it was (already present in
         ``CREATE`` mode; locked in ``UPDATE`` mode). Each record is updated
@@ -165,7 +183,7 @@ class Repository(ABC):
         A record is due when ``scheduled_at <= now`` and it is not leased
         (``locked_until`` is ``None`` or ``<= now``). Each claimed record gets
         ``locked_until = lease_until`` and ``locked_by = token`` and is returned
-        with those values. Records due earliest should be claimed first.
+        with those values and its stored ``spec`` and ``state``. Records due earliest should be claimed first.
         Concurrent claims, from any process, must never both return one record
         with overlapping leases: this is the guarantee that prevents double runs.
         The cost must depend on the number of due records, not on how many exist.
@@ -192,12 +210,16 @@ class Repository(ABC):
     @abstractmethod
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         """Finish runs: for each completion whose ``token`` still matches ``locked_by``,
-        set ``scheduled_at = next_at`` and clear the lease, or delete the record
-        when ``next_at`` is ``None``.
+        set ``scheduled_at = next_at``, replace ``state`` when :attr:`Completion.state`
+        is not ``None``, and clear the lease unless :attr:`Completion.release` is
+        ``False`` (then ``locked_until`` and ``locked_by`` stay as they are); or delete
+        the record when ``next_at`` is ``None``.
 
         Returns one flag per completion: ``False`` where the lease was lost
-        (token mismatch or record gone), in which case nothing is written.
-        Each completion is atomic on its own.
+        (token mismatch or record gone), in which case nothing is written, the
+        state included. Each completion is atomic on its own (schedule, state and
+        lease change together or not at all) and costs no more round trips than
+        one without a state.
         """
 
     @abstractmethod
@@ -217,14 +239,16 @@ class Repository(ABC):
 
     @abstractmethod
     async def get(self, parent: str, name: str) -> Record | None:
-        """Read one record, or ``None``. A record that cannot be decoded is returned with ``corrupt`` set."""
+        """Read one record (its ``state`` included), or ``None``. A record that cannot be decoded is returned
+        with ``corrupt`` set."""
 
     @abstractmethod
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
         """Page through every record of ``parent``: at most ``limit`` per page.
 
         ``continuation`` is ``None`` for the first page, then the value the
-        previous page returned; the last page returns ``None``. Paging must
+        previous page returned; the last page returns ``None``. Records carry
+        their ``state``. Paging must
         neither skip nor repeat records that exist throughout the iteration.
         Records that cannot be decoded are returned with ``corrupt`` set.
         """

@@ -110,7 +110,10 @@ class MemoryRepository(Repository):
             if item.next_at is None:
                 self._remove(group, item.name)
             else:
-                self._store(group, replace(record, scheduled_at=item.next_at, locked_until=None, locked_by=None))
+                state = record.state if item.state is None else item.state
+                if item.release:
+                    record = replace(record, locked_until=None, locked_by=None)
+                self._store(group, replace(record, scheduled_at=item.next_at, state=state))
             results.append(True)
         return results
 

@@ -14,9 +14,12 @@ Schema (``{table}`` is ``sqlite_table_name``)::
         parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT,
         scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT,
         ready_at INTEGER NOT NULL,  -- max(scheduled_at, locked_until): when it can next be claimed
+        state TEXT,  -- the runtime's JSON bookkeeping, stored verbatim
         PRIMARY KEY (parent, name)
     ) WITHOUT ROWID;
     CREATE INDEX {table}_ready ON {table} (parent, ready_at);
+
+A table created before ``state`` existed gets the column (``ALTER TABLE ... ADD COLUMN``) when opened.
 """
 
 from __future__ import annotations
@@ -99,17 +102,19 @@ class SqliteRepository(Repository):
     @staticmethod
     def _row(row: tuple[Any, ...]) -> Record:
         """Decode a row; one that cannot be decoded comes back with ``corrupt`` set (see the contract)."""
-        parent, name, spec, scheduled_at, locked_until, locked_by = row
+        parent, name, spec, scheduled_at, locked_until, locked_by, state = row
         try:
             until = None if locked_until is None else _from_int(locked_until)
         except (TypeError, ValueError, OverflowError) as exc:
-            return Record(parent, name, spec, PARKED_AT, None, locked_by, corrupt=f"bad locked_until: {exc}")
+            reason = f"bad locked_until: {exc}"
+            return Record(parent, name, spec, PARKED_AT, None, locked_by, corrupt=reason, state=state)
         try:
-            return Record(parent, name, spec, _from_int(scheduled_at), until, locked_by)
+            return Record(parent, name, spec, _from_int(scheduled_at), until, locked_by, state=state)
         except (TypeError, ValueError, OverflowError) as exc:
-            return Record(parent, name, spec, PARKED_AT, until, locked_by, corrupt=f"bad scheduled_at: {exc}")
+            reason = f"bad scheduled_at: {exc}"
+            return Record(parent, name, spec, PARKED_AT, until, locked_by, corrupt=reason, state=state)
 
-    _COLUMNS = "parent, name, spec, scheduled_at, locked_until, locked_by"
+    _COLUMNS = "parent, name, spec, scheduled_at, locked_until, locked_by, state"
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         t = self._table
@@ -123,18 +128,19 @@ class SqliteRepository(Repository):
                     at = _to_int(r.scheduled_at)
                     if mode is RegisterMode.FORCE:
                         db.execute(
-                            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at) VALUES (?, ?, ?, ?, ?) "
+                            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state) "
+                            "VALUES (?, ?, ?, ?, ?, ?) "
                             "ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
                             "scheduled_at = excluded.scheduled_at, ready_at = excluded.scheduled_at, "
-                            "locked_until = NULL, locked_by = NULL",
-                            (r.parent, r.name, r.spec, at, at),
+                            "locked_until = NULL, locked_by = NULL, state = excluded.state",
+                            (r.parent, r.name, r.spec, at, at, r.state),
                         )
                         results.append(True)
                         continue
                     cursor = db.execute(
-                        f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at) VALUES (?, ?, ?, ?, ?) "
-                        "ON CONFLICT (parent, name) DO NOTHING",
-                        (r.parent, r.name, r.spec, at, at),
+                        f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (parent, name) DO NOTHING",
+                        (r.parent, r.name, r.spec, at, at, r.state),
                     )
                     if cursor.rowcount == 1 or mode is RegisterMode.CREATE:
                         results.append(cursor.rowcount == 1)
@@ -146,10 +152,11 @@ class SqliteRepository(Repository):
                         f"ready_at = CASE WHEN {_CORRUPT} THEN ? "
                         "ELSE max(min(scheduled_at, ?), coalesce(locked_until, 0)) END, "
                         f"locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_until END, "
-                        f"locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_by END "
+                        f"locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_by END, "
+                        f"state = CASE WHEN {_CORRUPT} THEN ? ELSE state END "
                         "WHERE parent = ? AND name = ? "
                         f"AND (locked_until IS NULL OR locked_until <= ? OR {_CORRUPT})",
-                        (r.spec, at, at, at, at, r.parent, r.name, now_i),
+                        (r.spec, at, at, at, at, r.state, r.parent, r.name, now_i),
                     )
                     results.append(cursor.rowcount == 1)
             return results
@@ -172,7 +179,7 @@ class SqliteRepository(Repository):
                     "WHERE parent = ? AND name = ?",
                     [(until_i, token, until_i, parent, row[1]) for row in rows],
                 )
-            return [self._row((*row[:4], until_i, token)) for row in rows]
+            return [self._row((*row[:4], until_i, token, row[6])) for row in rows]
 
         return await self._call("claim", work)
 
@@ -191,10 +198,15 @@ class SqliteRepository(Repository):
                         )
                     else:
                         at = _to_int(c.next_at)
+                        lease = (
+                            "ready_at = ?, locked_until = NULL, locked_by = NULL"
+                            if c.release
+                            else "ready_at = max(?, coalesce(locked_until, 0))"
+                        )
                         cursor = db.execute(
-                            f"UPDATE {t} SET scheduled_at = ?, ready_at = ?, locked_until = NULL, locked_by = NULL "
+                            f"UPDATE {t} SET scheduled_at = ?, {lease}, state = coalesce(?, state) "
                             "WHERE parent = ? AND name = ? AND locked_by = ?",
-                            (at, at, c.parent, c.name, c.token),
+                            (at, at, c.state, c.parent, c.name, c.token),
                         )
                     results.append(cursor.rowcount == 1)
             return results
@@ -366,6 +378,21 @@ class SqliteLegacyStore(SqlLegacyStore):
         await self._call(f"dropping table {self._backup!r}", work)
 
 
+def _add_state_column(db: sqlite3.Connection, table: str) -> None:
+    """Give a table created before the ``state`` column existed that column (nullable: old rows read as no state).
+
+    Another process may add it at the same moment; its "duplicate column" error is the same outcome.
+    """
+    columns = {str(row[0]) for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))}
+    if "state" in columns:
+        return
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN state TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
+
 class SqliteBackend(Backend):
     """``sqlite``: a SQLite database file shared by the processes of one host, or one in memory."""
 
@@ -407,9 +434,10 @@ class SqliteBackend(Backend):
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT, "
                 "scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT, ready_at INTEGER NOT NULL, "
-                "PRIMARY KEY (parent, name)) WITHOUT ROWID"
+                "state TEXT, PRIMARY KEY (parent, name)) WITHOUT ROWID"
             )
             db.execute(f"CREATE INDEX IF NOT EXISTS {table}_ready ON {table} (parent, ready_at)")
+            _add_state_column(db, table)
 
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False)

@@ -873,3 +873,64 @@ async def test_four_competing_instances(options: dict[str, Any]) -> None:
     assert errors == []
     assert sorted(claimed) == names
     assert all(len(tokens) == 1 for tokens in claimed.values())
+
+
+# --- the state column (added after 2.0) --------------------------------------------------------------
+
+
+def old_table_sql(table: str) -> str:
+    """The table as pyncette-mysql 2.0 created it, before the state column."""
+    return create_table_sql(table, "utf8mb4_bin").replace("  `state` MEDIUMTEXT NULL,\n", "")
+
+
+async def state_columns(raw_connection: Any, table: str) -> list[tuple[Any, ...]]:
+    return await query(
+        raw_connection,
+        "SELECT DATA_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND COLUMN_NAME = 'state'",
+    )
+
+
+async def test_an_existing_table_gains_the_state_column(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    assert "state" not in old_table_sql(table)
+    await query(raw_connection, old_table_sql(table))
+    await query(
+        raw_connection,
+        f"INSERT INTO `{table}` (`parent`, `name`, `spec`, `scheduled_at`) VALUES ('p', 'old', '{{}}', "
+        "'2030-01-01 00:00:00')",
+    )
+    async with open_repository(options) as repository:
+        old = await repository.get("p", "old")
+        assert old is not None and (old.state, old.scheduled_at, old.spec) == (None, T0, "{}")
+        [claimed] = await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="t")
+        assert (claimed.name, claimed.state) == ("old", None)
+        later = T0 + timedelta(hours=1)
+        assert await repository.commit([Completion("p", "old", "t", later, state='{"v": 1}')]) == [True]
+    assert await state_columns(raw_connection, table) == [("mediumtext", "YES")]
+    async with open_repository(options) as repository:  # the column exists now: opening changes nothing
+        stored = await repository.get("p", "old")
+        assert stored is not None and (stored.state, stored.scheduled_at) == ('{"v": 1}', later)
+
+
+async def test_skip_table_create_with_a_table_lacking_the_state_column(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    await query(raw_connection, old_table_sql(table))
+    with pytest.raises(ConfigurationError) as info:
+        async with open_repository({**options, "mysql_skip_table_create": True}):
+            pass
+    message = str(info.value)
+    assert "'state'" in message and table in message and "ADD COLUMN `state` MEDIUMTEXT NULL" in message
+    assert await state_columns(raw_connection, table) == []
+    await query(raw_connection, f"ALTER TABLE `{table}` ADD COLUMN `state` MEDIUMTEXT NULL")
+    async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
+        assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
+
+
+def test_add_state_sql_uses_if_not_exists_only_on_mariadb() -> None:
+    from pyncette_mysql._schema import add_state_sql
+
+    assert "IF NOT EXISTS" in add_state_sql("t", Server.parse("10.11.6-MariaDB"))
+    assert add_state_sql("t", Server.parse("8.0.36")) == "ALTER TABLE `t` ADD COLUMN `state` MEDIUMTEXT NULL"

@@ -19,7 +19,7 @@ from pyncette.redaction import register_secret
 
 from ._legacy import MySQLLegacyStore
 from ._repository import ERRORS, MySQLRepository, QuietCursor, classify, error_code, run
-from ._schema import COLLATIONS, COLUMNS, Server, Upsert, create_table_sql, quote_table
+from ._schema import COLLATIONS, COLUMNS, STATE_COLUMN, Server, Upsert, add_state_sql, create_table_sql, quote_table
 
 DEFAULT_TABLE = "pyncette_tasks"
 DEFAULT_PORT = 3306
@@ -265,7 +265,31 @@ class MySQLBackend(Backend):
                     "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name, or "
                     "migrate a 1.x table with 'pyncette migrate MODULE:APP --from-1x'"
                 )
+            elif STATE_COLUMN not in present:
+                if settings["mysql_skip_table_create"]:
+                    raise ConfigurationError(
+                        f"table {table!r} on {where} lacks column {STATE_COLUMN!r}, added in this version, and "
+                        f"mysql_skip_table_create is set: run {add_state_sql(table)!r} or unset "
+                        "mysql_skip_table_create"
+                    )
+                await self._add_state_column(conn, table, where, server)
         return server
+
+    @staticmethod
+    async def _add_state_column(conn: Any, table: str, where: str, server: Server) -> None:
+        what = f"adding column {STATE_COLUMN!r} to table {table!r} on {where}"
+        with map_exceptions(ERRORS, what):
+            try:
+                await run(conn, add_state_sql(table, server))
+            except aiomysql.MySQLError as exc:
+                if error_code(exc) == 1060:  # duplicate column: another instance added it meanwhile
+                    return
+                if error_code(exc) == 1142:  # ALTER command denied
+                    raise ConfigurationError(
+                        f"{what} failed: {exc}; run {add_state_sql(table)!r} as a user allowed to, "
+                        "then start again"
+                    ) from exc
+                raise
 
     @staticmethod
     async def _create_table(conn: Any, table: str, where: str) -> None:

@@ -61,8 +61,8 @@ ERRORS: dict[type[BaseException], type[Exception]] = {
     UnicodeError: ConfigurationError,
 }
 
-_SELECT_COLUMNS = "`name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`"
-_ALL_COLUMNS = "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`"
+_SELECT_COLUMNS = "`name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`, `state`"
+_ALL_COLUMNS = "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`, `state`"
 
 Row = tuple[Any, ...]
 Escape = Callable[[Any], str]
@@ -128,7 +128,13 @@ async def run(conn: Any, *statements: str) -> list[Result]:
 
 
 def decode(
-    parent: str, name: str, spec: str | None, scheduled_at: object, locked_until: object, locked_by: str | None
+    parent: str,
+    name: str,
+    spec: str | None,
+    scheduled_at: object,
+    locked_until: object,
+    locked_by: str | None,
+    state: str | None = None,
 ) -> Record:
     """A record from stored values; times that are not valid dates make it ``corrupt`` (see the contract)."""
     problems = []
@@ -138,7 +144,8 @@ def decode(
     if locked_until is not None and not isinstance(locked_until, datetime):
         problems.append(f"locked_until {str(locked_until)[:40]!r} is not a valid time")
         locked_until = None
-    return Record(parent, name, spec, scheduled_at, locked_until, locked_by, corrupt="; ".join(problems) or None)
+    corrupt = "; ".join(problems) or None
+    return Record(parent, name, spec, scheduled_at, locked_until, locked_by, corrupt=corrupt, state=state)
 
 
 def time_literal(moment: datetime) -> str:
@@ -164,7 +171,7 @@ def claim_query(table: str, esc: Escape, parent: str, now: datetime, limit: int)
     """The locking due-work query; it walks the ``(parent, scheduled_at)`` index from the oldest entry."""
     at = time_literal(now)
     return (
-        f"SELECT `name`, `spec`, `scheduled_at` FROM {quote_table(table)} "
+        f"SELECT `name`, `spec`, `scheduled_at`, `state` FROM {quote_table(table)} "
         f"WHERE `parent` = {esc(parent)} AND `scheduled_at` <= {at} "
         f"AND (`locked_until` IS NULL OR `locked_until` <= {at}) "
         f"ORDER BY `scheduled_at`, `name` LIMIT {int(limit)} FOR UPDATE SKIP LOCKED"
@@ -338,11 +345,13 @@ class MySQLRepository(Repository):
         new = self._upsert.new
         # Sorted for a consistent lock order; the sort is stable, so a repeated key's last record still wins.
         rows = [
-            f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, NULL, NULL)"
+            f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, NULL, NULL, "
+            f"{esc(r.state)})"
             for r in sorted(records, key=lambda r: (r.parent, r.name))
         ]
         assignments = (
-            f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL"
+            f"`spec` = {new('spec')}, `scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, "
+            f"`locked_by` = NULL, `state` = {new('state')}"
         )
         return self._upsert.statement(self._t, _ALL_COLUMNS, rows, assignments)
 
@@ -384,11 +393,11 @@ class MySQLRepository(Repository):
             # A plain INSERT: if another instance inserted one of these keys meanwhile, the duplicate-key
             # error rolls everything back and the transaction is retried, so the flags stay exact.
             rows = [
-                f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)})"
+                f"({esc(r.parent)}, {esc(r.name)}, {esc(r.spec)}, {time_literal(r.scheduled_at)}, {esc(r.state)})"
                 for r in sorted(inserts, key=lambda r: (r.parent, r.name))
             ]
             statements.append(
-                f"INSERT INTO {self._t} (`parent`, `name`, `spec`, `scheduled_at`) VALUES {', '.join(rows)}"
+                f"INSERT INTO {self._t} (`parent`, `name`, `spec`, `scheduled_at`, `state`) VALUES {', '.join(rows)}"
             )
         if updates:
             # The rows are locked and exist, so this upsert only ever takes its UPDATE branch.
@@ -433,7 +442,10 @@ class MySQLRepository(Repository):
             )
             # A row whose scheduled_at is not a valid date is leased like the others and comes back corrupt,
             # for the runtime to park (a commit to PARKED_AT overwrites the bad value).
-            return [decode(parent, name, spec, scheduled_at, lease_until, token) for name, spec, scheduled_at in rows]
+            return [
+                decode(parent, name, spec, scheduled_at, lease_until, token, state)
+                for name, spec, scheduled_at, state in rows
+            ]
 
         return await self._transaction("claim", body)
 
@@ -460,21 +472,28 @@ class MySQLRepository(Repository):
         def write(conn: Any, matched: list[int]) -> list[str]:
             esc = conn.escape
             statements = []
-            moved = [completions[i] for i in matched if completions[i].next_at is not None]
+            moved = sorted(
+                (completions[i] for i in matched if completions[i].next_at is not None), key=lambda c: (c.parent, c.name)
+            )
             gone = [(completions[i].parent, completions[i].name) for i in matched if completions[i].next_at is None]
-            if moved:
-                new = self._upsert.new
+            new = self._upsert.new
+            # The rows exist and are locked, so these upserts only ever take their UPDATE branch. A NULL
+            # state keeps the stored one; completions that keep their lease go in a statement of their own.
+            for release in (True, False):
                 rows = [
-                    f"({esc(c.parent)}, {esc(c.name)}, {time_literal(c.next_at)})"
-                    for c in sorted(moved, key=lambda c: (c.parent, c.name))
-                    if c.next_at is not None
+                    f"({esc(c.parent)}, {esc(c.name)}, {time_literal(c.next_at)}, {esc(c.state)})"
+                    for c in moved
+                    if c.next_at is not None and c.release is release
                 ]
+                if not rows:
+                    continue
+                lease = ", `locked_until` = NULL, `locked_by` = NULL" if release else ""
                 statements.append(
                     self._upsert.statement(
                         self._t,
-                        "`parent`, `name`, `scheduled_at`",
+                        "`parent`, `name`, `scheduled_at`, `state`",
                         rows,
-                        f"`scheduled_at` = {new('scheduled_at')}, `locked_until` = NULL, `locked_by` = NULL",
+                        f"`scheduled_at` = {new('scheduled_at')}, `state` = COALESCE({new('state')}, `state`){lease}",
                     )
                 )
             statements.extend(f"DELETE FROM {self._t} WHERE {condition}" for condition in key_filters(esc, gone))

@@ -17,6 +17,8 @@ MAX_SPEC_BYTES = 16_777_215
 
 #: Columns every table must have; checked at startup so a foreign table fails with a clear message.
 COLUMNS = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
+#: The column added after 2.0 (``Record.state``); an existing table gets it at startup.
+STATE_COLUMN = "state"
 #: Name of the due-work index.
 DUE_INDEX = "pyncette_due"
 
@@ -99,6 +101,14 @@ def quote_table(table: str) -> str:
     return f"`{table}`"
 
 
+def add_state_sql(table: str, server: Server | None = None) -> str:
+    """The statement that gives a table created before ``state`` existed that column (nullable, so existing
+    rows read as no state; an instant change on MySQL 8.0.12+ and MariaDB 10.3+). Only MariaDB has
+    ``IF NOT EXISTS`` here; on MySQL the caller checks ``information_schema`` first."""
+    guard = "IF NOT EXISTS " if server is not None and server.mariadb else ""
+    return f"ALTER TABLE {quote_table(table)} ADD COLUMN {guard}`{STATE_COLUMN}` MEDIUMTEXT NULL"
+
+
 def create_table_sql(table: str, collation: str) -> str:
     """The DDL run at startup (idempotent: ``IF NOT EXISTS``)."""
     return (
@@ -109,6 +119,7 @@ def create_table_sql(table: str, collation: str) -> str:
         "  `scheduled_at` DATETIME(6) NOT NULL,\n"
         "  `locked_until` DATETIME(6) NULL,\n"
         f"  `locked_by` VARCHAR({MAX_TOKEN_CHARS}) NULL,\n"
+        "  `state` MEDIUMTEXT NULL,\n"
         "  PRIMARY KEY (`parent`, `name`),\n"
         f"  KEY `{DUE_INDEX}` (`parent`, `scheduled_at`)\n"
         f") ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE={collation}"

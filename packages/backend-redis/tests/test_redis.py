@@ -523,6 +523,7 @@ GARBAGE: dict[str, tuple[str | bytes, bool]] = {
     "non-numeric locked_until": (stored(NOW_S, l="later", t="old"), True),
     "numeric token": (stored(NOW_S, t=5), True),
     "spec not text": (stored(NOW_S, d={"v": 1}), True),
+    "state not text": (stored(NOW_S, x={"v": 1}), True),
 }
 
 
@@ -749,3 +750,25 @@ async def test_cluster_recovers_after_client_kill(cluster_url: str, namespace: s
     finally:
         for node in nodes:
             await node.aclose()
+
+
+# --- the state field (added after 2.0) ---------------------------------------------------------------
+
+
+async def test_a_record_written_before_the_state_field_keeps_working(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    """A record as 2.0 stored it (no ``x``) reads as no state, and gains one only when a commit gives it."""
+    await repo.register([rec("old")], now=T0, mode=RegisterMode.UPDATE)
+    base = f"pyncette:{tag(namespace, 'p')}"
+    assert json.loads(await admin.hget(f"{base}:rec", "old") or "") == {"s": NOW_S, "d": '{"v": 1}'}
+    old = await repo.get("p", "old")
+    assert old is not None and old.state is None and old.corrupt is None
+    [claimed] = await repo.claim("p", now=T0, limit=5, lease_until=LEASE, token="t")
+    assert claimed.state is None
+    later = T0 + timedelta(hours=1)
+    assert await repo.commit([Completion("p", "old", "t", later, state='{"n": 1}', release=False)]) == [True]
+    body = json.loads(await admin.hget(f"{base}:rec", "old") or "")
+    assert body == {"s": repr(later.timestamp()), "d": '{"v": 1}', "x": '{"n": 1}', "l": repr(LEASE.timestamp()), "t": "t"}
+    # Kept leased: claimable at the later of the next time and the lease expiry.
+    assert await admin.zscore(f"{base}:due", "old") == later.timestamp()

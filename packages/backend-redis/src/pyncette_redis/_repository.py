@@ -98,10 +98,13 @@ def decode(parent: str, name: str, body: object) -> Record:
     if not isinstance(body, dict):
         return Record(parent, name, None, PARKED_AT, corrupt="redis record: the stored value is not a JSON object")
     problems: list[str] = []
-    spec, token = body.get("d"), body.get("t")
+    spec, token, state = body.get("d"), body.get("t"), body.get("x")
     if spec is not None and not isinstance(spec, str):
         problems.append(f"the spec is not text: {_shown(spec)}")
         spec = None
+    if state is not None and not isinstance(state, str):
+        problems.append(f"the state is not text: {_shown(state)}")
+        state = None
     if token is not None and not isinstance(token, str):
         problems.append(f"the lease token is not text: {_shown(token)}")
         token = None
@@ -118,7 +121,7 @@ def decode(parent: str, name: str, body: object) -> Record:
             problems.append(f"locked_until is not a time: {_shown(body['l'])}")
             token = None
     corrupt = f"redis record: {'; '.join(problems)}" if problems else None
-    return Record(parent, name, spec, scheduled_at, locked_until, token, corrupt=corrupt)
+    return Record(parent, name, spec, scheduled_at, locked_until, token, corrupt=corrupt, state=state)
 
 
 def decode_text(parent: str, name: str, raw: str) -> Record:
@@ -238,7 +241,7 @@ class RedisRepository(Repository):
         code, at_now = _MODES[mode], _at(now)
         calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
         for parent, indexes in by_parent.items():
-            batch = [(records[i].name, _at(records[i].scheduled_at), records[i].spec) for i in indexes]
+            batch = [(records[i].name, _at(records[i].scheduled_at), records[i].spec, records[i].state) for i in indexes]
             calls.append((_scripts.REGISTER, self.keys(parent), (code, at_now, _json(batch))))
         with map_exceptions(ERRORS, "redis register"):
             results = await self._call_many(calls)
@@ -252,8 +255,9 @@ class RedisRepository(Repository):
             text = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
         return [_claimed(parent, entry) for entry in json.loads(text)]
 
-    async def _settle(self, items: Sequence[tuple[str, str, str, str]], what: str) -> list[bool]:
-        """Finish leases; each item is (parent, name, token, action) as the ``settle`` script takes it."""
+    async def _settle(self, items: Sequence[tuple[str, str, str, str, str | None, int]], what: str) -> list[bool]:
+        """Finish leases; each item is (parent, name, token, action, state, keep) as the ``settle`` script
+        takes it."""
         if not items:
             return []
         by_parent: dict[str, list[int]] = {}
@@ -268,12 +272,15 @@ class RedisRepository(Repository):
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         return await self._settle(
-            [(c.parent, c.name, c.token, _DELETE if c.next_at is None else _at(c.next_at)) for c in completions],
+            [
+                (c.parent, c.name, c.token, _DELETE if c.next_at is None else _at(c.next_at), c.state, 0 if c.release else 1)
+                for c in completions
+            ],
             "redis commit",
         )
 
     async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
-        items = [(lease.parent, lease.name, lease.token, _UNLOCK) for lease in leases]
+        items = [(lease.parent, lease.name, lease.token, _UNLOCK, None, 0) for lease in leases]
         return await self._settle(items, "redis unlock")
 
     async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:

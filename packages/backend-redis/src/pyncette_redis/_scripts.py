@@ -7,7 +7,8 @@ record JSON) and ``KEYS[3]`` the ``idx`` sorted set (every name with score 0,
 for ordered paging).
 
 A record is JSON with short keys: ``s`` scheduled_at, ``l`` locked_until,
-``t`` lease token, ``d`` spec; absent keys are ``None``. Times are decimal
+``t`` lease token, ``d`` spec, ``x`` state (the runtime's bookkeeping, copied
+verbatim; records written before it existed have none); absent keys are ``None``. Times are decimal
 strings of epoch seconds, written by Python and copied verbatim, so Lua never
 formats a number (its ``tostring`` would round to 14 digits).
 
@@ -58,20 +59,23 @@ end
 local function load(raw)
   local ok, r = pcall(cjson.decode, raw)
   if not ok or type(r) ~= 'table' then return nil, 'the stored value is not a JSON object' end
-  local l, t, d = r.l, r.t, r.d
+  local l, t, d, x = r.l, r.t, r.d, r.x
   if l == cjson.null then l = nil end
   if t == cjson.null then t = nil end
   if d == cjson.null then d = nil end
+  if x == cjson.null then x = nil end
   if not time_of(r.s) then return nil, 'scheduled_at is not a time' end
   if l ~= nil and not time_of(l) then return nil, 'locked_until is not a time' end
   if t ~= nil and type(t) ~= 'string' then return nil, 'the lease token is not text' end
   if d ~= nil and type(d) ~= 'string' then return nil, 'the spec is not text' end
-  return {s = r.s, l = l, t = t, d = d}
+  if x ~= nil and type(x) ~= 'string' then return nil, 'the state is not text' end
+  return {s = r.s, l = l, t = t, d = d, x = x}
 end
 """
 
 
-# ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null].
+# ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null,
+# state or null]. Update mode keeps the stored state.
 # Returns a string of '1' (written) and '0' (left as it was), one per record.
 REGISTER = Script(
     "register",
@@ -81,8 +85,9 @@ local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[3])) do
-  local name, at, spec = item[1], item[2], item[3]
+  local name, at, spec, state = item[1], item[2], item[3], item[4]
   if spec == cjson.null then spec = nil end
+  if state == cjson.null then state = nil end
   local old, r = false, nil
   if mode ~= 'f' then old = redis.call('HGET', rec, name) end
   if old and mode == 'u' then r = load(old) end
@@ -90,7 +95,7 @@ for i, item in ipairs(cjson.decode(ARGV[3])) do
     out[i] = '0'
   elseif not r then
     -- Missing, forced, or unreadable (overwritten as if it were missing).
-    redis.call('HSET', rec, name, cjson.encode({s = at, d = spec}))
+    redis.call('HSET', rec, name, cjson.encode({s = at, d = spec, x = state}))
     redis.call('ZADD', due, at, name)
     redis.call('ZADD', idx, 0, name)
     out[i] = '1'
@@ -147,8 +152,9 @@ return '[' .. table.concat(out, ',') .. ']'
 """,
 )
 
-# ARGV: JSON list of [name, token, action]; action '' deletes the record, '-'
-# only releases the lease, anything else is the next scheduled_at.
+# ARGV: JSON list of [name, token, action, state or null, keep]; action '' deletes the record, '-'
+# only releases the lease, anything else is the next scheduled_at. A state replaces the stored one;
+# keep = 1 leaves the lease in place (the record becomes claimable when it expires).
 # Returns a string of '1' (done) and '0' (lease lost, or the record unreadable), one per item.
 SETTLE = Script(
     "settle",
@@ -157,7 +163,7 @@ SETTLE = Script(
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[1])) do
-  local name, token, action = item[1], item[2], item[3]
+  local name, token, action, state, keep = item[1], item[2], item[3], item[4], item[5]
   local raw = redis.call('HGET', rec, name)
   out[i] = '0'
   local r = raw and load(raw)
@@ -169,10 +175,16 @@ for i, item in ipairs(cjson.decode(ARGV[1])) do
       redis.call('ZREM', idx, name)
     else
       if action ~= '-' then r.s = action end
-      r.l = nil
-      r.t = nil
+      if state ~= cjson.null then r.x = state end
+      local ready = r.s
+      if keep == 1 then
+        if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
+      else
+        r.l = nil
+        r.t = nil
+      end
       redis.call('HSET', rec, name, cjson.encode(r))
-      redis.call('ZADD', due, r.s, name)
+      redis.call('ZADD', due, ready, name)
     end
   end
 end

@@ -393,6 +393,19 @@ class RepositoryContract(ConformanceBase):
         claimed = await claim(repository, now=T0 + timedelta(minutes=4), token="fourth")
         assert [(r.name, r.state, r.locked_by) for r in claimed] == [("a", '"running"', "fourth")]
 
+    async def test_commit_without_release_to_after_the_lease_expiry(self, repository: Repository) -> None:
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.UPDATE)
+        await claim(repository, token="holder")
+        later = T0 + LEASE + timedelta(minutes=10)
+        assert await repository.commit([Completion("p", "a", "holder", later, release=False)]) == [True]
+        stored = await repository.get("p", "a")
+        assert stored is not None
+        assert (stored.scheduled_at, stored.locked_by, stored.locked_until) == (later, "holder", T0 + LEASE)
+        # The lease has expired but the record is not due before its new time.
+        assert await claim(repository, now=T0 + LEASE + timedelta(seconds=1), token="other") == []
+        assert await claim(repository, now=later - timedelta(milliseconds=1), token="other") == []
+        assert [r.locked_by for r in await claim(repository, now=later, token="other")] == ["other"]
+
     async def test_claim_cost_depends_on_due_records_not_on_all_records(self, repository: Repository) -> None:
         """A claim must walk only due records: compare claims among 20 and among 20,000 records not yet due.
 

@@ -971,3 +971,53 @@ async def test_kill_connections_cuts_a_request_in_flight(
         else:  # botocore resends it on a new connection
             assert await asyncio.wait_for(pending, 5) is not None
         assert await repo.get("p", "a") is not None
+
+
+# --- the state attribute (added after 2.0) -----------------------------------------------------------
+
+
+async def test_state_attribute_layout_and_cost(repository: DynamoDBRepository, options: dict[str, Any]) -> None:
+    """Items written before ``state`` existed have none and read as no state; a commit with a state, or one
+    keeping the lease to a time before its expiry, is still one UpdateItem; a state that is not text is damage."""
+    await repository.register([rec("old"), rec("new", spec=None)], now=T0, mode=RegisterMode.CREATE)
+    assert "state" not in await stored_item(repository, options, "old")
+    calls: Counter[str] = Counter()
+
+    def count_call(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    repository.client.meta.events.register("before-call.dynamodb", count_call)
+    await claim(repository)
+    calls.clear()
+    assert await repository.commit(
+        [
+            Completion("p", "old", "tok", T0 + timedelta(hours=1), state='{"n": 1}'),
+            Completion("p", "new", "tok", T0 + timedelta(seconds=5), state='{"n": 2}', release=False),
+        ]
+    ) == [True, True]
+    assert dict(calls) == {"UpdateItem": 2}
+    assert (await stored_item(repository, options, "old"))["state"] == {"S": '{"n": 1}'}
+    kept = await stored_item(repository, options, "new")
+    assert kept["ready_at"] == kept["locked_until"] == {"S": "2030-01-01T12:00:30.000000Z"}
+    # UPDATE keeps the stored state: the single PutItem applies only when it would not change it.
+    calls.clear()
+    assert await repository.register([rec("old", T0)], now=T0, mode=RegisterMode.UPDATE) == [True]
+    assert (await stored_item(repository, options, "old"))["state"] == {"S": '{"n": 1}'}
+    await repository.client.update_item(
+        TableName=repository.table_name,
+        Key={"partition_id": {"S": f"{options['dynamodb_partition_prefix']}:p"}, "task_id": {"S": "old"}},
+        UpdateExpression="SET #s = :v",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":v": {"N": "1"}},
+    )
+    damaged = await repository.get("p", "old")
+    assert damaged is not None and damaged.state is None and "state" in (damaged.corrupt or "")
+
+
+async def test_oversized_state_is_refused_up_front(repository: DynamoDBRepository) -> None:
+    with pytest.raises(ConfigurationError, match="state of task 'big' is too large"):
+        await repository.register([Record("p", "big", None, T0, state="x" * 20_000)], now=T0, mode=RegisterMode.CREATE)
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await claim(repository)
+    with pytest.raises(ConfigurationError, match="state of task 'a' is too large"):
+        await repository.commit([Completion("p", "a", "tok", T0, state="x" * 20_000)])

@@ -10,6 +10,8 @@ One item per record::
     locked_until  S  only while leased
     locked_by     S  only while leased
     spec          S  only for dynamic instances
+    state         S  the runtime's bookkeeping (JSON text, verbatim), only when it has some;
+                     items written before it existed have none and read as no state
 
 Times are fixed-width UTC strings (``2030-01-01T12:00:00.000000Z``), so string
 order is time order and ``ready_at <= :now`` selects exactly the claimable items.
@@ -34,6 +36,7 @@ INDEX_NAME = "ready_at"
 _MAX_PARTITION_BYTES = 2048
 _MAX_NAME_BYTES = 1024
 _MAX_SPEC_BYTES = 380_000
+_MAX_STATE_BYTES = 16_000
 _TIME_LENGTH = len("2030-01-01T12:00:00.000000Z")
 
 
@@ -73,6 +76,15 @@ def check_storable(prefix: str, record: Record) -> None:
         raise ConfigurationError(
             f"spec of task {record.name[:50]!r} is too large for DynamoDB (at most {_MAX_SPEC_BYTES} bytes)"
         )
+    check_state(record.name, record.state)
+
+
+def check_state(name: str, state: str | None) -> None:
+    """Refuse, up front, a state that would not fit in an item next to the largest spec."""
+    if state is not None and len(state.encode()) > _MAX_STATE_BYTES:
+        raise ConfigurationError(
+            f"state of task {name[:50]!r} is too large for DynamoDB (at most {_MAX_STATE_BYTES} bytes)"
+        )
 
 
 def new_item(prefix: str, record: Record) -> Item:
@@ -83,6 +95,8 @@ def new_item(prefix: str, record: Record) -> Item:
     item[READY_AT] = {"S": at}
     if record.spec is not None:
         item["spec"] = {"S": record.spec}
+    if record.state is not None:
+        item["state"] = {"S": record.state}
     return item
 
 
@@ -131,8 +145,8 @@ def decode(parent: str, item: Item) -> Record:
     if stored_time(item, READY_AT) is None:
         # Not (or wrongly) in the ready_at index: no claim would ever find it.
         problems.append(f"ready_at {_describe(item, READY_AT)}")
-    spec, locked_by = text(item, "spec"), text(item, "locked_by")
-    for attribute, value in (("spec", spec), ("locked_by", locked_by)):
+    spec, locked_by, state = text(item, "spec"), text(item, "locked_by"), text(item, "state")
+    for attribute, value in (("spec", spec), ("locked_by", locked_by), ("state", state)):
         if value is None and attribute in item:
             problems.append(f"{attribute} {_describe(item, attribute)}")
     return Record(
@@ -143,4 +157,5 @@ def decode(parent: str, item: Item) -> Record:
         locked_until=None if locked_until is None else parse_time(locked_until),
         locked_by=locked_by,
         corrupt="; ".join(problems) or None,
+        state=state,
     )

@@ -5,7 +5,9 @@ Requests per operation (what users pay for):
 * ``claim``: one Query page on the ``ready_at`` index, then one conditional
   UpdateItem per record tried, all sent concurrently (see the contention
   control below for which records are tried);
-* ``commit``/``unlock``: one conditional UpdateItem or DeleteItem per record, concurrently;
+* ``commit``/``unlock``: one conditional UpdateItem or DeleteItem per record, concurrently (a commit
+  that keeps the lease, ``release=False``, needs a second write when the next run is after the
+  lease expiry: the claimable time is the later of the two, which an update expression cannot compute);
 * ``register``: one (conditional) PutItem or UpdateItem per record, concurrently;
   ``UPDATE`` mode needs a second write when the stored time is sooner or the
   record carries an expired lease (``min``/``max`` cannot be written as update expressions).
@@ -34,6 +36,7 @@ from ._codec import (
     READY_AT,
     SORT_KEY,
     Item,
+    check_state,
     check_storable,
     decode,
     format_time,
@@ -68,7 +71,7 @@ _MAX_FETCH = 1000
 _EARLIEST = "0001-01-01T00:00:00.000000Z"
 _TIME_SIZE = str(len(_EARLIEST))
 #: The attributes besides the key; a write conditioned on all of them being as seen changes nothing else.
-_STATE = ("scheduled_at", "locked_until", "locked_by", READY_AT, "spec")
+_STATE = ("scheduled_at", "locked_until", "locked_by", READY_AT, "spec", "state")
 
 
 def _unchanged(item: Item) -> dict[str, Any]:
@@ -154,14 +157,21 @@ class DynamoDBRepository(Repository):
         wanted = item["scheduled_at"]["S"]
         spec_clause = " REMOVE spec" if record.spec is None else ", spec = :spec"
         put: dict[str, Any] = {"TableName": self._table, "Item": item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
-        # One PutItem covers the common cases: a new record, or an unleased one whose new time is not later.
+        # One PutItem covers the common cases: a new record, or an unleased one whose new time is not later
+        # and whose stored state is the one given (a PutItem replaces the whole item, and UPDATE keeps the
+        # stored state: otherwise the UpdateItem below, which leaves the state alone, does it).
+        same_state = "attribute_not_exists(#state)" if record.state is None else "#state = :state"
+        first_values = {":at": {"S": wanted}, ":string": {"S": "S"}}
+        if record.state is not None:
+            first_values[":state"] = {"S": record.state}
         outcome = await self._client.write(
             "put_item",
             "register",
             # (attribute_type first: comparing a hand-edited number with a string is refused by some emulators.)
             ConditionExpression="attribute_not_exists(task_id) OR (attribute_not_exists(locked_until) "
-            "AND attribute_type(scheduled_at, :string) AND scheduled_at >= :at)",
-            ExpressionAttributeValues={":at": {"S": wanted}, ":string": {"S": "S"}},
+            f"AND attribute_type(scheduled_at, :string) AND scheduled_at >= :at AND {same_state})",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=first_values,
             **put,
         )
         for _ in range(_UPDATE_ROUNDS):
@@ -329,6 +339,7 @@ class DynamoDBRepository(Repository):
         return await _all(self._complete(completion) for completion in completions)
 
     async def _complete(self, completion: Completion) -> bool:
+        check_state(completion.name, completion.state)
         common: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(completion.parent, completion.name),
@@ -342,17 +353,51 @@ class DynamoDBRepository(Repository):
             # Retried and gone: our earlier attempt deleted it.
             return outcome.ok or (outcome.retried and outcome.attributes is None)
         at = format_time(completion.next_at)
+        values: dict[str, Any] = {":token": {"S": completion.token}, ":at": {"S": at}}
+        set_state = ""
+        if completion.state is not None:
+            set_state = ", #state = :state"
+            values[":state"] = {"S": completion.state}
+            common["ExpressionAttributeNames"] = {"#state": "state"}
+        if not completion.release:
+            return await self._reschedule_keeping_lease(common, values, set_state)
         outcome = await self._client.write(
             "update_item",
             "commit",
-            UpdateExpression="SET scheduled_at = :at, ready_at = :at REMOVE locked_until, locked_by",
-            ExpressionAttributeValues={":token": {"S": completion.token}, ":at": {"S": at}},
+            UpdateExpression=f"SET scheduled_at = :at, ready_at = :at{set_state} REMOVE locked_until, locked_by",
+            ExpressionAttributeValues=values,
             **common,
         )
         old = outcome.attributes
         return outcome.ok or (
             outcome.retried and old is not None and "locked_by" not in old and text(old, "scheduled_at") == at
         )
+
+    async def _reschedule_keeping_lease(self, common: dict[str, Any], values: dict[str, Any], set_state: str) -> bool:
+        """Commit with ``release=False``: the record stays leased, claimable at the later of ``:at`` and
+        the lease expiry. Both writes are idempotent (the lease stays ours), so a retried one needs no check."""
+        first = await self._client.write(
+            "update_item",
+            "commit",
+            UpdateExpression=f"SET scheduled_at = :at, ready_at = locked_until{set_state}",
+            ConditionExpression="locked_by = :token AND attribute_type(locked_until, :string) AND locked_until >= :at",
+            ExpressionAttributeValues={**values, ":string": {"S": "S"}},
+            **{k: v for k, v in common.items() if k != "ConditionExpression"},
+        )
+        if first.ok:
+            return True
+        old = first.attributes
+        if old is None or text(old, "locked_by") != values[":token"]["S"] or stored_time(old, "locked_until") is None:
+            return False
+        second = await self._client.write(
+            "update_item",
+            "commit",
+            UpdateExpression=f"SET scheduled_at = :at, ready_at = :at{set_state}",
+            ConditionExpression="locked_by = :token AND locked_until < :at",
+            ExpressionAttributeValues=values,
+            **{k: v for k, v in common.items() if k != "ConditionExpression"},
+        )
+        return second.ok
 
     async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
         return await _all(self._unlock(lease) for lease in leases)

@@ -1,4 +1,4 @@
-"""Tiny backends used to test the suite itself: one correct, two deliberately broken.
+"""Tiny backends used to test the suite itself: one correct, the others deliberately broken.
 
 ``SharedMemoryBackend`` is also the smallest complete third-party backend:
 the in-memory repository shared by every app of the process that uses the
@@ -62,6 +62,20 @@ class _LosingRepository(MemoryRepository):
         return await super().commit([Completion(c.parent, c.name, c.token, None) for c in completions])
 
 
+class _StateDroppingRepository(MemoryRepository):
+    """Broken: a commit reschedules but ignores the state it carries, so attempt counters never advance."""
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        return await super().commit([Completion(c.parent, c.name, c.token, c.next_at, release=c.release) for c in completions])
+
+
+class _ReleasingRepository(MemoryRepository):
+    """Broken: a commit always releases the lease, so a run meant to stay "running" can be claimed again."""
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        return await super().commit([Completion(c.parent, c.name, c.token, c.next_at, c.state) for c in completions])
+
+
 class _ScanningRepository(MemoryRepository):
     """Slow by design, like a key-value store without an ordered index: a claim decodes every record of the parent."""
 
@@ -81,3 +95,11 @@ class DoubleRunningBackend(SharedMemoryBackend):
 
 class LosingBackend(SharedMemoryBackend):
     repository_class = _LosingRepository
+
+
+class StateDroppingBackend(SharedMemoryBackend):
+    repository_class = _StateDroppingRepository
+
+
+class ReleasingBackend(SharedMemoryBackend):
+    repository_class = _ReleasingRepository

@@ -63,6 +63,20 @@ def test_losing_backend_is_caught(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*test_interval_first_run_and_cadence*"])
 
 
+def test_state_dropping_backend_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "StateDroppingBackend", "-k", "TestRepositoryContract and (state or commit)")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 2, result.stdout.str()[-3000:]
+    assert outcomes.get("passed", 0) >= 3  # what does not involve the state still passes
+    result.stdout.fnmatch_lines(["*FAILED*test_commit_replaces_the_state_or_keeps_it*"])
+
+
+def test_backend_releasing_every_lease_is_caught(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, "ReleasingBackend", "-k", "TestRepositoryContract and release")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*FAILED*test_commit_without_release_keeps_the_lease*"])
+
+
 def test_scanning_backend_is_caught(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "ScanningBackend", "-k", "claim_cost")
     result.assert_outcomes(failed=1)

@@ -66,7 +66,9 @@ class _StateDroppingRepository(MemoryRepository):
     """Broken: a commit reschedules but ignores the state it carries, so attempt counters never advance."""
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
-        return await super().commit([Completion(c.parent, c.name, c.token, c.next_at, release=c.release) for c in completions])
+        return await super().commit(
+            [Completion(c.parent, c.name, c.token, c.next_at, release=c.release) for c in completions]
+        )
 
 
 class _ReleasingRepository(MemoryRepository):

@@ -299,7 +299,9 @@ class RepositoryContract(ConformanceBase):
         assert (await repository.get("p", "with")).state is None  # type: ignore[union-attr]
 
     async def test_register_update_keeps_the_stored_state(self, repository: Repository) -> None:
-        await repository.register([rec("a", T0 + timedelta(hours=1), state='{"n": 1}')], now=T0, mode=RegisterMode.UPDATE)
+        await repository.register(
+            [rec("a", T0 + timedelta(hours=1), state='{"n": 1}')], now=T0, mode=RegisterMode.UPDATE
+        )
         stored = await repository.get("p", "a")
         assert stored is not None and stored.state == '{"n": 1}'
         assert await repository.register(

@@ -350,7 +350,12 @@ async def test_skip_table_create_with_a_table_lacking_the_state_column(
     message = str(info.value)
     assert "'state'" in message and table in message and "ADD COLUMN IF NOT EXISTS state text" in message
     # Nothing was changed; the fix the message names works.
-    assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'state'", f'"{table}"') == 0
+    assert (
+        await admin.fetchval(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'state'", f'"{table}"'
+        )
+        == 0
+    )
     await admin.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS state text NULL')
     async with open_repository(**options) as repo:
         stored = await repo.get("p", "old")

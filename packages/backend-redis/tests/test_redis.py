@@ -769,6 +769,12 @@ async def test_a_record_written_before_the_state_field_keeps_working(
     later = T0 + timedelta(hours=1)
     assert await repo.commit([Completion("p", "old", "t", later, state='{"n": 1}', release=False)]) == [True]
     body = json.loads(await admin.hget(f"{base}:rec", "old") or "")
-    assert body == {"s": repr(later.timestamp()), "d": '{"v": 1}', "x": '{"n": 1}', "l": repr(LEASE.timestamp()), "t": "t"}
+    assert body == {
+        "s": repr(later.timestamp()),
+        "d": '{"v": 1}',
+        "x": '{"n": 1}',
+        "l": repr(LEASE.timestamp()),
+        "t": "t",
+    }
     # Kept leased: claimable at the later of the next time and the lease expiry.
     assert await admin.zscore(f"{base}:due", "old") == later.timestamp()

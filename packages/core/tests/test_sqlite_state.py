@@ -44,9 +44,9 @@ async def test_existing_table_gains_the_state_column(tmp_path: Path) -> None:
     async with pyncette.sqlite.backend(sqlite_database=str(database), sqlite_table_name="tasks") as repo:
         stored = await repo.get("p", "old")
         assert stored is not None and stored.state == '{"v": 1}'
-        assert await repo.register(
-            [Record("p", "new", None, T0, state='"s"')], now=T0, mode=RegisterMode.CREATE
-        ) == [True]
+        assert await repo.register([Record("p", "new", None, T0, state='"s"')], now=T0, mode=RegisterMode.CREATE) == [
+            True
+        ]
     with sqlite3.connect(database) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
     db.close()

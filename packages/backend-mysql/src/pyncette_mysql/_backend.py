@@ -286,8 +286,7 @@ class MySQLBackend(Backend):
                     return
                 if error_code(exc) == 1142:  # ALTER command denied
                     raise ConfigurationError(
-                        f"{what} failed: {exc}; run {add_state_sql(table)!r} as a user allowed to, "
-                        "then start again"
+                        f"{what} failed: {exc}; run {add_state_sql(table)!r} as a user allowed to, then start again"
                     ) from exc
                 raise
 

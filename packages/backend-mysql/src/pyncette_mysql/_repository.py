@@ -473,7 +473,8 @@ class MySQLRepository(Repository):
             esc = conn.escape
             statements = []
             moved = sorted(
-                (completions[i] for i in matched if completions[i].next_at is not None), key=lambda c: (c.parent, c.name)
+                (completions[i] for i in matched if completions[i].next_at is not None),
+                key=lambda c: (c.parent, c.name),
             )
             gone = [(completions[i].parent, completions[i].name) for i in matched if completions[i].next_at is None]
             new = self._upsert.new

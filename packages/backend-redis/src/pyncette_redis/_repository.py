@@ -241,7 +241,9 @@ class RedisRepository(Repository):
         code, at_now = _MODES[mode], _at(now)
         calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
         for parent, indexes in by_parent.items():
-            batch = [(records[i].name, _at(records[i].scheduled_at), records[i].spec, records[i].state) for i in indexes]
+            batch = [
+                (records[i].name, _at(records[i].scheduled_at), records[i].spec, records[i].state) for i in indexes
+            ]
             calls.append((_scripts.REGISTER, self.keys(parent), (code, at_now, _json(batch))))
         with map_exceptions(ERRORS, "redis register"):
             results = await self._call_many(calls)
@@ -273,7 +275,14 @@ class RedisRepository(Repository):
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
         return await self._settle(
             [
-                (c.parent, c.name, c.token, _DELETE if c.next_at is None else _at(c.next_at), c.state, 0 if c.release else 1)
+                (
+                    c.parent,
+                    c.name,
+                    c.token,
+                    _DELETE if c.next_at is None else _at(c.next_at),
+                    c.state,
+                    0 if c.release else 1,
+                )
                 for c in completions
             ],
             "redis commit",

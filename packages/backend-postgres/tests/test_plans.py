@@ -189,14 +189,18 @@ async def test_batch_writes_use_the_primary_key(
     times = [NOW + timedelta(hours=1)] * 100
     positions = list(range(100))
     pkey = f"{table}_pkey"
-    commit = await _plan(connection, sql.commit, parents, names, tokens, times, positions, generic=generic)
+    states = [None, '{"attempt": 2}'] * 50
+    releases = [True, False] * 50
+    commit = await _plan(
+        connection, sql.commit, parents, names, tokens, times, states, releases, positions, generic=generic
+    )
     _assert_indexed(commit, table, index=pkey)
     unlock = await _plan(connection, sql.unlock, parents, names, tokens, positions, generic=generic)
     _assert_indexed(unlock, table, index=pkey)
     specs = ["{}"] * 100
     for mode, statement in sql.register.items():
-        args: list[Any] = [parents, names, specs, times]
-        if "$5" in statement:
+        args: list[Any] = [parents, names, specs, times, states]
+        if "$6" in statement:
             args.append(NOW)
         nodes = await _plan(connection, statement, *args, generic=generic)
         assert all(n["Node Type"] != "Seq Scan" for n in nodes if n.get("Relation Name") == table), mode

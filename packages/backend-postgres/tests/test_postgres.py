@@ -130,6 +130,7 @@ async def test_table_layout(repository: Repository, table: str, admin: asyncpg.C
         ("scheduled_at", "timestamp with time zone", "NO", None),
         ("locked_until", "timestamp with time zone", "YES", None),
         ("locked_by", "text", "YES", None),
+        ("state", "text", "YES", None),
     ]
     indexes = {
         row["indexname"]: row["indexdef"]

@@ -4,7 +4,8 @@ Pyncette 1.1.0 itself (in its own environment, see :mod:`pyncette_conformance.le
 :data:`LEGACY_SCRIPT`: an app with a static task, a dynamic template (instances with an interval, a cron
 schedule with a time zone, ``execute_at`` in the future and in the past, extra arguments, names with ``:``
 and non-ASCII letters) and a partitioned template registers its instances and exits, printing what 1.x
-stored. The same app, declared for 2.x by :func:`make_app` (and importable as ``pyncette_conformance.upgrade:app``
+stored (or, for the lease checks, runs until its first due run and is killed in the middle of it, leaving
+that record leased). The same app, declared for 2.x by :func:`make_app` (and importable as ``pyncette_conformance.upgrade:app``
 for the command line), is then migrated and checked.
 
 A backend's test module subclasses :class:`UpgradeSuite` and provides the ``upgrade_target`` fixture::
@@ -13,6 +14,9 @@ A backend's test module subclasses :class:`UpgradeSuite` and provides the ``upgr
         @pytest.fixture
         def upgrade_target(self, tmp_path):
             return UpgradeTarget("sqlite", {"sqlite_database": str(tmp_path / "a.db")}, {...1.x options...})
+
+A target that gives ``snapshot`` (everything its store holds) has each step that must change nothing compared
+against a full snapshot; the others only against :func:`legacy_state`.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ LEGACY_FACTORIES = {
 #: Every schedule runs at most once within a day of registration, so "each due run exactly once" is
 #: checked by advancing a virtual clock to the latest next run.
 LEGACY_SCRIPT = r"""
-import asyncio, importlib, json, sys
+import asyncio, importlib, json, os, sys
 from datetime import datetime, timedelta, timezone
 
 from pyncette import Pyncette
@@ -61,7 +65,12 @@ app = Pyncette(repository_factory=factory, **config["options"])
 
 
 async def body(context):
-    raise AssertionError("1.x must not run anything here")
+    if not config.get("lease"):
+        raise AssertionError("1.x must not run anything here")
+    # The first due run holds its lease: report what is stored and die without releasing it.
+    await report_states()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 heartbeat = app.task(name="heartbeat", interval=timedelta(days=1))(body)
@@ -69,8 +78,20 @@ report = app.dynamic_task(name="report", lease_duration=timedelta(hours=1))(body
 shard_job = app.partitioned_task(name="shard_job", partition_count=4)(body)
 
 
-async def main():
+async def report_states():
     out = []
+    state = await ctx.get_task(heartbeat)
+    out.append({"template": None, "name": "heartbeat", "scheduled_at": state.scheduled_at.isoformat(),
+                "spec": None, "locked": state.locked_until is not None})
+    for template, name, _ in instances:
+        state = await ctx.get_task(template, name)
+        out.append({"template": template.name, "name": name, "scheduled_at": state.scheduled_at.isoformat(),
+                    "spec": state.task.as_spec(), "locked": state.locked_until is not None})
+    print(json.dumps(out))
+
+
+async def main():
+    global ctx, instances
     async with app.create() as ctx:
         now = datetime.now(timezone.utc)
         instances = [
@@ -87,16 +108,10 @@ async def main():
         # A static task's record is created by its first poll (not due: nothing runs).
         await ctx._repository.poll_task(now, heartbeat)
         if config.get("lease"):
-            # Lease the due instances of "report" as a running 1.x worker would (for an hour).
-            await ctx._repository.poll_dynamic_task(now, report)
-        state = await ctx.get_task(heartbeat)
-        out.append({"template": None, "name": "heartbeat", "scheduled_at": state.scheduled_at.isoformat(),
-                    "spec": None, "locked": state.locked_until is not None})
-        for template, name, _ in instances:
-            state = await ctx.get_task(template, name)
-            out.append({"template": template.name, "name": name, "scheduled_at": state.scheduled_at.isoformat(),
-                        "spec": state.task.as_spec(), "locked": state.locked_until is not None})
-    print(json.dumps(out))
+            # Run as a 1.x worker would; the due instance's body ends the process (see body).
+            await asyncio.wait_for(ctx.run(), 60)
+            raise AssertionError("1.x ran nothing")
+        await report_states()
 
 
 asyncio.run(main())
@@ -131,6 +146,10 @@ class UpgradeTarget:
     options: dict[str, Any]
     legacy_options: dict[str, Any] = field(default_factory=dict)
     prepare_legacy: Callable[[], Awaitable[None]] | None = None
+    #: Everything the store holds (1.x, backup and 2.x data), comparable with ``==``; optional.
+    snapshot: Callable[[], Awaitable[Any]] | None = None
+    #: Removes what :func:`cleanup` does not (1.x data a backend's ``purge`` leaves); optional.
+    remove_rest: Callable[[], Awaitable[None]] | None = None
 
     @property
     def descriptor(self) -> Backend:
@@ -156,7 +175,8 @@ app, _ = make_app()
 
 
 async def create_legacy_data(target: UpgradeTarget, *, lease: bool = False) -> list[LegacyTask]:
-    """Have 1.1.0 register :data:`LEGACY_SCRIPT`'s tasks in the store; with ``lease``, lease the due ones too."""
+    """Have 1.1.0 register :data:`LEGACY_SCRIPT`'s tasks in the store; with ``lease``, 1.1.0 then runs the
+    app and is killed while the due instance runs, leaving it leased."""
     if target.prepare_legacy is not None:
         await target.prepare_legacy()
     config = {
@@ -196,13 +216,17 @@ async def migrate_in_process(target: UpgradeTarget, **flags: Any) -> MigrationRe
 
 def migrate_cli(target: UpgradeTarget, *flags: str) -> tuple[int, dict[str, Any] | None, str]:
     """Run ``pyncette migrate ... --from-1x --json`` in a subprocess: (exit status, the JSON report, stderr)."""
+    proc = _run_cli(target, *flags, "--json")
+    report = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
+    return proc.returncode, report, proc.stderr
+
+
+def _run_cli(target: UpgradeTarget, *flags: str) -> subprocess.CompletedProcess[str]:
     options = [f"{key}={value}" for key, value in target.options.items() if value not in ("", None)]
     command = [sys.executable, "-m", "pyncette", "migrate", f"{__name__}:app", "--from-1x", "--backend", target.backend]
     for option in options:
         command += ["-o", option]
-    proc = subprocess.run([*command, *flags, "--json"], capture_output=True, text=True, timeout=120, check=False)
-    report = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
-    return proc.returncode, report, proc.stderr
+    return subprocess.run([*command, *flags], capture_output=True, text=True, timeout=120, check=False)
 
 
 async def legacy_state(target: UpgradeTarget) -> tuple[bool, bool]:
@@ -215,7 +239,8 @@ async def legacy_state(target: UpgradeTarget) -> tuple[bool, bool]:
 
 
 async def cleanup(target: UpgradeTarget) -> None:
-    """Drop the backup (if any) and the table or namespace (2.x, or 1.x never set aside)."""
+    """Drop the backup (if any) and the table or namespace (2.x, or 1.x never set aside), then whatever
+    ``target.remove_rest`` removes."""
     descriptor = target.descriptor
     settings = descriptor.settings(target.options)
     legacy = descriptor.legacy(settings)
@@ -223,6 +248,14 @@ async def cleanup(target: UpgradeTarget) -> None:
         async with legacy as store:
             await _drop_backup(store)
     await descriptor.purge(settings)
+    if target.remove_rest is not None:
+        await target.remove_rest()
+
+
+async def store_state(target: UpgradeTarget) -> Any:
+    """What a step that must change nothing is checked against: the target's snapshot where it has one,
+    always with :func:`legacy_state`."""
+    return await legacy_state(target), None if target.snapshot is None else await target.snapshot()
 
 
 async def _reads_live_rows(target: UpgradeTarget) -> bool:
@@ -295,6 +328,8 @@ class _InterruptedAfterOnePage(LegacyStore):
 
     def __init__(self, store: LegacyStore) -> None:
         self._store = store
+        #: How many rows the first page had (at most the batch; fewer where a backend pages per index).
+        self.first_page = 0
 
     async def describe(self) -> str:
         return await self._store.describe()
@@ -313,6 +348,7 @@ class _InterruptedAfterOnePage(LegacyStore):
 
     async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
         async for page in self._store.rows(batch):
+            self.first_page = len(page)
             yield page
             raise _Interrupted
 
@@ -346,6 +382,8 @@ class UpgradeSuite:
         expected = await create_legacy_data(target)
         counts = expected_counts(expected)
 
+        before = await store_state(target)
+        assert before[0] == (True, False)
         status, report, stderr = migrate_cli(target, "--dry-run")
         assert status == 0, stderr
         assert report is not None
@@ -353,7 +391,7 @@ class UpgradeSuite:
         assert report["live_leases"] == 0 and report["failed"] == 0
         if await _reads_live_rows(target):
             assert _counts(report, "migrated") == counts
-        assert await legacy_state(target) == (True, False), "a dry run changed the store"
+        assert await store_state(target) == before, "a dry run changed the store"
 
         status, report, stderr = migrate_cli(target)
         assert status == 0, stderr
@@ -363,6 +401,16 @@ class UpgradeSuite:
         assert _counts(report, "already_present") == {}
         assert await legacy_state(target) == (False, True)
         await check_migrated(target, expected)
+
+        # Running again changes nothing: everything is already present.
+        migrated = await store_state(target)
+        status, report, stderr = migrate_cli(target)
+        assert status == 0, stderr
+        assert report is not None
+        assert report["found"] and not report["set_aside"] and report["failed"] == 0
+        assert _counts(report, "migrated") == {}
+        assert _counts(report, "already_present") == counts
+        assert await store_state(target) == migrated, "a second run changed the store"
 
         status, report, stderr = migrate_cli(target, "--drop-1x-backup")
         assert status == 0, stderr
@@ -377,6 +425,9 @@ class UpgradeSuite:
         assert status == 0, stderr
         assert report is not None
         assert not report["found"]
+        done = _run_cli(target)
+        assert done.returncode == 0, done.stderr
+        assert "no Pyncette 1.x data found" in done.stdout
         await check_migrated(target, expected)
 
     @pytest.mark.timeout(300)
@@ -394,11 +445,13 @@ class UpgradeSuite:
         leased = [t.key for t in expected if t.locked]
         assert leased == ["report:overdue"], "1.1.0 leased something else than the one due instance"
 
+        before = await store_state(target)
+        assert before[0] == (True, False)
         status, report, stderr = migrate_cli(target)
         assert status == 1
         assert report is None
         assert "1 record(s)" in stderr and "live lease" in stderr and "--force" in stderr, stderr
-        assert await legacy_state(target) == (True, False), "a refused migration changed the store"
+        assert await store_state(target) == before, "a refused migration changed the store"
 
         status, report, stderr = migrate_cli(target, "--force")
         assert status == 0, stderr
@@ -418,9 +471,10 @@ class UpgradeSuite:
         legacy = descriptor.legacy(settings)
         assert legacy is not None
         async with legacy as store:
+            interrupted = _InterruptedAfterOnePage(store)
             with pytest.raises(_Interrupted):
                 await migrate(
-                    _InterruptedAfterOnePage(store),
+                    interrupted,
                     lambda: descriptor.open(settings),
                     make_app()[0].tasks,
                     now=datetime.now(timezone.utc),
@@ -428,9 +482,36 @@ class UpgradeSuite:
         assert await legacy_state(target) == (False, True)
         report = await migrate_in_process(target)
         assert not report.set_aside and report.failed == 0
-        assert sum(t.already_present for t in report.tasks.values()) == 4
-        assert sum(t.migrated for t in report.tasks.values()) == len(expected) - 4
+        assert 0 < interrupted.first_page <= 4
+        assert sum(t.already_present for t in report.tasks.values()) == interrupted.first_page
+        assert sum(t.migrated for t in report.tasks.values()) == len(expected) - interrupted.first_page
         await check_migrated(target, expected)
+
+    @pytest.mark.timeout(300)
+    async def test_a_dry_run_after_set_aside_counts_without_writing(self, target: UpgradeTarget) -> None:
+        expected = await create_legacy_data(target)
+        await migrate_in_process(target)
+        descriptor = target.descriptor
+        await descriptor.purge(descriptor.settings(target.options))  # the 2.x records only: the backup stays
+        before = await store_state(target)
+        assert before[0] == (False, True)
+        report = await migrate_in_process(target, dry_run=True)
+        assert report.found and report.dry_run and not report.set_aside and report.failed == 0
+        assert {name: t.migrated for name, t in report.tasks.items()} == expected_counts(expected)
+        assert await store_state(target) == before, "a dry run changed the store"
+        report = await migrate_in_process(target)
+        assert not report.set_aside and report.failed == 0
+        assert {name: t.migrated for name, t in report.tasks.items()} == expected_counts(expected)
+        await check_migrated(target, expected)
+
+    async def test_nothing_to_migrate(self, target: UpgradeTarget) -> None:
+        before = await store_state(target)
+        assert before[0] == (False, False)
+        status, report, stderr = migrate_cli(target)
+        assert status == 0, stderr
+        assert report is not None
+        assert not report["found"] and report["tasks"] == {} and not report["set_aside"]
+        assert await store_state(target) == before, "a run on an empty store changed it"
 
     async def test_a_2x_store_is_not_1x_data(self, target: UpgradeTarget) -> None:
         app, _ = make_app(backend=target.backend, **target.options)
@@ -457,4 +538,5 @@ __all__ = [
     "make_app",
     "migrate_cli",
     "migrate_in_process",
+    "store_state",
 ]

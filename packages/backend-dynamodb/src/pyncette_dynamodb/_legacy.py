@@ -189,6 +189,21 @@ class DynamoDBLegacyStore(LegacyStore):
             if rows:
                 yield rows
 
+    async def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        """The 1.x items in the table, and those an interrupted set-aside already copied (read once each)."""
+        copied: set[tuple[str | None, str | None]] = set()  # empty unless a set-aside was interrupted
+        if not await self._marked():
+            async for items in self._pages(self._backup, legacy_shape=False, limit=batch):
+                copied.update((text(item, PARTITION_KEY), text(item, SORT_KEY)) for item in items)
+                rows = [row for row in map(self._row, items) if row is not None]
+                if rows:
+                    yield rows
+        async for items in self._pages(self._table, legacy_shape=True, limit=batch):
+            fresh = [item for item in items if (text(item, PARTITION_KEY), text(item, SORT_KEY)) not in copied]
+            rows = [row for row in map(self._row, fresh) if row is not None]
+            if rows:
+                yield rows
+
     def _row(self, item: Item) -> LegacyRow | None:
         partition, name = text(item, PARTITION_KEY), text(item, SORT_KEY)
         if partition is None or name is None:

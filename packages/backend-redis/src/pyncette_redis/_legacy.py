@@ -134,7 +134,7 @@ class RedisLegacyStore(LegacyStore):
 
     async def _rename(self, keys: list[str]) -> None:
         if keys:
-            pairs = [name for key in keys for name in (key, self._backup + key[len(self._base) :])]
+            pairs = [name for key in keys for name in (key, self._backed_up(key))]
             await self._rename_script(keys=pairs)
 
     async def _fields(self, keys: list[str]) -> list[list[Any]]:
@@ -144,27 +144,45 @@ class RedisLegacyStore(LegacyStore):
         found: list[list[Any]] = json.loads(await self._read(keys=keys))
         return found
 
-    async def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+    def rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._rows(batch, live=False)
+
+    def live_rows(self, batch: int) -> AsyncIterator[list[LegacyRow]]:
+        return self._rows(batch, live=True)
+
+    async def _rows(self, batch: int, *, live: bool) -> AsyncIterator[list[LegacyRow]]:
+        """The records of the backup, or (``live``) of the original place together with whatever an
+        interrupted set-aside already renamed (no marker is written until it completes)."""
+        places = [self._backup, self._base] if live else [self._backup]
+        indexes: dict[str, str] = {}  # an index key without its base -> the base it is under (live wins)
         with map_exceptions(ERRORS, f"redis 1.x read at {self._server}"):
-            indexes = {key async for key in self._keys(f"{self._backup}index", "zset")}
-        for index in sorted(k for k in indexes if self._is_live_index(k, self._backup)):
-            parent = None if index == f"{self._backup}index" else index[len(f"{self._backup}index:") :]
-            start = 0
+            for base in places:
+                async for key in self._keys(f"{base}index", "zset"):
+                    if self._is_live_index(key, base):
+                        indexes[key[len(base) :]] = base
+        for suffix in sorted(indexes):
+            parent = None if suffix == "index" else suffix[len("index:") :]
+            index, start = indexes[suffix] + suffix, 0
             while True:
                 with map_exceptions(ERRORS, f"redis 1.x read at {self._server}"):
                     members = [str(m) for m in await self._client.zrange(index, start, start + batch - 1)]
                     if not members:
                         break
                     start += len(members)
-                    keys = [key for key in map(self._backed_up, members) if key is not None]
-                    values = await self._fields(keys)
+                    keys = [key for key in map(self._record_key, members) if key is not None]
+                    values = await self._fields([key if live else self._backed_up(key) for key in keys])
+                    if live:
+                        moved = [i for i, found in enumerate(values) if found[4] is False]
+                        renamed = await self._fields([self._backed_up(keys[i]) for i in moved])
+                        for i, found in zip(moved, renamed, strict=True):
+                            values[i] = found
                 rows = []
                 for key, (execute_after, locked_until, locked_by, spec, version) in zip(keys, values, strict=True):
                     if version is False:  # the index named a record that no longer exists
                         continue
                     rows.append(
                         LegacyRow(
-                            name=key[len(f"{self._backup}task:") :],
+                            name=key[len(f"{self._base}task:") :],
                             parent=parent,
                             spec=spec or None,
                             execute_after=_time(execute_after or None),
@@ -175,11 +193,13 @@ class RedisLegacyStore(LegacyStore):
                 if rows:
                     yield rows
 
-    def _backed_up(self, member: str) -> str | None:
-        """The backup key of the record an index member names (``None`` for a member of another shape)."""
+    def _record_key(self, member: str) -> str | None:
+        """The (original) key of the record an index member names (``None`` for a member of another shape)."""
         _, separator, key = member.partition("_")
-        if not separator or not key.startswith(f"{self._base}task:"):
-            return None
+        return key if separator and key.startswith(f"{self._base}task:") else None
+
+    def _backed_up(self, key: str) -> str:
+        """Where set-aside moves the key ``key``."""
         return self._backup + key[len(self._base) :]
 
     async def drop_backup(self) -> None:

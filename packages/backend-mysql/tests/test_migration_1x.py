@@ -12,6 +12,7 @@ from typing import Any
 import aiomysql
 import pytest
 
+from pyncette.abc import backup_table_name
 from pyncette.errors import ConfigurationError
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
@@ -50,7 +51,15 @@ def _target(mysql_options: dict[str, Any]) -> UpgradeTarget:
             f"INDEX due_{table} (parent_name, execute_after)) DEFAULT CHARSET=utf8mb4",
         )
 
-    return UpgradeTarget("mysql", options, {"mysql_skip_table_create": True}, create_1x_table)
+    async def snapshot() -> dict[str, list[Any] | None]:
+        """The rows of the table and of its backup table (``None`` for one that does not exist)."""
+        found: dict[str, list[Any] | None] = {}
+        for name in (table, backup_table_name(table, 64)):
+            exists = await _execute(options, f"SHOW TABLES LIKE '{name}'")
+            found[name] = await _execute(options, f"SELECT * FROM {name} ORDER BY 1, 2") if exists else None
+        return found
+
+    return UpgradeTarget("mysql", options, {"mysql_skip_table_create": True}, create_1x_table, snapshot=snapshot)
 
 
 class TestMySQLMigration(UpgradeSuite):

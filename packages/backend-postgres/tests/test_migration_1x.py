@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 
+from pyncette.abc import backup_table_name
 from pyncette.errors import ConfigurationError
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
@@ -16,10 +18,29 @@ def _table() -> str:
     return "mig_" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:12])
 
 
+def _target(postgres_url: str) -> UpgradeTarget:
+    table = _table()
+
+    async def snapshot() -> dict[str, list[tuple[Any, ...]] | None]:
+        """The rows of the table and of its backup table (``None`` for one that does not exist)."""
+        connection = await asyncpg.connect(postgres_url, timeout=5)
+        try:
+            found: dict[str, list[tuple[Any, ...]] | None] = {}
+            for name in (table, backup_table_name(table)):
+                exists = await connection.fetchval("SELECT to_regclass($1)", name) is not None
+                rows = await connection.fetch(f"SELECT * FROM {name} ORDER BY 1, 2") if exists else None
+                found[name] = None if rows is None else [tuple(row) for row in rows]
+            return found
+        finally:
+            await connection.close()
+
+    return UpgradeTarget("postgres", {"postgres_url": postgres_url, "postgres_table_name": table}, snapshot=snapshot)
+
+
 class TestPostgresMigration(UpgradeSuite):
     @pytest.fixture
     def upgrade_target(self, postgres_url: str) -> UpgradeTarget:
-        return UpgradeTarget("postgres", {"postgres_url": postgres_url, "postgres_table_name": _table()})
+        return _target(postgres_url)
 
 
 @pytest.mark.anyio

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,9 +16,22 @@ from pyncette.errors import ConfigurationError
 from pyncette_conformance.upgrade import UpgradeSuite, UpgradeTarget, cleanup, create_legacy_data, migrate_in_process
 
 
+def _snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]] | None:
+    """Every table of the file with its rows (``None`` while there is no file; reading creates none)."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {table: db.execute(f'SELECT * FROM "{table}" ORDER BY 1, 2').fetchall() for table in tables}
+
+
 def _target(path: Path, table: str) -> UpgradeTarget:
     options = {"sqlite_database": str(path), "sqlite_table_name": table}
-    return UpgradeTarget("sqlite", options)
+
+    async def snapshot() -> dict[str, list[tuple[Any, ...]]] | None:
+        return _snapshot(path)
+
+    return UpgradeTarget("sqlite", options, snapshot=snapshot)
 
 
 class TestSqliteMigration(UpgradeSuite):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ MYSQL_NOTE = (
 )
 
 
-async def _mysql(sql: list[str]) -> None:
+@contextlib.asynccontextmanager
+async def mysql_cursor() -> AsyncIterator[Any]:
+    """A cursor on an autocommit connection to the benchmark's MySQL/MariaDB database."""
     import aiomysql
 
     conn = await aiomysql.connect(
@@ -45,10 +48,15 @@ async def _mysql(sql: list[str]) -> None:
     )
     try:
         async with conn.cursor() as cur:
-            for statement in sql:
-                await cur.execute(statement)
+            yield cur
     finally:
         conn.close()
+
+
+async def _mysql(sql: list[str]) -> None:
+    async with mysql_cursor() as cur:
+        for statement in sql:
+            await cur.execute(statement)
 
 
 async def legacy_factory(backend: str, table: str, workdir: str, endpoint: str) -> tuple[Any, dict[str, Any], str]:

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from _legacy_common import MYSQL, POSTGRES_URL, legacy_factory
+from _legacy_common import POSTGRES_URL, legacy_factory, mysql_cursor
 
 from pyncette import Context, Pyncette
 
@@ -70,25 +70,12 @@ async def write_direct(backend: str, options: dict[str, Any], rows: list[tuple[s
         finally:
             await conn.close()
     elif backend == "mysql":
-        import aiomysql
-
-        conn = await aiomysql.connect(
-            host=MYSQL["mysql_host"],
-            port=MYSQL["mysql_port"],
-            user=MYSQL["mysql_user"],
-            password=MYSQL["mysql_password"],
-            db=MYSQL["mysql_database"],
-            autocommit=True,
-        )
-        try:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    f"INSERT INTO {options['mysql_table_name']} (name, parent_name, task_spec, execute_after) "
-                    "VALUES (%s, %s, %s, %s)",
-                    [(n, p, s, at.timestamp()) for n, p, s, at in rows],
-                )
-        finally:
-            conn.close()
+        async with mysql_cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {options['mysql_table_name']} (name, parent_name, task_spec, execute_after) "
+                "VALUES (%s, %s, %s, %s)",
+                [(n, p, s, at.timestamp()) for n, p, s, at in rows],
+            )
     else:
         raise ValueError(backend)
 

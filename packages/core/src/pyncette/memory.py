@@ -111,9 +111,13 @@ class MemoryRepository(Repository):
                 self._remove(group, item.name)
             else:
                 state = record.state if item.state is None else item.state
-                if item.release:
-                    record = replace(record, locked_until=None, locked_by=None)
-                self._store(group, replace(record, scheduled_at=item.next_at, state=state))
+                locked_until, locked_by = (None, None) if item.release else (record.locked_until, record.locked_by)
+                self._store(
+                    group,
+                    replace(
+                        record, scheduled_at=item.next_at, state=state, locked_until=locked_until, locked_by=locked_by
+                    ),
+                )
             results.append(True)
         return results
 

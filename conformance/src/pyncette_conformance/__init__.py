@@ -12,6 +12,7 @@ from .behaviour import BehaviourSuite
 from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .faults import FaultPlan, FaultSuite, FaultyRepository
 from .harness import BackendUnderTest
+from .policies import PolicySuite
 from .recovery import RecoverySuite, run_script_until_interrupted
 from .repository import RepositoryContract
 from .validation import ValidationSuite
@@ -20,6 +21,7 @@ from .validation import ValidationSuite
 ALL_SUITES = (
     RepositoryContract,
     BehaviourSuite,
+    PolicySuite,
     PersistenceSuite,
     IsolationSuite,
     CoordinationSuite,
@@ -39,6 +41,7 @@ __all__ = [
     "FaultyRepository",
     "IsolationSuite",
     "PersistenceSuite",
+    "PolicySuite",
     "RecoverySuite",
     "RepositoryContract",
     "ValidationSuite",

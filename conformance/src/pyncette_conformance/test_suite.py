@@ -3,6 +3,7 @@
 from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
+from pyncette_conformance.policies import PolicySuite
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_conformance.validation import ValidationSuite
@@ -38,3 +39,7 @@ class TestValidation(ValidationSuite):
 
 class TestFaults(FaultSuite):
     """Lost answers and failed calls lose and double nothing."""
+
+
+class TestPolicies(PolicySuite):
+    """Retries, timeouts, catch-up, overlap and jitter."""

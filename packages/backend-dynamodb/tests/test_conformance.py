@@ -14,6 +14,7 @@ from pyncette_conformance import (
     FaultSuite,
     IsolationSuite,
     PersistenceSuite,
+    PolicySuite,
     RecoverySuite,
     RepositoryContract,
     ValidationSuite,
@@ -55,6 +56,10 @@ class TestDynamoDBRepository(DynamoDBBackendMixin, RepositoryContract):
 
 
 class TestDynamoDBBehaviour(DynamoDBBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestDynamoDBPolicies(DynamoDBBackendMixin, PolicySuite):
     pass
 
 

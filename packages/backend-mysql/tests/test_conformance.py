@@ -14,6 +14,7 @@ from pyncette_conformance import (
     FaultSuite,
     IsolationSuite,
     PersistenceSuite,
+    PolicySuite,
     RecoverySuite,
     RepositoryContract,
     ValidationSuite,
@@ -36,6 +37,10 @@ class TestMySQLRepository(MySQLBackendMixin, RepositoryContract):
 
 
 class TestMySQLBehaviour(MySQLBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestMySQLPolicies(MySQLBackendMixin, PolicySuite):
     pass
 
 

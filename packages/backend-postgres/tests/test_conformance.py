@@ -13,6 +13,7 @@ from pyncette_conformance import (
     FaultSuite,
     IsolationSuite,
     PersistenceSuite,
+    PolicySuite,
     RecoverySuite,
     RepositoryContract,
     ValidationSuite,
@@ -35,6 +36,10 @@ class TestPostgresRepository(PostgresBackendMixin, RepositoryContract):
 
 
 class TestPostgresBehaviour(PostgresBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestPostgresPolicies(PostgresBackendMixin, PolicySuite):
     pass
 
 

@@ -10,6 +10,7 @@ from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.harness import BackendUnderTest
+from pyncette_conformance.policies import PolicySuite
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
 from pyncette_conformance.validation import ValidationSuite
@@ -31,6 +32,10 @@ class TestRedisRepository(RedisBackendMixin, RepositoryContract):
 
 
 class TestRedisBehaviour(RedisBackendMixin, BehaviourSuite):
+    pass
+
+
+class TestRedisPolicies(RedisBackendMixin, PolicySuite):
     pass
 
 

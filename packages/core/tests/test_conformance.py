@@ -16,6 +16,7 @@ from pyncette_conformance import (
     FaultSuite,
     IsolationSuite,
     PersistenceSuite,
+    PolicySuite,
     RepositoryContract,
     ValidationSuite,
 )
@@ -107,4 +108,12 @@ class TestMemoryFaults(_InMemory, FaultSuite):
 
 
 class TestSqliteFileFaults(_SqliteFile, FaultSuite):
+    pass
+
+
+class TestMemoryPolicies(_InMemory, PolicySuite):
+    pass
+
+
+class TestSqliteFilePolicies(_SqliteFile, PolicySuite):
     pass

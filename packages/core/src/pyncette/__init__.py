@@ -6,6 +6,7 @@ from .app import Pyncette
 from .clock import sleep
 from .model import Context, ListTasksResponse, TaskState
 from .modes import ExecutionMode, FailureMode
+from .policies import Retry
 from .runtime import PyncetteContext
 from .task import DynamicTask, Instance, StaticTask, Task
 
@@ -23,6 +24,7 @@ __all__ = [
     "ListTasksResponse",
     "Pyncette",
     "PyncetteContext",
+    "Retry",
     "StaticTask",
     "Task",
     "TaskState",

@@ -7,18 +7,21 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import backends, process
 from .abc import Backend, Capabilities, Repository
 from .clock import Clock
 from .errors import ConfigurationError
+from .events import Event, Listener, Listeners, check_event_type
 from .executor import DefaultExecutor, body_limit
 from .model import MiddlewareFunc, TaskFunc, TickListener, validate_context_names
 from .redaction import get_logger
 from .runtime import PyncetteContext
 from .runtime.description import AppDescription
 from .task import DynamicTask, StaticTask, Task
+
+E = TypeVar("E", bound=Event)
 
 logger = get_logger("pyncette")
 
@@ -91,6 +94,7 @@ class Pyncette:
         self.middlewares: list[MiddlewareFunc] = []
         self.repository_wrappers: list[Callable[[Repository], Repository]] = []
         self.tick_listeners: list[TickListener] = []
+        self.event_listeners: list[tuple[type[Event], Listener]] = []
 
     # -- declaring tasks ---------------------------------------------------------------------------
 
@@ -170,6 +174,25 @@ class Pyncette:
         """Wrap the opened repository (e.g. to time or count storage calls); applied in registration order."""
         self.repository_wrappers.append(wrapper)
 
+    @overload
+    def on(self, kind: type[E], listener: None = None) -> Callable[[Callable[[E], None]], Callable[[E], None]]: ...
+
+    @overload
+    def on(self, kind: type[E], listener: Callable[[E], None]) -> Callable[[E], None]: ...
+
+    def on(self, kind: type[E], listener: Callable[[E], None] | None = None) -> Any:
+        """Call ``listener(event)`` for every run event of type ``kind`` (:mod:`pyncette.events`; ``Event``:
+        all of them). Usable as a decorator: ``@app.on(Failed)``."""
+        check_event_type(kind)
+
+        def add(func: Callable[[E], None]) -> Callable[[E], None]:
+            if not callable(func):
+                raise ConfigurationError(f"invalid event listener {func!r}: must be callable")
+            self.event_listeners.append((kind, func))
+            return func
+
+        return add if listener is None else add(listener)
+
     def use_tick_listener(self, listener: TickListener) -> None:
         """Call ``listener(ctx, seconds)`` after every scheduler tick with the tick's duration."""
         self.tick_listeners.append(listener)
@@ -220,6 +243,7 @@ class Pyncette:
             templates=tuple(t for t in self.tasks if isinstance(t, DynamicTask)),
             middlewares=tuple(self.middlewares),
             tick_listeners=tuple(self.tick_listeners),
+            listeners=Listeners(self.event_listeners),
             body_limit=self.body_limit,
         )
 

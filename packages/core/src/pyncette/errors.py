@@ -32,6 +32,10 @@ class TaskLockedException(PyncetteException):
         super().__init__(message or f"task {task!r} is locked (running); use force=True to override")
 
 
+class TaskTimeout(PyncetteException, TimeoutError):
+    """A run's body ran longer than its task's ``timeout=`` and was cancelled (counts as a failure)."""
+
+
 class BackendError(PyncetteException):
     """A storage call failed (connection lost, timeout, throttling, ...).
 
@@ -69,5 +73,6 @@ __all__ = [
     "PyncetteException",
     "RecordDecodeError",
     "TaskLockedException",
+    "TaskTimeout",
     "leaf_exception",
 ]

@@ -21,12 +21,28 @@ from .task import Instance, PartitionSelector, Task
 
 @dataclass(frozen=True)
 class TaskState:
-    """A task's stored state, as returned by :meth:`PyncetteContext.get_task`."""
+    """A task's stored state, as returned by :meth:`PyncetteContext.get_task`.
+
+    Attributes:
+        task: the task (an instance for dynamic tasks).
+        scheduled_at: when the next run is due as stored, in the task's time zone (a retry's delay and a
+            jitter offset included).
+        locked_until, locked_by: the lease, ``None`` when not leased.
+        attempt: the number of the next try of the current scheduled run, from 1 (above 1 while retrying).
+        last_outcome: how the last run ended (``succeeded``, ``failed``, ``timed_out``, ``skipped``,
+            ``missed``), ``None`` before the first; ``last_started``, ``last_finished`` and ``last_error``
+            describe it.
+    """
 
     task: Task
     scheduled_at: datetime
     locked_until: datetime | None
     locked_by: str | None
+    attempt: int = 1
+    last_outcome: str | None = None
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,14 +89,17 @@ class Context:
     Attributes:
         app_context: the running :class:`~pyncette.PyncetteContext`.
         task: the task (a concrete :class:`~pyncette.task.Instance` for dynamic tasks).
-        scheduled_at: the scheduled time of this run, in the task's time zone.
+        scheduled_at: the scheduled time of this run, in the task's time zone (as the schedule gives it:
+            without a jitter offset or a retry delay).
         args: the task's extra keyword arguments.
+        attempt: which try of this scheduled run this is, from 1 (see ``retry=``).
     """
 
     app_context: AppContext
     task: Task
     scheduled_at: datetime
     args: dict[str, Any]
+    attempt: int
 
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
@@ -97,7 +116,7 @@ class Context:
 
 
 #: Names a task context already uses; fixtures and injected values may not take them.
-RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat"})
+RESERVED_CONTEXT_NAMES = frozenset({"app_context", "task", "scheduled_at", "args", "heartbeat", "attempt"})
 
 
 def validate_context_names(names: Iterable[str]) -> None:

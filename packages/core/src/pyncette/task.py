@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 
 from .errors import ConfigurationError, RecordDecodeError
 from .modes import ExecutionMode, FailureMode
+from .policies import Policies, pop_policies
 from .schedule import (
     UTC,
     CronSchedule,
@@ -131,6 +133,30 @@ def _check_arguments(owner: str, args: dict[str, Any]) -> None:
         raise ConfigurationError(f"arguments of task {owner!r} must be JSON-serializable: {exc}") from exc
 
 
+def _combine(
+    owner: str, policies: Policies, execution_mode: ExecutionMode, failure_mode: FailureMode, fast_forward: bool
+) -> Policies:
+    """The policies with the 1.x options folded in; a clear error where the two disagree."""
+    if policies.retry is not None:
+        if execution_mode is ExecutionMode.AT_MOST_ONCE:
+            raise ConfigurationError(
+                f"retry= is not allowed with AT_MOST_ONCE (task {owner!r}): its runs are never retried"
+            )
+        if failure_mode is not FailureMode.NONE:
+            raise ConfigurationError(
+                f"retry= replaces failure_mode= (task {owner!r}): give one of them, "
+                f"not failure_mode={failure_mode.name}"
+            )
+    if fast_forward:
+        if policies.coalesce not in ("all", "earliest"):
+            raise ConfigurationError(
+                f"fast_forward=True means coalesce='earliest' (task {owner!r}); it cannot be combined with "
+                f"coalesce={policies.coalesce!r}"
+            )
+        return replace(policies, coalesce="earliest")
+    return policies
+
+
 class Task:
     """What every kind of task has: a body, a name, run options and the arguments its body receives.
 
@@ -138,7 +164,9 @@ class Task:
         func: the body.
         name: the task's name (an instance's name for instances).
         enabled: whether the loop polls it (may be switched off before the app runs).
-        lease_duration, execution_mode, failure_mode, fast_forward: run options.
+        lease_duration, execution_mode, failure_mode, fast_forward: run options (Pyncette 1.x).
+        policies: the execution policies (retry, timeout, catch-up, overlap, jitter; see
+            :mod:`pyncette.policies`).
         cron, interval, execute_at, timezone: the schedule as given (``None`` where not given).
         extra_args: the other keyword arguments, as ``context.args``.
         schedule: the built schedule (``None`` for a template).
@@ -165,6 +193,7 @@ class Task:
         fast_forward: bool = False,
         **extra_args: Any,
     ) -> None:
+        policies = pop_policies(extra_args)
         self.func = func
         self.name = name
         self.enabled = enabled
@@ -180,6 +209,7 @@ class Task:
         self.execution_mode = execution_mode
         self.failure_mode = failure_mode
         self.fast_forward = fast_forward
+        self.policies = _combine(name, policies, execution_mode, failure_mode, fast_forward)
         self.cron, self.interval, self.execute_at, self.timezone = schedule, interval, execute_at, timezone
         _check_arguments(name, extra_args)
         self.extra_args = extra_args
@@ -311,6 +341,7 @@ class DynamicTask(Task):
             "execution_mode": self.execution_mode,
             "failure_mode": self.failure_mode,
             "fast_forward": self.fast_forward,
+            **self.policy_options(),
             **self.extra_args,
         }
         has_schedule = any(options.get(k) is not None for k in ("schedule", "interval", "execute_at"))
@@ -318,8 +349,32 @@ class DynamicTask(Task):
             merged.update(schedule=self.cron, interval=self.interval, timezone=self.timezone)
         elif options.get("schedule") is not None and "timezone" not in options:
             merged["timezone"] = self.timezone
+        retry = options.get("retry")
+        own = self.policies.retry
+        if (
+            retry is not None
+            and own is not None
+            and getattr(retry, "retry_on", None) not in ((Exception,), own.retry_on)
+        ):
+            raise ConfigurationError(
+                f"retry_on cannot be set per instance (instance {name!r} of {self.name!r}): it is not stored; "
+                "set it on the template"
+            )
         merged.update(options)
         return Instance(self, name, **merged)
+
+    def policy_options(self) -> dict[str, Any]:
+        """The template's policies as the keyword options its instances inherit."""
+        p = self.policies
+        coalesce = "all" if self.fast_forward and p.coalesce == "earliest" else p.coalesce
+        return {
+            "retry": p.retry,
+            "timeout": p.timeout,
+            "catchup_window": p.catchup_window,
+            "coalesce": coalesce,
+            "overlap": p.overlap,
+            "jitter": p.jitter,
+        }
 
     def from_spec(self, name: str, spec: str) -> Instance:
         """Rebuild an instance from its stored JSON; :class:`RecordDecodeError` if it cannot be decoded.
@@ -346,6 +401,17 @@ class DynamicTask(Task):
                 "fast_forward": bool(data.get("ff", False)),
                 **data["args"],
             }
+            if "p" in data:
+                own = self.policies.retry
+                policies = Policies.from_json(data["p"], own.retry_on if own is not None else (Exception,))
+                options.update(
+                    retry=policies.retry,
+                    timeout=policies.timeout,
+                    catchup_window=policies.catchup_window,
+                    coalesce=policies.coalesce,
+                    overlap=policies.overlap,
+                    jitter=policies.jitter,
+                )
             if "cron" in data:
                 options.update(schedule=data["cron"], timezone=data.get("tz"))
             elif "interval" in data:
@@ -396,6 +462,12 @@ class Instance(Task):
         }
         if self.fast_forward:
             spec["ff"] = True
+        policies = self.policies.to_json()
+        if policies:
+            if self.fast_forward and policies.get("coalesce") == "earliest":
+                del policies["coalesce"]  # implied by "ff"
+            if policies:
+                spec["p"] = policies
         if self.cron is not None:
             spec["cron"] = self.cron
             if self.timezone is not None:

@@ -39,9 +39,12 @@ class Pending:
     result: bool = False
     hold_back: Hold | None = None
     abandoned: bool = False
+    #: The record's new :attr:`~pyncette.abc.Record.state` (``None``: keep it) and whether to keep the lease.
+    state: str | None = None
+    release: bool = True
 
     def completion(self) -> Completion:
-        return Completion(self.lease.parent, self.lease.name, self.lease.token, self.next_at)
+        return Completion(self.lease.parent, self.lease.name, self.lease.token, self.next_at, self.state, self.release)
 
 
 class Committer:
@@ -81,11 +84,18 @@ class Committer:
         self._wakeup.set()
 
     async def finish(
-        self, lease: Lease, next_at: datetime | None, lease_until: datetime | None, hold: Hold
+        self,
+        lease: Lease,
+        next_at: datetime | None,
+        lease_until: datetime | None,
+        hold: Hold,
+        *,
+        state: str | None = None,
+        release: bool = True,
     ) -> tuple[bool, Hold]:
         """Commit and wait until it is stored; return whether it was (``False``: the lease was lost) and a
         fresh hold replacing the one handed over, taken the moment the result arrived."""
-        item = Pending(lease, next_at, lease_until, done=anyio.Event())
+        item = Pending(lease, next_at, lease_until, done=anyio.Event(), state=state, release=release)
         self.submit(item, hold)
         assert item.done is not None
         try:
@@ -175,10 +185,13 @@ class Committer:
 
 
 def _shows(record: Record | None, completion: Completion) -> bool:
-    """Whether ``record`` shows ``completion`` applied: deleted, or rescheduled to its next run and unleased."""
+    """Whether ``record`` shows ``completion`` applied: deleted, or rescheduled to its next run (and unleased,
+    unless the completion kept the lease)."""
     if completion.next_at is None:
         return record is None
-    return record is not None and record.locked_by is None and record.scheduled_at == completion.next_at
+    if record is None or record.scheduled_at != completion.next_at:
+        return False
+    return record.locked_by is None if completion.release else record.locked_by == completion.token
 
 
 def _log_item_fault(what: str, parent: str, name: str, exc: BaseException) -> None:

@@ -15,6 +15,7 @@ from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
 from ..model import ListTasksResponse, TaskState, validate_context_names
 from ..redaction import get_logger
+from ..runstate import decode
 from ..task import DynamicTask, Instance, Task
 from .description import AppDescription
 from .scheduler import Scheduler
@@ -203,7 +204,18 @@ def _key(task: Task, instance_name: str | None) -> tuple[str, str]:
 
 
 def _state(task: Task, record: Record) -> TaskState:
-    return TaskState(task, record.scheduled_at.astimezone(task.tz), record.locked_until, record.locked_by)
+    state = decode(record.state)
+    return TaskState(
+        task,
+        record.scheduled_at.astimezone(task.tz),
+        record.locked_until,
+        record.locked_by,
+        attempt=state.attempt,
+        last_outcome=state.last_outcome,
+        last_started=state.last_started,
+        last_finished=state.last_finished,
+        last_error=state.last_error,
+    )
 
 
 def _decode(record: Record, template: DynamicTask) -> Instance:

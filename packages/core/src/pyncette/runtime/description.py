@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from ..events import Listeners
 from ..model import MiddlewareFunc, TickListener
 from ..task import DynamicTask, StaticTask
 
@@ -23,6 +24,8 @@ class AppDescription:
     templates: tuple[DynamicTask, ...]
     middlewares: tuple[MiddlewareFunc, ...] = ()
     tick_listeners: tuple[TickListener, ...] = ()
+    #: The listeners of run events (``app.on``).
+    listeners: Listeners = field(default_factory=Listeners)
     #: Most task bodies running at once (1 with Pyncette 1.x's SynchronousExecutor).
     body_limit: int | None = None
     #: Storage parent -> the template whose instances live there (every enabled partition).

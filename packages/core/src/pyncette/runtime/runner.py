@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import anyio
+
+from .. import events
 from ..abc import PARKED_AT, Lease, Record, Repository
 from ..clock import Clock, Hold
-from ..errors import LeaseLostException
+from ..errors import LeaseLostException, TaskTimeout
 from ..model import AppContext, Context
 from ..modes import ExecutionMode, FailureMode
 from ..redaction import get_logger
+from ..runstate import Outcome, RunState, bookkeeping
+from ..schedule import OnceSchedule
 from ..task import Instance, StaticTask
+from . import lateness
 from .agenda import Agenda
 from .committer import Committer, Pending
 from .description import AppDescription
@@ -66,6 +72,10 @@ class Runner:
         self._agenda = agenda
         self._slots = slots
         self._values = values
+        self._listeners = listeners = description.listeners
+        # Asked once: the hot path of every run checks these.
+        self._on_started = listeners.wants(events.Started)
+        self._on_succeeded = listeners.wants(events.Succeeded)
         #: Runs claimed and not yet settled, for reports at shutdown.
         self.in_flight: set[Run] = set()
 
@@ -94,8 +104,30 @@ class Runner:
             if not run.committing:
                 self._settle(run)
 
+    def _late(self, run: Run, state: RunState, nominal: datetime) -> datetime | None:
+        """Apply the catch-up policy to a run scheduled at ``nominal``: the time of the run to make now, or
+        ``None`` when none is to be made (then the record is already handed to the committer)."""
+        task = run.task
+        assert task.schedule is not None
+        now = self._clock.now()
+        plan = lateness.plan(task.schedule, task.policies, nominal, now)
+        if plan.missed:
+            assert plan.first_missed is not None
+            self._missed(task, plan.first_missed, now, plan.missed)
+        if plan.run_at is None:
+            self._commit(run, plan.next_at, state.finished("missed", started=None, finished=now))
+        return plan.run_at
+
     async def _at_least_once(self, run: Run) -> None:
         task = run.task
+        policies = task.policies
+        state = bookkeeping(run.record.state)
+        nominal = state.nominal or run.record.scheduled_at
+        if not policies.plain and policies.late_rules:
+            planned = self._late(run, state, nominal)
+            if planned is None:
+                return
+            nominal = planned
         lost = False
 
         async def heartbeat() -> None:
@@ -104,60 +136,219 @@ class Runner:
                 lost = True
                 raise LeaseLostException(task)
 
-        unlock = False
+        started = self._clock.now()
+        error: Exception | None = None
+        attempt = state.failures + 1
         try:
-            await self._invoke(self._context(run, heartbeat))
+            await self._invoke(self._context(run, heartbeat, nominal, attempt), started)
         except LeaseLostException:
-            logger.warning("Task %r lost its lease; neither committing nor unlocking", task)
+            self._lease_lost(task, nominal)
             return
-        except Exception:
-            logger.exception("Task %r failed", task)
-            if lost or task.failure_mode is FailureMode.NONE:
-                return
-            unlock = task.failure_mode is FailureMode.UNLOCK
+        except Exception as exc:
+            error = exc
         if lost:
-            logger.warning("Task %r lost its lease while running; not committing", task)
+            self._lease_lost(task, nominal)
             return
-        next_at = None if unlock else self.next_run(task, run.record.scheduled_at)
+        finished = self._clock.now()
+        if error is None:
+            if self._on_succeeded:
+                self._listeners.emit(events.Succeeded(task, nominal, finished, attempt, finished - started))
+            next_at = self._following(task, nominal, finished)
+            if next_at is None:
+                self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
+            else:
+                self._commit(run, next_at, RunState(0, None, started, finished, "succeeded"))
+            return
+        self._failed(run, state, nominal, error, started, finished)
+
+    def _failed(
+        self, run: Run, state: RunState, nominal: datetime, error: Exception, started: datetime, finished: datetime
+    ) -> None:
+        task = run.task
+        outcome: Outcome = "timed_out" if isinstance(error, TaskTimeout) else "failed"
+        logger.error("Task %r failed (attempt %d)", task, state.attempt, exc_info=error)
+        if self._listeners.wants(events.Failed):
+            self._listeners.emit(events.Failed(task, nominal, finished, state.attempt, error))
+        retry = task.policies.retry
+        if retry is None:  # Pyncette 1.x's failure modes
+            if task.failure_mode is FailureMode.NONE:
+                return  # the lease expires, then the run is retried
+            if task.failure_mode is FailureMode.UNLOCK:
+                self._submit(run, Pending(run.lease, None, run.record.locked_until, unlock=True, owner=run))
+                return
+            after = state.finished(outcome, started=started, finished=finished, error=error)
+            self._commit(run, self._following(task, nominal, finished), after)
+            return
+        failures = state.failures + 1
+        if isinstance(error, retry.retry_on) and failures < retry.attempts:
+            retry_at = finished + retry.delay(failures, f"{run.lease.parent}/{run.lease.name}@{nominal.isoformat()}")
+            if self._listeners.wants(events.Retrying):
+                self._listeners.emit(events.Retrying(task, nominal, finished, state.attempt, error, retry_at))
+            after = state.finished(
+                outcome, started=started, finished=finished, failures=failures, nominal=nominal, error=error
+            )
+            self._submit(run, Pending(run.lease, retry_at, run.record.locked_until, owner=run, state=after.encode()))
+            return
+        once = isinstance(task.schedule, OnceSchedule)
+        action = retry.on_exhausted or ("delete" if once else "skip")
+        logger.warning("Task %r failed %d time(s); giving up on the run due %s (%s)", task, failures, nominal, action)
+        if self._listeners.wants(events.Exhausted):
+            self._listeners.emit(events.Exhausted(task, nominal, finished, state.attempt, error, action))
+        next_at = None if action == "delete" else self._following(task, nominal, finished)
+        self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
+
+    async def _at_most_once(self, run: Run) -> None:
+        task = run.task
+        policies = task.policies
+        state = bookkeeping(run.record.state)
+        nominal = state.nominal or run.record.scheduled_at
+        if not policies.plain and policies.late_rules:
+            planned = self._late(run, state, nominal)
+            if planned is None:
+                return
+            nominal = planned
+        started = self._clock.now()
+        next_at = self._following(task, nominal, started, skip_overlap=False)
+        # With overlap="skip" or "wait" the lease is kept while the body runs, so that no process starts the
+        # next run meanwhile; the outcome is stored (and the lease released) afterwards.
+        guarded = policies.overlap != "allow" and next_at is not None
+        stored_at, after = self._stored_form(
+            run, next_at, state.finished("succeeded", started=started, finished=started)
+        )
+        stored, run.hold = await self._committer.finish(
+            run.lease, stored_at, run.record.locked_until, run.give_hold(), state=after, release=not guarded
+        )
+        if not stored:
+            logger.warning("Not running %r: its lease was lost before it started", task)
+            return
+        if not guarded:
+            self._agenda.planned(task, stored_at)
+            if isinstance(task, StaticTask):
+                # Already rescheduled: the next run may start on time even while this one still runs.
+                self._agenda.static_running.pop(task.name, None)
+
+        async def heartbeat() -> None:
+            if guarded and not await self._repository.extend(
+                run.lease, lease_until=self._clock.now() + task.lease_duration
+            ):
+                raise LeaseLostException(task)
+
+        error: Exception | None = None
+        try:
+            await self._invoke(self._context(run, heartbeat, nominal, 1), started)
+        except LeaseLostException:
+            self._lease_lost(task, nominal)
+            return
+        except Exception as exc:
+            error = exc
+            logger.error("Task %r failed (at-most-once: not retried)", task, exc_info=exc)
+            if self._listeners.wants(events.Failed):
+                self._listeners.emit(events.Failed(task, nominal, self._clock.now(), 1, exc))
+        finished = self._clock.now()
+        if error is None and self._on_succeeded:
+            self._listeners.emit(events.Succeeded(task, nominal, finished, 1, finished - started))
+        if guarded:
+            assert next_at is not None
+            if next_at <= finished:
+                next_at = self._following(task, nominal, finished)
+            outcome: Outcome = (
+                "succeeded" if error is None else "timed_out" if isinstance(error, TaskTimeout) else "failed"
+            )
+            self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
+
+    def _missed(self, task: StaticTask | Instance, first: datetime, now: datetime, count: int) -> None:
+        logger.info("Task %r missed %d run(s) from %s (catch-up policy)", task, count, first.isoformat())
+        if self._listeners.wants(events.Missed):
+            self._listeners.emit(events.Missed(task, first, now, count))
+
+    def _lease_lost(self, task: StaticTask | Instance, nominal: datetime) -> None:
+        logger.warning("Task %r lost its lease while running; its outcome is not stored", task)
+        if self._listeners.wants(events.LeaseLost):
+            self._listeners.emit(events.LeaseLost(task, nominal, self._clock.now()))
+
+    def _commit(self, run: Run, next_at: datetime | None, state: RunState) -> None:
+        """Hand the outcome to the committer: reschedule to the nominal time ``next_at`` (with its jitter
+        offset) or delete the record, storing ``state``."""
+        if next_at is None:
+            self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
+            return
+        stored_at, text = self._stored_form(run, next_at, state)
+        self._submit(run, Pending(run.lease, stored_at, run.record.locked_until, owner=run, state=text))
+
+    def _stored_form(self, run: Run, next_at: datetime | None, state: RunState) -> tuple[datetime | None, str | None]:
+        """The stored due time of the nominal ``next_at`` and the state text to store with it (none when the
+        record is deleted)."""
+        if next_at is None:
+            return None, None
+        offset = run.task.policies.offset(run.lease.parent, run.lease.name, next_at)
+        if offset and next_at < PARKED_AT - offset:
+            return next_at + offset, replace(state, nominal=next_at).encode()
+        return next_at, state.encode()
+
+    def _submit(self, run: Run, pending: Pending) -> None:
         # The committer settles the run once its outcome is stored; the slot stays taken until then, but
         # this worker moves on.
         run.committing = True
         self._slots.body_done()
-        pending = Pending(run.lease, next_at, run.record.locked_until, unlock, owner=run)
         self._committer.submit(pending, run.give_hold())
 
-    async def _at_most_once(self, run: Run) -> None:
+    def _context(self, run: Run, heartbeat: Callable[[], Any], nominal: datetime, attempt: int) -> Context:
         task = run.task
-        next_at = self.next_run(task, run.record.scheduled_at)
-        stored, run.hold = await self._committer.finish(run.lease, next_at, run.record.locked_until, run.give_hold())
-        if not stored:
-            logger.warning("Not running %r: its lease was lost before it started", task)
-            return
-        self._agenda.planned(task, next_at)
-        if isinstance(task, StaticTask):
-            # Already rescheduled: the next run may start on time even while this one still runs.
-            self._agenda.static_running.pop(task.name, None)
-
-        async def no_heartbeat() -> None:
-            return None
-
-        try:
-            await self._invoke(self._context(run, no_heartbeat))
-        except Exception:
-            logger.exception("Task %r failed (at-most-once: not retried)", task)
-
-    def _context(self, run: Run, heartbeat: Callable[[], Any]) -> Context:
-        task = run.task
-        return Context(
+        context = Context(
             app_context=self._app_context,
             task=task,
-            scheduled_at=run.record.scheduled_at.astimezone(task.tz),
+            scheduled_at=nominal.astimezone(task.tz),
             args=task.extra_args,
+            attempt=attempt,
             _heartbeat=heartbeat,
             **self._values,
         )
+        if self._on_started:
+            self._listeners.emit(events.Started(task, nominal, self._clock.now(), attempt))
+        return context
 
-    async def _invoke(self, context: Context) -> None:
+    async def _invoke(self, context: Context, started: datetime) -> None:
+        """Call the body through the middlewares; cancel it after the task's ``timeout`` (on the app's clock)."""
+        timeout = context.task.policies.timeout
+        if timeout is None:
+            if self._description.middlewares:
+                await self._call(context)
+            else:
+                await context.task.func(context)
+            return
+        timed_out = done = False
+        error: Exception | None = None
+        async with anyio.create_task_group() as group:
+
+            async def watchdog() -> None:
+                nonlocal timed_out
+                hold = self._clock.hold("timeout watchdog", self._app_context)
+                try:
+                    await self._clock.sleep((started + timeout - self._clock.now()).total_seconds())
+                finally:
+                    hold.release()
+                if not done:
+                    timed_out = True
+                    group.cancel_scope.cancel()
+
+            group.start_soon(watchdog)
+            try:
+                await self._call(context)
+            except Exception as exc:
+                error = exc
+            done = True
+            group.cancel_scope.cancel()
+        if timed_out:
+            task = context.task
+            if self._listeners.wants(events.TimedOut):
+                self._listeners.emit(
+                    events.TimedOut(task, context.scheduled_at, self._clock.now(), context.attempt, timeout)
+                )
+            raise TaskTimeout(f"task {task.canonical_name!r} ran longer than its timeout of {timeout}")
+        if error is not None:
+            raise error
+
+    async def _call(self, context: Context) -> None:
         middlewares = self._description.middlewares
         if not middlewares:
             await context.task.func(context)
@@ -171,14 +362,34 @@ class Runner:
 
         await call(0)
 
-    def next_run(self, task: StaticTask | Instance, scheduled_at: datetime) -> datetime | None:
-        """The run after the one scheduled at ``scheduled_at``; past year 9999 the task is parked there."""
+    def _following(
+        self, task: StaticTask | Instance, nominal: datetime, now: datetime, *, skip_overlap: bool = True
+    ) -> datetime | None:
+        """The nominal time of the run after the one scheduled at ``nominal``; with ``overlap="skip"``, the
+        runs that came due while it ran are skipped. Past year 9999 the task is parked there."""
         assert task.schedule is not None
+        policies = task.policies
+        if policies.plain:
+            try:
+                following = task.schedule.next_after(nominal)
+            except (OverflowError, ValueError):
+                following = PARKED_AT
+            if following is None or following < PARKED_AT:
+                return following
+            logger.warning("Task %r has no run left before 9999-12-31; parking it there", task)
+            return PARKED_AT
         try:
-            if task.fast_forward:
-                following = task.schedule.fast_forward(scheduled_at, self._clock.now())
-            else:
-                following = task.schedule.next_after(scheduled_at)
+            following = lateness.following(task.schedule, policies, nominal, now)
+            if policies.coalesce != "all":
+                natural = task.schedule.next_after(nominal)
+                if natural is not None and following is not None and natural < following:
+                    self._missed(task, natural, now, lateness.count(task.schedule, natural, following))
+            if skip_overlap and policies.overlap == "skip" and following is not None and following <= now:
+                skipped = lateness.count(task.schedule, following, task.schedule.fast_forward(following, now))
+                logger.info("Task %r skipped %d run(s) that came due while it ran", task, skipped)
+                if self._listeners.wants(events.SkippedOverlap):
+                    self._listeners.emit(events.SkippedOverlap(task, following, now, skipped))
+                following = task.schedule.fast_forward(following, now)
         except (OverflowError, ValueError):
             following = PARKED_AT
         if following is not None and following >= PARKED_AT:

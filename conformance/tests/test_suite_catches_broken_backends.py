@@ -77,6 +77,20 @@ def test_backend_releasing_every_lease_is_caught(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["*FAILED*test_commit_without_release_keeps_the_lease*"])
 
 
+def test_state_dropping_backend_fails_the_policy_suite(pytester: pytest.Pytester) -> None:
+    """Attempt counters that are not persisted: retries restart at attempt 1 and never exhaust."""
+    result = _run(pytester, "StateDroppingBackend", "-k", "TestPolicySuite and (retry or restart or exhausted)")
+    assert result.parseoutcomes().get("failed", 0) >= 3, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*FAILED*test_retry_backs_off_and_counts_attempts*"])
+
+
+def test_overlap_checked_only_locally_is_caught(pytester: pytest.Pytester) -> None:
+    """A backend that releases every lease on commit lets another app start the next run meanwhile."""
+    result = _run(pytester, "ReleasingBackend", "-k", "TestPolicySuite and overlap")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*FAILED*test_overlap_skip_across_processes*"])
+
+
 def test_scanning_backend_is_caught(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "ScanningBackend", "-k", "claim_cost")
     result.assert_outcomes(failed=1)

@@ -7,9 +7,13 @@ drops or mixes up the state fails here.
 
 from __future__ import annotations
 
+import signal
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import pyncette
@@ -18,6 +22,7 @@ from pyncette import events as ev
 
 from .base import ConformanceBase, requires
 from .behaviour import START, AppFactory, S, offsets
+from .coordination import _count, _spawn
 from .harness import BackendUnderTest
 
 
@@ -181,8 +186,41 @@ class PolicySuite(ConformanceBase):
 
         async with apps.run(make("a")), apps.run(make("b")):
             await apps.clock.advance(timedelta(seconds=127))  # the third run ends at 125 s
-        assert [t for _, t in starts] == [10, 50, 90]
-        assert [e.count for e in skipped] == [3, 3, 3]
+            # Asserted inside the block: a failure cancels the apps instead of waiting for their runs.
+            assert [t for _, t in starts] == [10, 50, 90]
+            assert [e.count for e in skipped] == [3, 3, 3]
+
+    @requires("coordinated")
+    @pytest.mark.realtime
+    async def test_overlap_skip_across_real_processes(self, pyncette_backend: BackendUnderTest, tmp_path: Path) -> None:
+        """Two OS processes run a task due every second whose runs take 2.5 s: no two runs ever overlap."""
+        options = pyncette_backend.isolated_options()
+        outputs = [tmp_path / f"out{i}.txt" for i in range(2)]
+        workers = [_spawn(pyncette_backend, options, out, "overlap", seconds=60, work_seconds=2.5) for out in outputs]
+        try:
+            deadline = time.monotonic() + 60
+            while not all(Path(f"{out}.ready").exists() for out in outputs):
+                assert time.monotonic() < deadline, "the worker processes did not start"
+                await anyio.sleep(0.05)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _count(outputs) < 6:  # three runs started and ended
+                await anyio.sleep(0.1)
+        finally:
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                worker.wait(timeout=30)
+        events = sorted(
+            (float(at), kind, pid)
+            for out in outputs
+            if out.exists()
+            for pid, kind, at in (line.split() for line in out.read_text().splitlines())
+        )
+        assert sum(kind == "end" for _, kind, _ in events) >= 3, events
+        running = 0
+        for _, kind, _ in events:
+            running += 1 if kind == "start" else -1
+            assert running <= 1, f"two runs overlapped: {events}"
 
     async def test_jitter_is_deterministic_and_bounded(self, apps: AppFactory) -> None:
         app = apps.app()
@@ -223,23 +261,24 @@ class PolicySuite(ConformanceBase):
 
     @requires("persistent")
     async def test_attempt_survives_a_restart(self, apps: AppFactory) -> None:
-        tries: list[int] = []
+        tries: list[tuple[int, float]] = []
 
         def make() -> Any:
             app = apps.app()
 
             @app.task(interval=timedelta(hours=1), retry=Retry(attempts=5, backoff=timedelta(minutes=1)))
             async def job(context: Context) -> None:
-                tries.append(context.attempt)
+                tries.append((context.attempt, offsets([apps.clock.now()])[0] / 60))
                 raise Boom("down")
 
             return app
 
         async with apps.run(make()):
-            await apps.clock.advance(timedelta(hours=1, minutes=2))
-        async with apps.run(make()):
-            await apps.clock.advance(timedelta(minutes=5))
-        assert tries == [1, 2, 3, 4]
+            await apps.clock.advance(timedelta(hours=1, minutes=2))  # attempts 1 and 2 fail
+        async with apps.run(make()):  # restarted between attempt 2 and 3
+            await apps.clock.advance(timedelta(minutes=6))
+        # Backoff 1, 2, 4 minutes: attempt 3 waits the 2 minutes after attempt 2, across the restart.
+        assert tries == [(1, 60), (2, 61), (3, 63), (4, 67)]
 
     async def test_failing_listener_affects_nothing(self, apps: AppFactory) -> None:
         app = apps.app()

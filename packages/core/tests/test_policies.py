@@ -183,3 +183,47 @@ def test_run_state_round_trip_and_damage() -> None:
 def test_error_summary_is_bounded_and_redacted() -> None:
     text = summary(RuntimeError("connect to redis://user:hunter2@host failed " + "x" * 1000))
     assert "hunter2" not in text and len(text) == MAX_ERROR and text.startswith("RuntimeError: connect")
+
+
+# -- cost ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_retry_and_timeout_cost_no_extra_storage_call_on_success() -> None:
+    from collections import Counter
+
+    from pyncette.abc import Repository
+    from pyncette.testing import VirtualClock, running
+
+    async def calls_for(**policies: object) -> Counter[str]:
+        calls: Counter[str] = Counter()
+
+        def count(repository: Repository) -> Repository:
+            for name in ("register", "claim", "commit", "unlock", "extend", "delete", "get", "list_page"):
+                original = getattr(repository, name)
+
+                async def counted(
+                    *args: object, _original: object = original, _name: str = name, **kw: object
+                ) -> object:
+                    calls[_name] += 1
+                    return await _original(*args, **kw)  # type: ignore[operator]
+
+                setattr(repository, name, counted)
+            return repository
+
+        app = Pyncette(backend="memory")
+        app.use_repository_wrapper(count)
+
+        @app.task(interval=10 * S, **policies)
+        async def job(context: object) -> None:
+            pass
+
+        clock = VirtualClock(T0)
+        async with app.create(clock=clock) as ctx, running(ctx):
+            await clock.advance(35 * S)
+        return calls
+
+    plain = await calls_for()
+    with_policies = await calls_for(retry=Retry(attempts=3), timeout=5 * S)
+    assert plain["commit"] == 3
+    assert with_policies == plain

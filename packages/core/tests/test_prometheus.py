@@ -203,3 +203,37 @@ def test_metrics_are_shared_per_registry() -> None:
     assert use_prometheus(Pyncette(), registry=CollectorRegistry()) is not first
     # The default registry works more than once too.
     assert use_prometheus(Pyncette()) is use_prometheus(Pyncette())
+
+
+async def test_policy_events_are_counted() -> None:
+    from pyncette import Retry
+
+    registry = CollectorRegistry()
+    app = Pyncette(poll_interval=timedelta(seconds=1))
+    metrics = use_prometheus(app, measure_repository=False, measure_ticks=False, registry=registry)
+
+    @app.task(interval=timedelta(seconds=10), retry=Retry(attempts=2, backoff=timedelta(seconds=1)))
+    async def flaky(context: Context) -> None:
+        raise RuntimeError("down")
+
+    @app.task(
+        interval=timedelta(seconds=1), timeout=timedelta(seconds=5), overlap="skip", failure_mode=FailureMode.COMMIT
+    )
+    async def slow(context: Context) -> None:
+        await pyncette_sleep(7)
+
+    clock = VirtualClock()
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await clock.advance(timedelta(seconds=12))
+        count = metrics.policy_events.labels
+        assert count("flaky", "retrying")._value.get() == 1  # attempt 1 at 10 s, attempt 2 at 11 s
+        assert count("flaky", "exhausted")._value.get() == 1
+        # slow: runs at 1 s and times out at 6 s (the runs due at 2..6 s are skipped), again at 7 s and 12 s.
+        assert count("slow", "timed_out")._value.get() == 2
+        assert count("slow", "skipped_overlap")._value.get() == 10
+
+
+async def pyncette_sleep(seconds: float) -> None:
+    from pyncette import sleep
+
+    await sleep(seconds)

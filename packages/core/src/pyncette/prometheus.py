@@ -57,6 +57,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         name=exc.name,
     ) from exc
 
+from . import events
 from ._http import Response, serve_http
 from .abc import Completion, Lease, Record, RegisterMode, Repository
 from .app import Pyncette
@@ -164,6 +165,7 @@ class Metrics:
     tick_duration: Histogram
     claimed_batch_size: Histogram
     leases_lost: Counter
+    policy_events: Counter
     legacy_tasks: OperationFamilies
     legacy_repository: OperationFamilies
     legacy_ticks: OperationFamilies
@@ -207,6 +209,13 @@ class Metrics:
             ),
             leases_lost=Counter(
                 "pyncette_leases_lost", "Commits, unlocks or heartbeats that found their lease lost", registry=registry
+            ),
+            policy_events=Counter(
+                "pyncette_task_policy_events",
+                "Runs retried, given up (exhausted), timed out, missed (catch-up window or coalescing) or skipped "
+                "(overlap); missed and skipped count runs",
+                ["task", "event"],
+                registry=registry,
             ),
             legacy_tasks=OperationFamilies.create("tasks", ["task_name"], registry),
             legacy_repository=OperationFamilies.create("repository_ops", ["operation", "task_name"], registry),
@@ -326,6 +335,16 @@ def _legacy_labels(operation: str, parents: Iterable[str]) -> list[tuple[str, st
     return list(keys)
 
 
+#: The run events counted in ``pyncette_task_policy_events`` (label, increment unless the event has a count).
+_POLICY_EVENTS: dict[type[events.Event], tuple[str, int]] = {
+    events.Retrying: ("retrying", 1),
+    events.Exhausted: ("exhausted", 1),
+    events.TimedOut: ("timed_out", 1),
+    events.Missed: ("missed", 1),
+    events.SkippedOverlap: ("skipped_overlap", 1),
+}
+
+
 def _task_label(context: Context) -> str:
     task = context.task
     return task.template.name if task.template is not None else task.name
@@ -384,8 +403,16 @@ def use_prometheus(
     def on_tick(ctx: AppContext, seconds: float) -> None:
         metrics.tick_duration.observe(seconds)
 
+    def on_policy_event(event: events.Event) -> None:
+        task = event.task
+        label = task.template.name if task.template is not None else task.name
+        name, amount = _POLICY_EVENTS[type(event)]
+        metrics.policy_events.labels(label, name).inc(getattr(event, "count", amount))
+
     if measure_tasks:
         app.use_middleware(prometheus_middleware)
+        for kind in _POLICY_EVENTS:
+            app.on(kind, on_policy_event)
     if measure_ticks:
         app.use_tick_listener(on_tick)
         app.use_fixture(TICKS_FIXTURE, _ticks_fixture(metrics.legacy_ticks))

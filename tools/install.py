@@ -2,7 +2,7 @@
 
     python tools/install.py                     # the core: in-memory and SQLite backends
     python tools/install.py redis postgres      # + those backends (also: mysql, dynamodb)
-    python tools/install.py all                 # every backend and prometheus
+    python tools/install.py all                 # every backend, prometheus and otel
     python tools/install.py prometheus -e       # editable install (for working on Pyncette)
 
 Run it with the Python of the environment to install into (e.g. ``.venv/bin/python tools/install.py
@@ -37,17 +37,19 @@ def backends() -> list[str]:
 def pip_command(
     python: str, parts: Sequence[str], *, editable: bool = False, pip_args: Sequence[str] = ()
 ) -> list[str]:
-    """The pip command installing the core and ``parts`` (backend names, ``prometheus``, ``all``).
+    """The pip command installing the core and ``parts`` (backend names, ``prometheus``, ``otel``, ``all``).
 
     Raises ValueError naming unknown parts and the allowed ones.
     """
     known = backends()
-    allowed = [*known, "prometheus", "all"]
+    extras = ["prometheus", "otel"]
+    allowed = [*known, *extras, "all"]
     unknown = [part for part in parts if part not in allowed]
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; choose from: {', '.join(allowed)}")
-    chosen = set(known) | {"prometheus"} if "all" in parts else set(parts)
-    core = str(PACKAGES / "core") + ("[prometheus]" if "prometheus" in chosen else "")
+    chosen = set(known) | set(extras) if "all" in parts else set(parts)
+    wanted = [extra for extra in extras if extra in chosen]
+    core = str(PACKAGES / "core") + (f"[{','.join(wanted)}]" if wanted else "")
     folders = [core, *(str(PACKAGES / f"backend-{name}") for name in known if name in chosen)]
     command = [python, "-m", "pip", "install", *pip_args]
     for folder in folders:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Install Pyncette from this checkout, with the chosen backends, into this Python.",
         epilog="Arguments after -- are passed to pip.",
     )
-    parser.add_argument("parts", nargs="*", metavar="PART", help=f"{', '.join(backends())}, prometheus or all")
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"{', '.join(backends())}, prometheus, otel or all")
     parser.add_argument("-e", "--editable", action="store_true", help="editable install (changes apply at once)")
     parser.add_argument("--python", default=sys.executable, help="the Python to install into (default: this one)")
     parser.add_argument("--dry-run", action="store_true", help="print the pip command without running it")

@@ -79,7 +79,7 @@ def test_script_dry_run_names_the_local_folders() -> None:
     backend_folders = sorted(str(p) for p in packages.glob("backend-*"))
     assert everything[4:] == [
         "-e",
-        f"{packages / 'core'}[prometheus]",
+        f"{packages / 'core'}[prometheus,otel]",
         *(word for folder in backend_folders for word in ("-e", folder)),
     ]
 
@@ -87,7 +87,9 @@ def test_script_dry_run_names_the_local_folders() -> None:
 def test_script_refuses_unknown_parts() -> None:
     done = run_script("redis", "mongodb", "--dry-run")
     assert done.returncode == 2
-    assert "unknown part(s) mongodb; choose from: dynamodb, mysql, postgres, redis, prometheus, all" in done.stderr
+    assert (
+        "unknown part(s) mongodb; choose from: dynamodb, mysql, postgres, redis, prometheus, otel, all" in done.stderr
+    )
 
 
 @pytest.mark.timeout(600)

@@ -95,6 +95,8 @@ class Pyncette:
         self.repository_wrappers: list[Callable[[Repository], Repository]] = []
         self.tick_listeners: list[TickListener] = []
         self.event_listeners: list[tuple[type[Event], Listener]] = []
+        #: Captures trace propagation headers when an instance is scheduled (see :mod:`pyncette.otel`).
+        self.capture_origin: Callable[[], dict[str, str]] | None = None
 
     # -- declaring tasks ---------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class Pyncette:
             middlewares=tuple(self.middlewares),
             tick_listeners=tuple(self.tick_listeners),
             listeners=Listeners(self.event_listeners),
+            capture_origin=self.capture_origin,
             body_limit=self.body_limit,
         )
 

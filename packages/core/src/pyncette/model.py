@@ -111,6 +111,9 @@ class Context:
     async def _heartbeat(self) -> None:  # replaced per run by the runtime
         return None
 
+    #: Trace propagation headers of the call that scheduled the instance (see :mod:`pyncette.otel`).
+    _origin: dict[str, str] | None = None
+
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"context has no attribute {name!r} (is a fixture or add_to_context missing?)")
 

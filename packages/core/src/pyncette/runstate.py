@@ -34,6 +34,8 @@ class RunState:
         last_started, last_finished: when the last run's body started and ended.
         last_outcome: how it ended (:data:`Outcome`); ``None`` before the first run.
         last_error: ``Type: message`` of the last failure, at most :data:`MAX_ERROR` characters.
+        origin: trace propagation headers (``traceparent`` and the like) of the call that scheduled the
+            instance, kept until its first run has succeeded (see :func:`pyncette.otel.use_opentelemetry`).
     """
 
     failures: int = 0
@@ -42,6 +44,7 @@ class RunState:
     last_finished: datetime | None = None
     last_outcome: Outcome | None = None
     last_error: str | None = None
+    origin: dict[str, str] | None = None
 
     @property
     def attempt(self) -> int:
@@ -63,6 +66,8 @@ class RunState:
             parts.append(f'"lo":"{self.last_outcome}"')
         if self.last_error is not None:
             parts.append(f'"le":{json.dumps(self.last_error, ensure_ascii=False)}')
+        if self.origin:
+            parts.append(f'"o":{json.dumps(self.origin, ensure_ascii=False, separators=(",", ":"))}')
         return "{" + ",".join(parts) + "}"
 
     def finished(
@@ -105,6 +110,7 @@ def decode(text: str | None) -> RunState:
     failures = data.get("a", 0)
     outcome = data.get("lo")
     error = data.get("le")
+    origin = data.get("o")
     return RunState(
         failures=failures if isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0 else 0,
         nominal=_time(data.get("n")),
@@ -112,16 +118,17 @@ def decode(text: str | None) -> RunState:
         last_finished=_time(data.get("lf")),
         last_outcome=outcome if outcome in ("succeeded", "failed", "timed_out", "skipped", "missed") else None,
         last_error=error[:MAX_ERROR] if isinstance(error, str) else None,
+        origin={str(k): str(v) for k, v in origin.items()} if isinstance(origin, dict) else None,
     )
 
 
 def bookkeeping(text: str | None) -> RunState:
-    """What a run needs of stored state (the attempt counter and the nominal time), read cheaply: the
+    """What a run needs of stored state (the attempt counter, the nominal time, the origin), read cheaply: the
     last-run fields are left out, and a state without either key (the common case) is not parsed at all."""
-    if not text or ('"a":' not in text and '"n":' not in text):
+    if not text or ('"a":' not in text and '"n":' not in text and '"o":' not in text):
         return EMPTY
     state = decode(text)
-    return RunState(state.failures, state.nominal)
+    return RunState(state.failures, state.nominal, origin=state.origin)
 
 
 def _time(value: object) -> datetime | None:

@@ -15,7 +15,7 @@ from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
 from ..model import ListTasksResponse, TaskState, validate_context_names
 from ..redaction import get_logger
-from ..runstate import decode
+from ..runstate import RunState, decode
 from ..task import DynamicTask, Instance, Task
 from .description import AppDescription
 from .scheduler import Scheduler
@@ -111,6 +111,9 @@ class PyncetteContext:
         previous: Mapping[str, Any] | None = None
         prototype: Instance | None = None
         spec, first = "", now
+        capture = self.description.capture_origin
+        origin = capture() if capture is not None else None
+        state = RunState(origin=origin).encode() if origin else None
         for instance_name, options in instances.items():
             if prototype is None or options != previous:
                 prototype = instance = template.instantiate(instance_name, **dict(options))
@@ -120,7 +123,7 @@ class PyncetteContext:
                 instance = prototype.renamed(instance_name)
             parent, name = instance.storage_key()
             concrete.append(instance)
-            records.append(Record(parent, name, spec, first))
+            records.append(Record(parent, name, spec, first, state=state))
         mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
         locked: list[Instance] = []
         for start in range(0, len(records), REGISTER_CHUNK):

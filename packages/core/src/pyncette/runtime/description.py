@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,6 +27,9 @@ class AppDescription:
     tick_listeners: tuple[TickListener, ...] = ()
     #: The listeners of run events (``app.on``).
     listeners: Listeners = field(default_factory=Listeners)
+    #: Returns the trace propagation headers of the current call, stored with each new instance
+    #: (``None``: nothing is captured; set by :func:`pyncette.otel.use_opentelemetry`).
+    capture_origin: Callable[[], dict[str, str]] | None = None
     #: Most task bodies running at once (1 with Pyncette 1.x's SynchronousExecutor).
     body_limit: int | None = None
     #: Storage parent -> the template whose instances live there (every enabled partition).

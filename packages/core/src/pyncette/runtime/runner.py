@@ -140,7 +140,7 @@ class Runner:
         error: Exception | None = None
         attempt = state.failures + 1
         try:
-            await self._invoke(self._context(run, heartbeat, nominal, attempt), started)
+            await self._invoke(self._context(run, heartbeat, nominal, attempt, state.origin), started)
         except LeaseLostException:
             self._lease_lost(task, nominal)
             return
@@ -235,7 +235,7 @@ class Runner:
 
         error: Exception | None = None
         try:
-            await self._invoke(self._context(run, heartbeat, nominal, 1), started)
+            await self._invoke(self._context(run, heartbeat, nominal, 1, state.origin), started)
         except LeaseLostException:
             self._lease_lost(task, nominal)
             return
@@ -292,7 +292,14 @@ class Runner:
         self._slots.body_done()
         self._committer.submit(pending, run.give_hold())
 
-    def _context(self, run: Run, heartbeat: Callable[[], Any], nominal: datetime, attempt: int) -> Context:
+    def _context(
+        self,
+        run: Run,
+        heartbeat: Callable[[], Any],
+        nominal: datetime,
+        attempt: int,
+        origin: dict[str, str] | None = None,
+    ) -> Context:
         task = run.task
         context = Context(
             app_context=self._app_context,
@@ -301,6 +308,7 @@ class Runner:
             args=task.extra_args,
             attempt=attempt,
             _heartbeat=heartbeat,
+            _origin=origin,
             **self._values,
         )
         if self._on_started:

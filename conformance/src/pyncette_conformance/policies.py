@@ -295,10 +295,23 @@ class PolicySuite(ConformanceBase):
         async def job(context: Context) -> None:
             seen.append(context.scheduled_at)
 
-        async with apps.run(app):
+        @app.dynamic_task()
+        async def once(context: Context) -> None:
+            pass
+
+        async with apps.run(app) as ctx:
+            await ctx.schedule_task(once, "o", execute_at=START + 15 * S)
             await apps.clock.advance(timedelta(seconds=21))
         assert offsets(seen) == [10, 20]
-        assert [type(e).__name__ for e in events] == ["Started", "Succeeded"] * 2
+        assert [(type(e).__name__, e.task.name) for e in events] == [
+            ("Scheduled", "o"),
+            ("Started", "job"),
+            ("Succeeded", "job"),
+            ("Started", "o"),
+            ("Succeeded", "o"),
+            ("Started", "job"),
+            ("Succeeded", "job"),
+        ]
 
 
 __all__ = ["PolicySuite"]

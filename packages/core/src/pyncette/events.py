@@ -40,6 +40,12 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Scheduled(Event):
+    """An instance was registered by ``schedule_task``/``schedule_tasks`` in this process; ``scheduled_at``
+    is its first run."""
+
+
+@dataclass(frozen=True)
 class Started(Event):
     """A run's body is starting; ``attempt`` counts from 1."""
 
@@ -150,6 +156,7 @@ def check_event_type(kind: object) -> type[Event]:
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (
+    Scheduled,
     Started,
     Succeeded,
     Failed,
@@ -172,6 +179,7 @@ __all__ = [
     "Listeners",
     "Missed",
     "Retrying",
+    "Scheduled",
     "SkippedOverlap",
     "Started",
     "Succeeded",

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from .. import events
 from ..abc import Record, RegisterMode, Repository
 from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
@@ -126,12 +127,18 @@ class PyncetteContext:
             records.append(Record(parent, name, spec, first, state=state))
         mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
         locked: list[Instance] = []
+        written_flags: list[bool] = []
         for start in range(0, len(records), REGISTER_CHUNK):
             chunk = records[start : start + REGISTER_CHUNK]
             written = await self.repository.register(chunk, now=now, mode=mode)
+            written_flags.extend(written)
             locked.extend(t for t, ok in zip(concrete[start : start + REGISTER_CHUNK], written, strict=True) if not ok)
-        for instance, record in zip(concrete, records, strict=True):
+        listeners = self.description.listeners
+        announce = listeners.wants(events.Scheduled)
+        for instance, record, ok in zip(concrete, records, written_flags, strict=True):
             self._scheduler.agenda.planned(instance, record.scheduled_at)
+            if announce and ok:
+                listeners.emit(events.Scheduled(instance, record.scheduled_at, now))
         if locked:
             names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
             raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")

@@ -227,3 +227,25 @@ async def test_retry_and_timeout_cost_no_extra_storage_call_on_success() -> None
     with_policies = await calls_for(retry=Retry(attempts=3), timeout=5 * S)
     assert plain["commit"] == 3
     assert with_policies == plain
+
+
+@pytest.mark.anyio
+async def test_lease_lost_event() -> None:
+    from pyncette import Context
+    from pyncette.events import LeaseLost
+    from pyncette.testing import VirtualClock, running
+
+    app = Pyncette(backend="memory")
+    lost: list[LeaseLost] = []
+    app.on(LeaseLost, lost.append)
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        await context.app_context.unschedule_task(context.task)  # someone removes it while it runs
+        await context.heartbeat()
+
+    clock = VirtualClock(T0)
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await ctx.schedule_task(job, "gone", execute_at=T0 + S)
+        await clock.advance(2 * S)
+    assert [(e.task.name, e.scheduled_at) for e in lost] == [("gone", T0 + S)]

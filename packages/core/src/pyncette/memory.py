@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository
 from .options import Identifier, Option, Options, Settings
@@ -30,6 +30,14 @@ class _Parent:
     # (claimable_at, sequence, name, version); stale entries are skipped lazily.
     heap: list[tuple[datetime, int, str, int]] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
+
+
+def _changed(record: Record, **changes: Any) -> Record:
+    """``dataclasses.replace`` for the hot path: a copy of the frozen record with ``changes`` (names of its
+    fields, not validated), without re-running ``__init__`` (claims and commits make one per record)."""
+    copy = object.__new__(Record)
+    copy.__dict__.update(record.__dict__, **changes)
+    return copy
 
 
 class MemoryRepository(Repository):
@@ -85,7 +93,7 @@ class MemoryRepository(Repository):
             _, _, name, version = heapq.heappop(heap)
             if group.versions.get(name) != version or name not in group.records:
                 continue
-            record = replace(group.records[name], locked_until=lease_until, locked_by=token)
+            record = _changed(group.records[name], locked_until=lease_until, locked_by=token)
             self._store(group, record)
             claimed.append(record)
         return claimed
@@ -114,7 +122,7 @@ class MemoryRepository(Repository):
                 locked_until, locked_by = (None, None) if item.release else (record.locked_until, record.locked_by)
                 self._store(
                     group,
-                    replace(
+                    _changed(
                         record, scheduled_at=item.next_at, state=state, locked_until=locked_until, locked_by=locked_by
                     ),
                 )

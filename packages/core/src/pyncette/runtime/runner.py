@@ -104,6 +104,15 @@ class Runner:
             if not run.committing:
                 self._settle(run)
 
+    def _due(self, run: Run) -> tuple[RunState, datetime | None]:
+        """The stored bookkeeping of a claimed run and the scheduled time of the run to make now (``None``:
+        the catch-up policy makes none, and the record is already handed to the committer)."""
+        state = bookkeeping(run.record.state)
+        nominal = state.nominal or run.record.scheduled_at
+        if not run.task.policies.plain and run.task.policies.late_rules:
+            return state, self._late(run, state, nominal)
+        return state, nominal
+
     def _late(self, run: Run, state: RunState, nominal: datetime) -> datetime | None:
         """Apply the catch-up policy to a run scheduled at ``nominal``: the time of the run to make now, or
         ``None`` when none is to be made (then the record is already handed to the committer)."""
@@ -120,14 +129,9 @@ class Runner:
 
     async def _at_least_once(self, run: Run) -> None:
         task = run.task
-        policies = task.policies
-        state = bookkeeping(run.record.state)
-        nominal = state.nominal or run.record.scheduled_at
-        if not policies.plain and policies.late_rules:
-            planned = self._late(run, state, nominal)
-            if planned is None:
-                return
-            nominal = planned
+        state, nominal = self._due(run)
+        if nominal is None:
+            return
         lost = False
 
         async def heartbeat() -> None:
@@ -200,13 +204,9 @@ class Runner:
     async def _at_most_once(self, run: Run) -> None:
         task = run.task
         policies = task.policies
-        state = bookkeeping(run.record.state)
-        nominal = state.nominal or run.record.scheduled_at
-        if not policies.plain and policies.late_rules:
-            planned = self._late(run, state, nominal)
-            if planned is None:
-                return
-            nominal = planned
+        state, nominal = self._due(run)
+        if nominal is None:
+            return
         started = self._clock.now()
         next_at = self._following(task, nominal, started, skip_overlap=False)
         # With overlap="skip" or "wait" the lease is kept while the body runs, so that no process starts the

@@ -203,6 +203,16 @@ def test_tasks_schedule_list_show_unschedule(cli: Cli) -> None:
     shown = json.loads(result.stdout)
     assert shown["scheduled_at"] == alice["scheduled_at"]
     assert shown["locked_until"] is None
+    assert (shown["attempt"], shown["last_outcome"], shown["last_error"], shown["policies"]) == (1, None, None, {})
+
+    result = cli("tasks", "cliapp:app", "show", "reminder", "alice")
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.rsplit(None, 1) for line in result.stdout.splitlines() if line.startswith(("attempt", "last")))
+    assert {name.strip(): value for name, value in fields.items()} == {
+        "attempt": "1",
+        "last run": "-",
+        "last error": "-",
+    }
 
     result = cli("tasks", "cliapp:app", "unschedule", "reminder", "alice", "--json")
     assert result.returncode == 0, result.stderr

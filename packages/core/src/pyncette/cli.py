@@ -205,6 +205,12 @@ def state_to_dict(state: TaskState) -> dict[str, Any]:
         "execution_mode": task.execution_mode.name,
         "failure_mode": task.failure_mode.name,
         "fast_forward": task.fast_forward,
+        "policies": task.policies.to_json(),
+        "attempt": state.attempt,
+        "last_outcome": state.last_outcome,
+        "last_started": _iso(state.last_started),
+        "last_finished": _iso(state.last_finished),
+        "last_error": state.last_error,
     }
 
 
@@ -229,6 +235,14 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
+def _last_run(state: TaskState) -> str:
+    if state.last_outcome is None:
+        return "-"
+    started = _iso(state.last_started, precise=False)
+    finished = _iso(state.last_finished, precise=False)
+    return f"{state.last_outcome}" + (f", {started} to {finished}" if started and finished else "")
+
+
 def _print_state(state: TaskState) -> None:
     task = state.task
     fields = [
@@ -242,6 +256,10 @@ def _print_state(state: TaskState) -> None:
         ("lease", f"{task.lease_duration.total_seconds():g}s"),
         ("execution mode", task.execution_mode.name),
         ("failure mode", task.failure_mode.name),
+        ("policies", json.dumps(task.policies.to_json()) if not task.policies.plain else "-"),
+        ("attempt", str(state.attempt)),
+        ("last run", _last_run(state)),
+        ("last error", state.last_error or "-"),
     ]
     width = max(len(name) for name, _ in fields)
     for name, value in fields:

@@ -242,6 +242,41 @@ class PolicySuite(ConformanceBase):
         # Nominal times stay on the minute: jitter never drifts the cadence.
         assert all(nominal % 60 == 0 for _, nominal in offsets_by_run)
 
+    async def test_describe_shows_next_runs_across_dst_and_the_last_run(self, apps: AppFactory) -> None:
+        app = apps.app()
+        tz = "Europe/Ljubljana"
+
+        @app.dynamic_task(retry=Retry(attempts=3, backoff=timedelta(minutes=1)))
+        async def job(context: Context) -> None:
+            raise Boom("cannot reach redis://app:hunter2@cache:6379/0")
+
+        async with apps.run(app) as ctx:
+            # 02:30 does not exist on 2030-03-31 there (clocks jump from 02:00 to 03:00).
+            await ctx.schedule_task(job, "nightly", schedule="30 2 * * *", timezone=tz)
+            first = await ctx.describe_task(job, "nightly", next_runs=4)
+            assert first is not None
+            assert [t.strftime("%m-%d %H:%M %z") for t in first.next_runs] == [
+                "01-01 02:30 +0100",
+                "01-02 02:30 +0100",
+                "01-03 02:30 +0100",
+                "01-04 02:30 +0100",
+            ]
+            assert first.state.attempt == 1 and first.state.last_outcome is None
+            await apps.clock.advance(timedelta(hours=1, minutes=30, seconds=10))  # 02:30 fails; retry at 02:31
+            later = await ctx.describe_task(job, "nightly", next_runs=2)
+            assert later is not None
+            # The run being retried comes first (its scheduled time, not the retry's).
+            assert [t.strftime("%m-%d %H:%M") for t in later.next_runs] == ["01-01 02:30", "01-02 02:30"]
+            assert later.state.last_outcome == "failed" and later.state.attempt == 2
+            assert later.state.scheduled_at.strftime("%H:%M") == "02:31"
+            assert later.state.last_error is not None and "hunter2" not in later.state.last_error  # masked
+            assert await ctx.describe_task(job, "gone") is None
+            await ctx.schedule_task(job, "spring", schedule="30 2 * * *", timezone=tz, force=True)
+            spring = await ctx.describe_task(job, "spring", next_runs=100)
+        assert spring is not None
+        around = [t.strftime("%m-%d %H:%M %z") for t in spring.next_runs if t.month == 3 and t.day >= 30]
+        assert around == ["03-30 02:30 +0100", "03-31 03:00 +0200"]
+
     async def test_instance_policies_survive_storage(self, apps: AppFactory) -> None:
         app = apps.app()
 

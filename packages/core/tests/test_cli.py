@@ -214,6 +214,15 @@ def test_tasks_schedule_list_show_unschedule(cli: Cli) -> None:
         "last error": "-",
     }
 
+    result = cli("tasks", "cliapp:app", "describe", "reminder", "bob", "--next", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    assert [t[11:16] for t in described["next_runs"]] == ["09:00"] * 3 and described["instance"] == "bob"
+    result = cli("tasks", "cliapp:app", "describe", "reminder", "bob")
+    assert result.returncode == 0, result.stderr
+    assert sum("T09:00:00+" in line for line in result.stdout.splitlines()) >= 6  # next run + 5 next runs
+    assert cli("tasks", "cliapp:app", "describe", "reminder", "bob", "--next", "0").returncode == 2
+
     result = cli("tasks", "cliapp:app", "unschedule", "reminder", "alice", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"template": "reminder", "instance": "alice", "unscheduled": True}

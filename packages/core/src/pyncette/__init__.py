@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .app import Pyncette
 from .clock import sleep
-from .model import Context, ListTasksResponse, TaskState
+from .model import Context, ListTasksResponse, TaskDescription, TaskState
 from .modes import ExecutionMode, FailureMode
 from .policies import Retry
 from .runtime import PyncetteContext
@@ -27,6 +27,7 @@ __all__ = [
     "Retry",
     "StaticTask",
     "Task",
+    "TaskDescription",
     "TaskState",
     "__version__",
     "sleep",

@@ -394,6 +394,24 @@ def cmd_tasks_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tasks_describe(args: argparse.Namespace) -> int:
+    """Show one instance's stored state and its next scheduled runs."""
+    app, template = _tasks_setup(args)
+    count = args.next
+    if count < 1 or count > 1000:
+        raise CliError(f"invalid --next {count}: must be from 1 to 1000", EXIT_USAGE)
+    described = _in_context(args, app, lambda ctx: ctx.describe_task(template, args.instance, next_runs=count))
+    if described is None:
+        raise _missing(template, args.instance)
+    if getattr(args, "json", False):
+        _print_json({**state_to_dict(described.state), "next_runs": [_iso(t) for t in described.next_runs]})
+        return EXIT_OK
+    _print_state(described.state)
+    for index, moment in enumerate(described.next_runs):
+        print(f"{'next runs' if index == 0 else ''}".ljust(14) + f"  {_iso(moment, precise=False)}")
+    return EXIT_OK
+
+
 def _parse_at(text: str) -> datetime:
     value = text.strip()
     if value.endswith(("Z", "z")):
@@ -632,6 +650,8 @@ def _add_tasks(commands: Commands) -> None:
     list_ = action("list", cmd_tasks_list, "list the instances of a template", instance=False)
     list_.add_argument("--limit", type=int, metavar="N", default=None, help="show at most N instances")
     action("show", cmd_tasks_show, "show one instance")
+    describe = action("describe", cmd_tasks_describe, "show one instance and its next scheduled runs")
+    describe.add_argument("--next", type=int, metavar="N", default=5, help="how many next runs (default 5)")
     _schedule_arguments(
         action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
     )

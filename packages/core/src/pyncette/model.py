@@ -46,6 +46,21 @@ class TaskState:
 
 
 @dataclass(frozen=True)
+class TaskDescription:
+    """What :meth:`PyncetteContext.describe_task` returns: the stored state and what comes next.
+
+    Attributes:
+        state: the stored state (next run, lease holder and expiry, attempt, last run and error).
+        next_runs: the next scheduled runs as the schedule gives them (daylight-saving time applied), in the
+            task's time zone, starting with the stored next run (for a retry: the run being retried); without
+            jitter offsets or retry delays. Fewer when the schedule ends (a once-off instance has one).
+    """
+
+    state: TaskState
+    next_runs: list[datetime]
+
+
+@dataclass(frozen=True)
 class ListTasksResponse:
     """One page of :meth:`PyncetteContext.list_tasks`; pass ``continuation_token`` back for the next."""
 
@@ -77,6 +92,10 @@ class AppContext(Protocol):
     async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None: ...
 
     async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None: ...
+
+    async def describe_task(
+        self, task: Task, instance_name: str | None = None, *, next_runs: int = 5
+    ) -> TaskDescription | None: ...
 
     async def list_tasks(
         self, task: Task, limit: int | None = None, continuation_token: str | None = None
@@ -208,6 +227,7 @@ __all__ = [
     "PollResponse",
     "QueryResponse",
     "ResultType",
+    "TaskDescription",
     "TaskFunc",
     "TaskState",
     "TickListener",

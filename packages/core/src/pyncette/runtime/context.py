@@ -11,10 +11,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .. import events
-from ..abc import Record, RegisterMode, Repository
+from ..abc import PARKED_AT, Record, RegisterMode, Repository
 from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
-from ..model import ListTasksResponse, TaskState, validate_context_names
+from ..model import ListTasksResponse, TaskDescription, TaskState, validate_context_names
 from ..redaction import get_logger
 from ..runstate import RunState, decode
 from ..task import DynamicTask, Instance, Task
@@ -163,6 +163,26 @@ class PyncetteContext:
         if not task.dynamic:
             return _state(task, record)
         return _state(_decode(record, task.template or _template(task)), record)
+
+    async def describe_task(
+        self, task: Task, instance_name: str | None = None, *, next_runs: int = 5
+    ) -> TaskDescription | None:
+        """:meth:`get_task` plus the next ``next_runs`` (1 to 1000) scheduled runs; ``None`` when not stored."""
+        if not isinstance(next_runs, int) or isinstance(next_runs, bool) or not 1 <= next_runs <= 1000:
+            raise ConfigurationError(f"invalid next_runs {next_runs!r}: must be an integer from 1 to 1000")
+        parent, name = _key(task, instance_name)
+        record = await self.repository.get(parent, name)
+        if record is None:
+            return None
+        state = _state(task if not task.dynamic else _decode(record, task.template or _template(task)), record)
+        schedule = state.task.schedule
+        assert schedule is not None
+        upcoming: list[datetime] = []
+        moment: datetime | None = decode(record.state).nominal or record.scheduled_at
+        while moment is not None and len(upcoming) < next_runs and moment < PARKED_AT:
+            upcoming.append(moment.astimezone(state.task.tz))
+            moment = schedule.next_after(moment)
+        return TaskDescription(state, upcoming)
 
     async def list_tasks(
         self, task: Task, limit: int | None = None, continuation_token: str | None = None

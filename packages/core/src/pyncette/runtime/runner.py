@@ -16,7 +16,7 @@ from ..errors import LeaseLostException, TaskTimeout
 from ..model import AppContext, Context
 from ..modes import ExecutionMode, FailureMode
 from ..redaction import get_logger
-from ..runstate import Outcome, RunState, bookkeeping
+from ..runstate import EMPTY, Outcome, RunState, bookkeeping
 from ..schedule import OnceSchedule
 from ..task import Instance, StaticTask
 from . import lateness
@@ -93,13 +93,15 @@ class Runner:
     async def execute(self, run: Run) -> None:
         """Run the task, then hand its outcome to the committer; the run is settled whatever happens."""
         try:
-            early = (run.record.scheduled_at - self._clock.now()).total_seconds()
+            now = self._clock.now()
+            early = (run.record.scheduled_at - now).total_seconds()
             if early > 0:  # a static run claimed ahead of its due time
                 await self._clock.sleep(early)
+                now = self._clock.now()
             if run.task.execution_mode is ExecutionMode.AT_MOST_ONCE:
                 await self._at_most_once(run)
             else:
-                await self._at_least_once(run)
+                await self._at_least_once(run, now)
         finally:
             if not run.committing:
                 self._settle(run)
@@ -127,11 +129,16 @@ class Runner:
             self._commit(run, plan.next_at, state.finished("missed", started=None, finished=now))
         return plan.run_at
 
-    async def _at_least_once(self, run: Run) -> None:
+    async def _at_least_once(self, run: Run, started: datetime) -> None:
         task = run.task
-        state, nominal = self._due(run)
-        if nominal is None:
-            return
+        if run.record.state is None and task.policies.plain:
+            state, nominal = EMPTY, run.record.scheduled_at  # the common case, without the general path
+        else:
+            state, due = self._due(run)
+            if due is None:
+                return
+            nominal = due
+            started = self._clock.now()
         lost = False
 
         async def heartbeat() -> None:
@@ -140,7 +147,6 @@ class Runner:
                 lost = True
                 raise LeaseLostException(task)
 
-        started = self._clock.now()
         error: Exception | None = None
         attempt = state.failures + 1
         try:

@@ -249,3 +249,23 @@ async def test_lease_lost_event() -> None:
         await ctx.schedule_task(job, "gone", execute_at=T0 + S)
         await clock.advance(2 * S)
     assert [(e.task.name, e.scheduled_at) for e in lost] == [("gone", T0 + S)]
+
+
+def test_jitter_offset_is_a_pure_function_of_the_run() -> None:
+    """The same run gets the same offset in every process (no process-local randomness or hash seed)."""
+    import subprocess
+    import sys
+
+    policies = Policies.build(jitter=timedelta(minutes=5))
+    here = policies.offset("job", "i1", T0)
+    code = (
+        "from datetime import datetime, timedelta, timezone\n"
+        "from pyncette.policies import Policies\n"
+        "p = Policies.build(jitter=timedelta(minutes=5))\n"
+        "print(p.offset('job', 'i1', datetime(2030, 1, 1, tzinfo=timezone.utc)).total_seconds())\n"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert float(other.stdout) == here.total_seconds()
+    assert timedelta(0) <= here < timedelta(minutes=5)
+    assert policies.offset("job", "i2", T0) != here and policies.offset("job", "i1", T0 + M) != here
+    assert Policies().offset("job", "i1", T0) == timedelta(0)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from pyncette.abc import Repository
 
 from .harness import BackendUnderTest
+
+if TYPE_CHECKING:
+    from .behaviour import AppFactory
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +64,13 @@ class ConformanceBase:
             for capability in mark.args:
                 if not getattr(declared, capability):
                     pytest.skip(f"backend {pyncette_backend.backend.name!r} does not declare capability {capability!r}")
+
+    @pytest.fixture
+    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
+        """Apps sharing one isolated storage namespace and one virtual clock."""
+        from .behaviour import AppFactory  # behaviour imports this module
+
+        return AppFactory(pyncette_backend)
 
     @pytest.fixture
     async def repository(self, pyncette_backend: BackendUnderTest) -> AsyncIterator[Repository]:

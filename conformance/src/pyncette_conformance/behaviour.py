@@ -55,10 +55,6 @@ def offsets(times: list[datetime]) -> list[float]:
 class BehaviourSuite(ConformanceBase):
     """Scheduling semantics of Pyncette 1.x, on any backend."""
 
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
-
     # -- static tasks ------------------------------------------------------------------------------
 
     async def test_interval_first_run_and_cadence(self, apps: AppFactory) -> None:

@@ -31,10 +31,6 @@ PAST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 class PersistenceSuite(ConformanceBase):
     """State survives closing and reopening the app (backends declaring ``persistent``)."""
 
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
-
     @requires("persistent")
     async def test_instances_and_their_state_survive_reopening(self, apps: AppFactory) -> None:
         def build() -> tuple[Pyncette, Any]:
@@ -96,10 +92,6 @@ class IsolationSuite(ConformanceBase):
 
 class CoordinationSuite(ConformanceBase):
     """Several app instances on one storage: every due run happens exactly once."""
-
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
 
     @requires("coordinated")
     @pytest.mark.parametrize("instances", [2, 4])
@@ -185,20 +177,14 @@ class CoordinationSuite(ConformanceBase):
             for out in outputs
         ]
         try:
-            deadline = time.monotonic() + 60
-            while not all(Path(f"{out}.ready").exists() for out in outputs):
-                assert time.monotonic() < deadline, "the worker processes did not start"
-                await anyio.sleep(0.05)
+            await _wait_ready(outputs)
             async with app.create() as ctx:
                 await ctx.schedule_tasks(job, {n: {"execute_at": PAST} for n in names})
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and _count(outputs) < len(names):
                 await anyio.sleep(0.2)
         finally:
-            for worker in workers:
-                worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                worker.wait(timeout=30)
+            _stop(workers)
         lines = [line.split() for out in outputs if out.exists() for line in out.read_text().splitlines()]
         counts = Counter(name for _, name in lines)
         assert set(counts) == set(names), f"missing: {sorted(set(names) - set(counts))[:10]}"
@@ -253,6 +239,22 @@ def _spawn(
     spec = {"backend": under_test.backend.name, "options": options, "out": str(out), "mode": mode, **extra}
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     return subprocess.Popen([sys.executable, "-m", "pyncette_conformance._worker", json.dumps(spec)], env=env)
+
+
+async def _wait_ready(outputs: list[Path]) -> None:
+    """Wait until every worker process spawned to write to ``outputs`` is connected and about to poll."""
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{out}.ready").exists() for out in outputs):
+        assert time.monotonic() < deadline, "the worker processes did not start"
+        await anyio.sleep(0.05)
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the worker processes gracefully (SIGTERM) and wait for them."""
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.wait(timeout=30)
 
 
 def _count(outputs: list[Path]) -> int:

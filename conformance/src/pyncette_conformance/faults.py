@@ -31,7 +31,6 @@ from pyncette.errors import BackendError
 
 from .base import ConformanceBase
 from .behaviour import START, AppFactory
-from .harness import BackendUnderTest
 
 T = TypeVar("T")
 
@@ -134,10 +133,6 @@ class FaultSuite(ConformanceBase):
     #: Once-off instances per template; a slow emulator may lower it.
     fault_instances: ClassVar[int] = 120
     LEASE: ClassVar[timedelta] = timedelta(seconds=10)
-
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
 
     @pytest.mark.parametrize("seed", [1, 2])
     async def test_lost_answers_lose_nothing_and_double_nothing(self, apps: AppFactory, seed: int) -> None:

@@ -7,7 +7,6 @@ drops or mixes up the state fails here.
 
 from __future__ import annotations
 
-import signal
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from pyncette import events as ev
 
 from .base import ConformanceBase, requires
 from .behaviour import START, AppFactory, S, offsets
-from .coordination import _count, _spawn
+from .coordination import _count, _spawn, _stop, _wait_ready
 from .harness import BackendUnderTest
 
 
@@ -32,10 +31,6 @@ class Boom(Exception):
 
 class PolicySuite(ConformanceBase):
     """Retries, timeouts, catch-up, overlap and jitter behave the same on every backend."""
-
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
 
     async def test_retry_backs_off_and_counts_attempts(self, apps: AppFactory) -> None:
         app = apps.app()
@@ -198,18 +193,12 @@ class PolicySuite(ConformanceBase):
         outputs = [tmp_path / f"out{i}.txt" for i in range(2)]
         workers = [_spawn(pyncette_backend, options, out, "overlap", seconds=60, work_seconds=2.5) for out in outputs]
         try:
-            deadline = time.monotonic() + 60
-            while not all(Path(f"{out}.ready").exists() for out in outputs):
-                assert time.monotonic() < deadline, "the worker processes did not start"
-                await anyio.sleep(0.05)
+            await _wait_ready(outputs)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and _count(outputs) < 6:  # three runs started and ended
                 await anyio.sleep(0.1)
         finally:
-            for worker in workers:
-                worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                worker.wait(timeout=30)
+            _stop(workers)
         events = sorted(
             (float(at), kind, pid)
             for out in outputs

@@ -78,10 +78,6 @@ def _with_secrets(url: str, port: int) -> str:
 class ValidationSuite(ConformanceBase):
     """The same errors for the same bad input everywhere; secrets never echoed."""
 
-    @pytest.fixture
-    def apps(self, pyncette_backend: BackendUnderTest) -> AppFactory:
-        return AppFactory(pyncette_backend)
-
     @pytest.mark.parametrize(("case", "options", "instance", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
     async def test_bad_instance_input_is_refused_alike(
         self, apps: AppFactory, case: str, options: dict[str, Any], instance: str, message: str

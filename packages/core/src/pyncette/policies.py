@@ -132,6 +132,11 @@ class Retry:
         )
 
 
+def run_key(parent: str, name: str, nominal: datetime) -> str:
+    """Names one scheduled run of one record: the seed of its retry jitter and its jitter offset."""
+    return f"{parent}/{name}@{nominal.isoformat()}"
+
+
 def fraction(seed: str) -> float:
     """A number in [0, 1) derived from ``seed``: the same in every process (unlike ``random``)."""
     digest = hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -191,7 +196,18 @@ class Policies:
         """The jitter of the run due at ``nominal``: the same for that run in every process."""
         if not self.jitter:
             return timedelta(0)
-        return self.jitter * fraction(f"{parent}/{name}@{nominal.isoformat()}")
+        return self.jitter * fraction(run_key(parent, name, nominal))
+
+    def options(self) -> dict[str, Any]:
+        """The policies as the keyword options of a task (``retry=``, ``timeout=``, ...)."""
+        return {
+            "retry": self.retry,
+            "timeout": self.timeout,
+            "catchup_window": self.catchup_window,
+            "coalesce": self.coalesce,
+            "overlap": self.overlap,
+            "jitter": self.jitter,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The stored form, keys only for what differs from the default."""
@@ -235,4 +251,4 @@ def pop_policies(options: dict[str, Any]) -> Policies:
     return Policies.build(**{name: options.pop(name) for name in list(options) if name in POLICY_OPTIONS})
 
 
-__all__ = ["Coalesce", "Exhausted", "Overlap", "Policies", "Retry", "fraction", "pop_policies"]
+__all__ = ["Coalesce", "Exhausted", "Overlap", "Policies", "Retry", "fraction", "pop_policies", "run_key"]

@@ -335,13 +335,13 @@ def _legacy_labels(operation: str, parents: Iterable[str]) -> list[tuple[str, st
     return list(keys)
 
 
-#: The run events counted in ``pyncette_task_policy_events`` (label, increment unless the event has a count).
-_POLICY_EVENTS: dict[type[events.Event], tuple[str, int]] = {
-    events.Retrying: ("retrying", 1),
-    events.Exhausted: ("exhausted", 1),
-    events.TimedOut: ("timed_out", 1),
-    events.Missed: ("missed", 1),
-    events.SkippedOverlap: ("skipped_overlap", 1),
+#: The run events counted in ``pyncette_task_policy_events``, by label (each counts 1, or its ``count``).
+_POLICY_EVENTS: dict[type[events.Event], str] = {
+    events.Retrying: "retrying",
+    events.Exhausted: "exhausted",
+    events.TimedOut: "timed_out",
+    events.Missed: "missed",
+    events.SkippedOverlap: "skipped_overlap",
 }
 
 
@@ -406,8 +406,7 @@ def use_prometheus(
     def on_policy_event(event: events.Event) -> None:
         task = event.task
         label = task.template.name if task.template is not None else task.name
-        name, amount = _POLICY_EVENTS[type(event)]
-        metrics.policy_events.labels(label, name).inc(getattr(event, "count", amount))
+        metrics.policy_events.labels(label, _POLICY_EVENTS[type(event)]).inc(getattr(event, "count", 1))
 
     if measure_tasks:
         app.use_middleware(prometheus_middleware)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from .redaction import redact
 
@@ -18,6 +18,8 @@ from .redaction import redact
 #: ``skipped`` (not run: the previous run still ran, ``overlap="skip"``), ``missed`` (not run: later than
 #: the catch-up window).
 Outcome = Literal["succeeded", "failed", "timed_out", "skipped", "missed"]
+
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 #: The longest error summary kept (the exception type and the start of its message).
 MAX_ERROR = 500
@@ -116,7 +118,7 @@ def decode(text: str | None) -> RunState:
         nominal=_time(data.get("n")),
         last_started=_time(data.get("ls")),
         last_finished=_time(data.get("lf")),
-        last_outcome=outcome if outcome in ("succeeded", "failed", "timed_out", "skipped", "missed") else None,
+        last_outcome=outcome if outcome in OUTCOMES else None,
         last_error=error[:MAX_ERROR] if isinstance(error, str) else None,
         origin={str(k): str(v) for k, v in origin.items()} if isinstance(origin, dict) else None,
     )

@@ -365,16 +365,10 @@ class DynamicTask(Task):
 
     def policy_options(self) -> dict[str, Any]:
         """The template's policies as the keyword options its instances inherit."""
-        p = self.policies
-        coalesce = "all" if self.fast_forward and p.coalesce == "earliest" else p.coalesce
-        return {
-            "retry": p.retry,
-            "timeout": p.timeout,
-            "catchup_window": p.catchup_window,
-            "coalesce": coalesce,
-            "overlap": p.overlap,
-            "jitter": p.jitter,
-        }
+        options = self.policies.options()
+        if self.fast_forward and options["coalesce"] == "earliest":
+            options["coalesce"] = "all"  # inherited as fast_forward=True, which implies it
+        return options
 
     def from_spec(self, name: str, spec: str) -> Instance:
         """Rebuild an instance from its stored JSON; :class:`RecordDecodeError` if it cannot be decoded.
@@ -404,14 +398,7 @@ class DynamicTask(Task):
             if "p" in data:
                 own = self.policies.retry
                 policies = Policies.from_json(data["p"], own.retry_on if own is not None else (Exception,))
-                options.update(
-                    retry=policies.retry,
-                    timeout=policies.timeout,
-                    catchup_window=policies.catchup_window,
-                    coalesce=policies.coalesce,
-                    overlap=policies.overlap,
-                    jitter=policies.jitter,
-                )
+                options.update(policies.options())
             if "cron" in data:
                 options.update(schedule=data["cron"], timezone=data.get("tz"))
             elif "interval" in data:

@@ -156,13 +156,17 @@ class PyncetteContext:
 
         Raises :class:`~pyncette.errors.RecordDecodeError` for a stored instance that cannot be decoded.
         """
+        found = await self._read(task, instance_name)
+        return None if found is None else found[1]
+
+    async def _read(self, task: Task, instance_name: str | None) -> tuple[Record, TaskState] | None:
+        """The stored record of a static task or an instance and its state (the instance decoded)."""
         parent, name = _key(task, instance_name)
         record = await self.repository.get(parent, name)
         if record is None:
             return None
-        if not task.dynamic:
-            return _state(task, record)
-        return _state(_decode(record, task.template or _template(task)), record)
+        concrete = task if not task.dynamic else _decode(record, task.template or _template(task))
+        return record, _state(concrete, record)
 
     async def describe_task(
         self, task: Task, instance_name: str | None = None, *, next_runs: int = 5
@@ -170,11 +174,10 @@ class PyncetteContext:
         """:meth:`get_task` plus the next ``next_runs`` (1 to 1000) scheduled runs; ``None`` when not stored."""
         if not isinstance(next_runs, int) or isinstance(next_runs, bool) or not 1 <= next_runs <= 1000:
             raise ConfigurationError(f"invalid next_runs {next_runs!r}: must be an integer from 1 to 1000")
-        parent, name = _key(task, instance_name)
-        record = await self.repository.get(parent, name)
-        if record is None:
+        found = await self._read(task, instance_name)
+        if found is None:
             return None
-        state = _state(task if not task.dynamic else _decode(record, task.template or _template(task)), record)
+        record, state = found
         schedule = state.task.schedule
         assert schedule is not None
         upcoming: list[datetime] = []

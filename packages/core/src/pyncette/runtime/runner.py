@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -15,9 +15,10 @@ from ..clock import Clock, Hold
 from ..errors import LeaseLostException, TaskTimeout
 from ..model import AppContext, Context
 from ..modes import ExecutionMode, FailureMode
+from ..policies import run_key
 from ..redaction import get_logger
 from ..runstate import EMPTY, Outcome, RunState, bookkeeping
-from ..schedule import OnceSchedule
+from ..schedule import OnceSchedule, Schedule
 from ..task import Instance, StaticTask
 from . import lateness
 from .agenda import Agenda
@@ -99,28 +100,29 @@ class Runner:
                 await self._clock.sleep(early)
                 now = self._clock.now()
             if run.task.execution_mode is ExecutionMode.AT_MOST_ONCE:
-                await self._at_most_once(run)
+                await self._at_most_once(run, now)
             else:
                 await self._at_least_once(run, now)
         finally:
             if not run.committing:
                 self._settle(run)
 
-    def _due(self, run: Run) -> tuple[RunState, datetime | None]:
+    def _due(self, run: Run, now: datetime) -> tuple[RunState, datetime | None]:
         """The stored bookkeeping of a claimed run and the scheduled time of the run to make now (``None``:
         the catch-up policy makes none, and the record is already handed to the committer)."""
+        if run.record.state is None and run.task.policies.plain:
+            return EMPTY, run.record.scheduled_at  # the common case, decided without parsing anything
         state = bookkeeping(run.record.state)
         nominal = state.nominal or run.record.scheduled_at
-        if not run.task.policies.plain and run.task.policies.late_rules:
-            return state, self._late(run, state, nominal)
+        if run.task.policies.late_rules:
+            return state, self._late(run, state, nominal, now)
         return state, nominal
 
-    def _late(self, run: Run, state: RunState, nominal: datetime) -> datetime | None:
+    def _late(self, run: Run, state: RunState, nominal: datetime, now: datetime) -> datetime | None:
         """Apply the catch-up policy to a run scheduled at ``nominal``: the time of the run to make now, or
         ``None`` when none is to be made (then the record is already handed to the committer)."""
         task = run.task
         assert task.schedule is not None
-        now = self._clock.now()
         plan = lateness.plan(task.schedule, task.policies, nominal, now)
         if plan.missed:
             assert plan.first_missed is not None
@@ -131,14 +133,9 @@ class Runner:
 
     async def _at_least_once(self, run: Run, started: datetime) -> None:
         task = run.task
-        if run.record.state is None and task.policies.plain:
-            state, nominal = EMPTY, run.record.scheduled_at  # the common case, without the general path
-        else:
-            state, due = self._due(run)
-            if due is None:
-                return
-            nominal = due
-            started = self._clock.now()
+        state, nominal = self._due(run, started)
+        if nominal is None:
+            return
         lost = False
 
         async def heartbeat() -> None:
@@ -148,7 +145,7 @@ class Runner:
                 raise LeaseLostException(task)
 
         error: Exception | None = None
-        attempt = state.failures + 1
+        attempt = state.attempt
         try:
             await self._invoke(self._context(run, heartbeat, nominal, attempt, state.origin), started)
         except LeaseLostException:
@@ -175,7 +172,7 @@ class Runner:
         self, run: Run, state: RunState, nominal: datetime, error: Exception, started: datetime, finished: datetime
     ) -> None:
         task = run.task
-        outcome: Outcome = "timed_out" if isinstance(error, TaskTimeout) else "failed"
+        outcome = _outcome(error)
         logger.error("Task %r failed (attempt %d)", task, state.attempt, exc_info=error)
         if self._listeners.wants(events.Failed):
             self._listeners.emit(events.Failed(task, nominal, finished, state.attempt, error))
@@ -191,7 +188,7 @@ class Runner:
             return
         failures = state.failures + 1
         if isinstance(error, retry.retry_on) and failures < retry.attempts:
-            retry_at = finished + retry.delay(failures, f"{run.lease.parent}/{run.lease.name}@{nominal.isoformat()}")
+            retry_at = finished + retry.delay(failures, run_key(run.lease.parent, run.lease.name, nominal))
             if self._listeners.wants(events.Retrying):
                 self._listeners.emit(events.Retrying(task, nominal, finished, state.attempt, error, retry_at))
             after = state.finished(
@@ -207,13 +204,12 @@ class Runner:
         next_at = None if action == "delete" else self._following(task, nominal, finished)
         self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
 
-    async def _at_most_once(self, run: Run) -> None:
+    async def _at_most_once(self, run: Run, started: datetime) -> None:
         task = run.task
         policies = task.policies
-        state, nominal = self._due(run)
+        state, nominal = self._due(run, started)
         if nominal is None:
             return
-        started = self._clock.now()
         next_at = self._following(task, nominal, started, skip_overlap=False)
         # With overlap="skip" or "wait" the lease is kept while the body runs, so that no process starts the
         # next run meanwhile; the outcome is stored (and the lease released) afterwards.
@@ -257,9 +253,7 @@ class Runner:
             assert next_at is not None
             if next_at <= finished:
                 next_at = self._following(task, nominal, finished)
-            outcome: Outcome = (
-                "succeeded" if error is None else "timed_out" if isinstance(error, TaskTimeout) else "failed"
-            )
+            outcome: Outcome = "succeeded" if error is None else _outcome(error)
             self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
 
     def _missed(self, task: StaticTask | Instance, first: datetime, now: datetime, count: int) -> None:
@@ -321,15 +315,14 @@ class Runner:
             self._listeners.emit(events.Started(task, nominal, self._clock.now(), attempt))
         return context
 
-    async def _invoke(self, context: Context, started: datetime) -> None:
+    def _invoke(self, context: Context, started: datetime) -> Awaitable[None]:
         """Call the body through the middlewares; cancel it after the task's ``timeout`` (on the app's clock)."""
         timeout = context.task.policies.timeout
         if timeout is None:
-            if self._description.middlewares:
-                await self._call(context)
-            else:
-                await context.task.func(context)
-            return
+            return self._call(context)  # returned, not awaited here: one coroutine less per run
+        return self._call_with_timeout(context, started, timeout)
+
+    async def _call_with_timeout(self, context: Context, started: datetime, limit: timedelta) -> None:
         timed_out = done = False
         error: Exception | None = None
         async with anyio.create_task_group() as group:
@@ -338,7 +331,7 @@ class Runner:
                 nonlocal timed_out
                 hold = self._clock.hold("timeout watchdog", self._app_context)
                 try:
-                    await self._clock.sleep((started + timeout - self._clock.now()).total_seconds())
+                    await self._clock.sleep((started + limit - self._clock.now()).total_seconds())
                 finally:
                     hold.release()
                 if not done:
@@ -356,9 +349,9 @@ class Runner:
             task = context.task
             if self._listeners.wants(events.TimedOut):
                 self._listeners.emit(
-                    events.TimedOut(task, context.scheduled_at, self._clock.now(), context.attempt, timeout)
+                    events.TimedOut(task, context.scheduled_at, self._clock.now(), context.attempt, limit)
                 )
-            raise TaskTimeout(f"task {task.canonical_name!r} ran longer than its timeout of {timeout}")
+            raise TaskTimeout(f"task {task.canonical_name!r} ran longer than its timeout of {limit}")
         if error is not None:
             raise error
 
@@ -381,34 +374,38 @@ class Runner:
     ) -> datetime | None:
         """The nominal time of the run after the one scheduled at ``nominal``; with ``overlap="skip"``, the
         runs that came due while it ran are skipped. Past year 9999 the task is parked there."""
-        assert task.schedule is not None
+        schedule = task.schedule
+        assert schedule is not None
         policies = task.policies
-        if policies.plain:
-            try:
-                following = task.schedule.next_after(nominal)
-            except (OverflowError, ValueError):
-                following = PARKED_AT
-            if following is None or following < PARKED_AT:
-                return following
-            logger.warning("Task %r has no run left before 9999-12-31; parking it there", task)
-            return PARKED_AT
         try:
-            following = lateness.following(task.schedule, policies, nominal, now)
-            if policies.coalesce != "all":
-                natural = task.schedule.next_after(nominal)
-                if natural is not None and following is not None and natural < following:
-                    self._missed(task, natural, now, lateness.count(task.schedule, natural, following))
-            if skip_overlap and policies.overlap == "skip" and following is not None and following <= now:
-                skipped = lateness.count(task.schedule, following, task.schedule.fast_forward(following, now))
-                logger.info("Task %r skipped %d run(s) that came due while it ran", task, skipped)
-                if self._listeners.wants(events.SkippedOverlap):
-                    self._listeners.emit(events.SkippedOverlap(task, following, now, skipped))
-                following = task.schedule.fast_forward(following, now)
+            if policies.plain:
+                following = schedule.next_after(nominal)
+            else:
+                following = self._following_with_policies(task, schedule, nominal, now, skip_overlap)
         except (OverflowError, ValueError):
             following = PARKED_AT
         if following is not None and following >= PARKED_AT:
             logger.warning("Task %r has no run left before 9999-12-31; parking it there", task)
             return PARKED_AT
+        return following
+
+    def _following_with_policies(
+        self, task: StaticTask | Instance, schedule: Schedule, nominal: datetime, now: datetime, skip_overlap: bool
+    ) -> datetime | None:
+        """:meth:`_following` under coalescing and ``overlap="skip"``, reporting the runs left out."""
+        policies = task.policies
+        following = lateness.following(schedule, policies, nominal, now)
+        if policies.coalesce != "all":
+            natural = schedule.next_after(nominal)
+            if natural is not None and following is not None and natural < following:
+                self._missed(task, natural, now, lateness.count(schedule, natural, following))
+        if skip_overlap and policies.overlap == "skip" and following is not None and following <= now:
+            resumed = schedule.fast_forward(following, now)
+            skipped = lateness.count(schedule, following, resumed)
+            logger.info("Task %r skipped %d run(s) that came due while it ran", task, skipped)
+            if self._listeners.wants(events.SkippedOverlap):
+                self._listeners.emit(events.SkippedOverlap(task, following, now, skipped))
+            following = resumed
         return following
 
     # -- settling -------------------------------------------------------------------------------------
@@ -437,6 +434,11 @@ class Runner:
         self._slots.settled(committing=run.committing)
         if run.hold is not None:
             run.give_hold().release()
+
+
+def _outcome(error: Exception) -> Outcome:
+    """How a run whose body raised ``error`` ended."""
+    return "timed_out" if isinstance(error, TaskTimeout) else "failed"
 
 
 __all__ = ["Run", "Runner"]

@@ -269,3 +269,49 @@ def test_jitter_offset_is_a_pure_function_of_the_run() -> None:
     assert timedelta(0) <= here < timedelta(minutes=5)
     assert policies.offset("job", "i2", T0) != here and policies.offset("job", "i1", T0 + M) != here
     assert Policies().offset("job", "i1", T0) == timedelta(0)
+
+
+@pytest.mark.anyio
+async def test_at_most_once_stores_the_start_only() -> None:
+    """Its record is committed before the body runs, so no outcome is claimed for it (it may still fail)."""
+    from pyncette import Context
+    from pyncette.testing import VirtualClock, running
+
+    app = Pyncette(backend="memory")
+
+    @app.task(interval=10 * S, execution_mode=ExecutionMode.AT_MOST_ONCE)
+    async def fragile(context: Context) -> None:
+        raise RuntimeError("fails after the commit")
+
+    clock = VirtualClock(T0)
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await clock.advance(11 * S)
+        state = await ctx.get_task(fragile)
+    assert state is not None
+    assert (state.last_started, state.last_finished, state.last_outcome, state.last_error) == (
+        T0 + 10 * S,
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_timed_out_event_time_is_utc() -> None:
+    from pyncette import Context, sleep
+    from pyncette.events import TimedOut
+    from pyncette.testing import VirtualClock, running
+
+    app = Pyncette(backend="memory")
+    seen: list[TimedOut] = []
+    app.on(TimedOut, seen.append)
+
+    @app.task(schedule="* * * * *", timezone="Asia/Tokyo", timeout=5 * S, failure_mode=FailureMode.COMMIT)
+    async def slow(context: Context) -> None:
+        await sleep(30)
+
+    clock = VirtualClock(T0)
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await clock.advance(70 * S)
+    assert [e.scheduled_at for e in seen] == [T0 + M]
+    assert seen[0].scheduled_at.utcoffset() == timedelta(0)

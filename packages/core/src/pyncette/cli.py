@@ -237,7 +237,8 @@ def _print_json(data: Any) -> None:
 
 def _last_run(state: TaskState) -> str:
     if state.last_outcome is None:
-        return "-"
+        # An at-most-once run stores its start only.
+        return f"started {_iso(state.last_started, precise=False)}" if state.last_started else "-"
     started = _iso(state.last_started, precise=False)
     finished = _iso(state.last_finished, precise=False)
     return f"{state.last_outcome}" + (f", {started} to {finished}" if started and finished else "")

@@ -31,7 +31,9 @@ class TaskState:
         attempt: the number of the next try of the current scheduled run, from 1 (above 1 while retrying).
         last_outcome: how the last run ended (``succeeded``, ``failed``, ``timed_out``, ``skipped``,
             ``missed``), ``None`` before the first; ``last_started``, ``last_finished`` and ``last_error``
-            describe it.
+            describe it. An at-most-once run stores only its start (``last_started``, with the other
+            fields ``None``): its outcome is known after the record was committed, and storing it would cost
+            a second write (with ``overlap="skip"`` or ``"wait"`` that write is made, and the outcome stored).
     """
 
     task: Task

@@ -95,6 +95,11 @@ class RunState:
             last_error=summary(error) if error is not None else self.last_error if outcome != "succeeded" else None,
         )
 
+    def starting(self, started: datetime) -> RunState:
+        """The state stored when a run starts without its outcome being stored afterwards (at-most-once):
+        the start time only; the outcome and error of the previous run no longer apply."""
+        return RunState(0, None, started, None, None, None, self.origin)
+
 
 EMPTY = RunState()
 

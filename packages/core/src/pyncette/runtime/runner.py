@@ -18,7 +18,7 @@ from ..modes import ExecutionMode, FailureMode
 from ..policies import run_key
 from ..redaction import get_logger
 from ..runstate import EMPTY, Outcome, RunState, bookkeeping
-from ..schedule import OnceSchedule, Schedule
+from ..schedule import UTC, OnceSchedule, Schedule
 from ..task import Instance, StaticTask
 from . import lateness
 from .agenda import Agenda
@@ -214,9 +214,7 @@ class Runner:
         # With overlap="skip" or "wait" the lease is kept while the body runs, so that no process starts the
         # next run meanwhile; the outcome is stored (and the lease released) afterwards.
         guarded = policies.overlap != "allow" and next_at is not None
-        stored_at, after = self._stored_form(
-            run, next_at, state.finished("succeeded", started=started, finished=started)
-        )
+        stored_at, after = self._stored_form(run, next_at, state.starting(started))
         stored, run.hold = await self._committer.finish(
             run.lease, stored_at, run.record.locked_until, run.give_hold(), state=after, release=not guarded
         )
@@ -349,7 +347,9 @@ class Runner:
             task = context.task
             if self._listeners.wants(events.TimedOut):
                 self._listeners.emit(
-                    events.TimedOut(task, context.scheduled_at, self._clock.now(), context.attempt, limit)
+                    events.TimedOut(
+                        task, context.scheduled_at.astimezone(UTC), self._clock.now(), context.attempt, limit
+                    )
                 )
             raise TaskTimeout(f"task {task.canonical_name!r} ran longer than its timeout of {limit}")
         if error is not None:

@@ -9,6 +9,7 @@ against an installed backend with::
 
 from .base import ConformanceBase, requires
 from .behaviour import BehaviourSuite
+from .control import ControlContract, ControlSuite
 from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .faults import FaultPlan, FaultSuite, FaultyRepository
 from .harness import BackendUnderTest
@@ -22,6 +23,8 @@ ALL_SUITES = (
     RepositoryContract,
     BehaviourSuite,
     PolicySuite,
+    ControlContract,
+    ControlSuite,
     PersistenceSuite,
     IsolationSuite,
     CoordinationSuite,
@@ -35,6 +38,8 @@ __all__ = [
     "BackendUnderTest",
     "BehaviourSuite",
     "ConformanceBase",
+    "ControlContract",
+    "ControlSuite",
     "CoordinationSuite",
     "FaultPlan",
     "FaultSuite",

@@ -1,6 +1,7 @@
 """Concrete test classes collected by ``pytest --pyargs pyncette_conformance``."""
 
 from pyncette_conformance.behaviour import BehaviourSuite
+from pyncette_conformance.control import ControlContract, ControlSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.policies import PolicySuite
@@ -15,6 +16,14 @@ class TestRepository(RepositoryContract):
 
 class TestBehaviour(BehaviourSuite):
     """Scheduling semantics against the backend chosen on the command line."""
+
+
+class TestControlContract(ControlContract):
+    """The control-plane repository methods (skipped unless the backend declares ``control``)."""
+
+
+class TestControl(ControlSuite):
+    """Pause, resume, run now and prune through the API (skipped unless the backend declares ``control``)."""
 
 
 class TestPersistence(PersistenceSuite):

@@ -12,6 +12,8 @@ import pyncette.memory
 import pyncette.sqlite
 from pyncette_conformance import (
     BackendUnderTest,
+    ControlContract,
+    ControlSuite,
     CoordinationSuite,
     FaultSuite,
     IsolationSuite,
@@ -116,4 +118,20 @@ class TestMemoryPolicies(_InMemory, PolicySuite):
 
 
 class TestSqliteFilePolicies(_SqliteFile, PolicySuite):
+    pass
+
+
+class TestMemoryControlContract(_InMemory, ControlContract):
+    pass
+
+
+class TestMemoryControl(_InMemory, ControlSuite):
+    pass
+
+
+class TestSqliteFileControlContract(_SqliteFile, ControlContract):
+    pass
+
+
+class TestSqliteFileControl(_SqliteFile, ControlSuite):
     pass

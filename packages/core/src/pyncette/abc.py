@@ -64,12 +64,17 @@ class Capabilities:
             refuses to start on another event loop.
         notifications: reserved for pushing wake-ups to other instances; no
             backend sets it and nothing reads it yet.
+        control: the repository implements the control-plane methods (:meth:`Repository.pause`,
+            :meth:`~Repository.resume`, :meth:`~Repository.pauses`, :meth:`~Repository.reschedule`
+            and :meth:`~Repository.parents`), which pausing, run-now and pruning need. Without it those
+            operations raise :class:`~pyncette.errors.ConfigurationError`; everything else works.
     """
 
     persistent: bool = False
     coordinated: bool = False
     asyncio_only: bool = False
     notifications: bool = False
+    control: bool = False
 
     def describe(self) -> list[str]:
         """The names of the capabilities that are set, for listings."""
@@ -134,6 +139,32 @@ class Completion:
     next_at: datetime | None
     state: str | None = None
     release: bool = True
+
+
+@dataclass(frozen=True)
+class PauseRule:
+    """A stored pause: while it exists, no claim returns the records of ``parent`` it matches.
+
+    Attributes:
+        parent: the group whose records it holds.
+        match: a record name (``prefix`` false), or a prefix of names (``prefix`` true; the empty prefix
+            matches every record of the parent). Compared as plain text, character by character: no
+            character is special (``%``, ``_``, ``*``, ``?`` and ``[`` included).
+        prefix: whether ``match`` is a prefix rather than a whole name.
+        info: JSON text owned by core (the note, who paused and when), stored verbatim like
+            :attr:`Record.spec`; ``None`` when there is none.
+
+    A rule is identified by ``(parent, match, prefix)``: storing it again replaces its ``info``.
+    """
+
+    parent: str
+    match: str
+    prefix: bool
+    info: str | None = None
+
+    def matches(self, name: str) -> bool:
+        """Whether the record ``name`` (of the rule's parent) is held by this rule."""
+        return name.startswith(self.match) if self.prefix else name == self.match
 
 
 class RegisterMode(Enum):
@@ -252,6 +283,56 @@ class Repository(ABC):
         neither skip nor repeat records that exist throughout the iteration.
         Records that cannot be decoded are returned with ``corrupt`` set.
         """
+
+    # -- the control plane: optional, declared by Capabilities.control ------------------------------------
+
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        """Store ``rule`` (replacing the ``info`` of an identical one) and hold the records it matches.
+
+        Atomic with storing the rule: from when this returns, no :meth:`claim` (from any connection or
+        process) returns a record the rule matches, whether it exists now or is registered later, until
+        :meth:`resume` removes every rule matching it. Nothing else changes for a held record:
+        ``register``, ``commit``, ``unlock``, ``extend``, ``delete``, ``get``, ``list_page`` and
+        :meth:`reschedule` work on it as on any other (a run in progress keeps its lease and commits; the
+        record stays held), and it keeps its ``scheduled_at``.
+
+        Cost: one round trip (one statement or script, or a parent-level flag), however many records the
+        rule matches -- never one call per record. Holding records must not make later claims of the
+        parent cost more per held record than a one-off amount.
+
+        Returns how many stored records the rule matches, or ``None`` when the backend cannot tell without
+        extra work.
+        """
+        raise NotImplementedError
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        """Remove the rule ``(parent, match, prefix)``; ``False`` when there was none.
+
+        Atomic with removing it: every record it matched that no remaining rule matches becomes claimable
+        again, at its stored ``scheduled_at`` (a time already past is due at once) and under its stored lease.
+        Cost as for :meth:`pause`.
+        """
+        raise NotImplementedError
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        """The rules stored for ``parent`` (any order), in one round trip."""
+        raise NotImplementedError
+
+    async def reschedule(self, parent: str, name: str, *, scheduled_at: datetime, state: str | None, now: datetime) -> bool:
+        """If the record exists and is not leased at ``now`` (``locked_until`` is ``None`` or ``<= now``), set
+        its ``scheduled_at`` and, unless ``state`` is ``None``, its ``state``, atomically; ``spec``, the lease
+        fields and whether it is held by a pause stay as they are. ``False`` (nothing written) when the record
+        is missing or leased. Used to trigger a run now without losing the regular next run (kept in the state).
+        """
+        raise NotImplementedError
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        """Page through the parents that have at least one record, at most ``limit`` per page, in an order
+        of the backend's choosing; ``continuation`` as in :meth:`list_page`. Never repeats a parent and never
+        skips one that has records throughout the iteration. An administrative operation (pruning): it may
+        cost a scan of the storage.
+        """
+        raise NotImplementedError
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         """Testing hook: store ``raw`` verbatim as the record's spec, bypassing validation.
@@ -506,6 +587,7 @@ __all__ = [
     "LegacyStore",
     "Option",
     "Options",
+    "PauseRule",
     "Record",
     "RegisterMode",
     "Repository",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .abc import Backend, Capabilities, Completion, Lease, Record, RegisterMode, Repository
+from .abc import Backend, Capabilities, Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from .options import Identifier, Option, Options, Settings
 
 
@@ -30,6 +30,12 @@ class _Parent:
     # (claimable_at, sequence, name, version); stale entries are skipped lazily.
     heap: list[tuple[datetime, int, str, int]] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
+    # Pause rules by (match, prefix), and the names they hold (kept out of the heap until resumed).
+    rules: dict[tuple[str, bool], PauseRule] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+
+    def paused(self, name: str) -> bool:
+        return any(rule.matches(name) for rule in self.rules.values())
 
 
 def _changed(record: Record, **changes: Any) -> Record:
@@ -57,6 +63,9 @@ class MemoryRepository(Repository):
         version = group.versions.get(record.name, 0) + 1
         group.versions[record.name] = version
         group.records[record.name] = record
+        if group.rules and group.paused(record.name):
+            group.held.add(record.name)
+            return
         claimable_at = record.scheduled_at
         if record.locked_until is not None and record.locked_until > claimable_at:
             claimable_at = record.locked_until
@@ -65,6 +74,7 @@ class MemoryRepository(Repository):
     def _remove(self, group: _Parent, name: str) -> None:
         del group.records[name]
         group.versions[name] = group.versions.get(name, 0) + 1
+        group.held.discard(name)
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         results = []
@@ -166,6 +176,43 @@ class MemoryRepository(Repository):
         page = [group.records[n] for n in names[:limit]]
         return page, (page[-1].name if len(names) > limit else None)
 
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        group = self._parent(rule.parent)
+        group.rules[rule.match, rule.prefix] = rule
+        matched = [name for name in group.records if rule.matches(name)]
+        for name in matched:
+            if name not in group.held:
+                group.held.add(name)
+                group.versions[name] = group.versions.get(name, 0) + 1  # drops its heap entry
+        return len(matched)
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        group = self._parents.get(parent)
+        if group is None or group.rules.pop((match, prefix), None) is None:
+            return False
+        for name in [name for name in group.held if not group.paused(name)]:
+            group.held.discard(name)
+            self._store(group, group.records[name])
+        return True
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        group = self._parents.get(parent)
+        return [] if group is None else list(group.rules.values())
+
+    async def reschedule(
+        self, parent: str, name: str, *, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        group = self._parents.get(parent)
+        record = None if group is None else group.records.get(name)
+        if group is None or record is None or (record.locked_until is not None and record.locked_until > now):
+            return False
+        self._store(group, replace(record, scheduled_at=scheduled_at, state=record.state if state is None else state))
+        return True
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        names = sorted(p for p, g in self._parents.items() if g.records and (continuation is None or p > continuation))
+        return names[:limit], (names[limit - 1] if len(names) > limit else None)
+
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         group = self._parent(parent)
         group.records[name] = replace(group.records[name], spec=raw)
@@ -175,7 +222,7 @@ class MemoryBackend(Backend):
     """``memory``: records in this process only (the default backend)."""
 
     name = "memory"
-    capabilities = Capabilities()
+    capabilities = Capabilities(control=True)
     options = Options(
         Option(
             "memory_namespace",

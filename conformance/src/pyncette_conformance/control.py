@@ -1,0 +1,202 @@
+"""The control plane: pause and resume, run now, pruning, on any backend that declares ``control``.
+
+:class:`ControlContract` checks the repository methods directly (:meth:`pyncette.abc.Repository.pause`,
+``resume``, ``pauses``, ``reschedule``, ``parents``); :class:`ControlSuite` checks what an operator sees
+through the API, with several apps sharing the storage on one virtual clock.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
+
+from .base import ConformanceBase, requires
+from .repository import LEASE, T0, claim, rec
+
+#: Names with every character a backend might treat as special in a pattern (SQL LIKE, Redis glob, regex).
+ODD = ["a%b", "a_b", "a*b", "a?b", "a[b]", "a\\b", "a.b", "a b", "a'b", "a:b"]
+
+
+def names(records: list[Record]) -> list[str]:
+    return sorted(r.name for r in records)
+
+
+async def register(repo: Repository, *records: Record, mode: RegisterMode = RegisterMode.CREATE) -> None:
+    assert all(await repo.register(list(records), now=T0, mode=mode))
+
+
+@requires("control")
+class ControlContract(ConformanceBase):
+    """The control-plane methods of :class:`pyncette.abc.Repository`, one transition at a time."""
+
+    async def test_pause_prefix_holds_matching_records_only(self, repository: Repository) -> None:
+        await register(repository, *(rec(n) for n in ["ab", "abc", "b", "xab"]), rec("ab", parent="other"))
+        matched = await repository.pause(PauseRule("p", "ab", True), now=T0)
+        assert matched in (2, None)
+        assert names(await claim(repository)) == ["b", "xab"]
+        assert names(await claim(repository, "other")) == ["ab"]  # other parents are not held
+
+    async def test_pause_exact_name_does_not_hold_longer_names(self, repository: Repository) -> None:
+        await register(repository, rec("a"), rec("ab"), rec("b"))
+        assert await repository.pause(PauseRule("p", "a", False), now=T0) in (1, None)
+        assert names(await claim(repository)) == ["ab", "b"]
+
+    async def test_whole_parent_pause_holds_records_registered_later(self, repository: Repository) -> None:
+        await register(repository, rec("a"))
+        assert await repository.pause(PauseRule("p", "", True), now=T0) in (1, None)
+        await register(repository, rec("b"))
+        await register(repository, rec("c"), mode=RegisterMode.UPDATE)
+        await register(repository, rec("d"), rec("a", T0 - timedelta(hours=1)), mode=RegisterMode.FORCE)
+        assert await claim(repository, now=T0 + timedelta(days=1)) == []
+        assert await repository.resume("p", "", prefix=True, now=T0) is True
+        claimed = await claim(repository)
+        assert names(claimed) == ["a", "b", "c", "d"]
+        # Resumed records keep their stored times: the earliest is claimed first.
+        assert claimed[0].name == "a" and claimed[0].scheduled_at == T0 - timedelta(hours=1)
+
+    async def test_resume_releases_at_the_stored_time(self, repository: Repository) -> None:
+        later = T0 + LEASE / 3  # "b", claimed at T0, is still leased then
+        await register(repository, rec("a", later), rec("b"))
+        await repository.pause(PauseRule("p", "", True), now=T0)
+        assert await repository.resume("p", "", prefix=True, now=T0) is True
+        assert names(await claim(repository)) == ["b"]
+        assert names(await claim(repository, now=later)) == ["a"]
+
+    async def test_overlapping_rules_hold_until_the_last_is_removed(self, repository: Repository) -> None:
+        await register(repository, rec("ab"), rec("ac"))
+        await repository.pause(PauseRule("p", "a", True), now=T0)
+        await repository.pause(PauseRule("p", "ab", False), now=T0)
+        assert await repository.resume("p", "a", prefix=True, now=T0) is True
+        assert names(await claim(repository)) == ["ac"]
+        assert await repository.resume("p", "ab", prefix=False, now=T0) is True
+        assert names(await claim(repository)) == ["ab"]
+
+    async def test_resume_without_a_rule_is_false(self, repository: Repository) -> None:
+        await register(repository, rec("a"))
+        await repository.pause(PauseRule("p", "a", True), now=T0)
+        assert await repository.resume("p", "a", prefix=False, now=T0) is False  # the exact rule was never set
+        assert await repository.resume("q", "a", prefix=True, now=T0) is False
+        assert await claim(repository) == []
+
+    async def test_special_characters_are_plain_text(self, repository: Repository) -> None:
+        others = ["axb", "ab", "a\\\\b", "a", "a%", "b%b"]
+        await register(repository, *(rec(n) for n in ODD + others))
+        for name in ODD:
+            await repository.pause(PauseRule("p", name, True), now=T0)
+        assert names(await claim(repository)) == sorted(others)
+        for name in ODD:
+            assert await repository.resume("p", name, prefix=True, now=T0)
+            await repository.pause(PauseRule("p", name, False), now=T0)
+        assert names(await claim(repository, now=T0 + LEASE * 3, token="t2")) == sorted(others)
+
+    async def test_pauses_lists_rules_and_replaces_info(self, repository: Repository) -> None:
+        await repository.pause(PauseRule("p", "", True, '{"note": "one"}'), now=T0)
+        await repository.pause(PauseRule("p", "x", False), now=T0)
+        await repository.pause(PauseRule("p", "", True, '{"note": "two"}'), now=T0)
+        await repository.pause(PauseRule("q", "y", True, "{}"), now=T0)
+        rules = sorted(await repository.pauses("p"), key=lambda r: (r.match, r.prefix))
+        assert rules == [PauseRule("p", "", True, '{"note": "two"}'), PauseRule("p", "x", False, None)]
+        assert await repository.pauses("nothing") == []
+
+    async def test_a_held_leased_record_commits_and_stays_held(self, repository: Repository) -> None:
+        await register(repository, rec("a"), rec("b"), rec("c"))
+        leased = {r.name: r for r in await claim(repository)}
+        await repository.pause(PauseRule("p", "", True), now=T0)
+        assert await repository.extend(Lease("p", "a", "tok"), lease_until=T0 + 2 * LEASE)
+        assert await repository.unlock([Lease("p", "b", "tok")]) == [True]
+        done = Completion("p", "a", "tok", T0 + timedelta(minutes=1), state='{"s": 1}')
+        assert await repository.commit([done, Completion("p", "c", "tok", None)]) == [True, True]
+        assert leased.keys() == {"a", "b", "c"}
+        assert await claim(repository, now=T0 + timedelta(hours=1), token="t2") == []
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == T0 + timedelta(minutes=1) and stored.state == '{"s": 1}'
+        assert await repository.get("p", "c") is None
+        await repository.resume("p", "", prefix=True, now=T0)
+        assert names(await claim(repository, now=T0 + timedelta(hours=1), token="t2")) == ["a", "b"]
+
+    async def test_a_held_record_under_an_unexpired_lease_stays_leased_after_resume(
+        self, repository: Repository
+    ) -> None:
+        await register(repository, rec("a"))
+        await claim(repository)
+        await repository.pause(PauseRule("p", "a", False), now=T0)
+        await repository.resume("p", "a", prefix=False, now=T0)
+        assert await claim(repository, now=T0 + LEASE / 2, token="t2") == []
+        assert names(await claim(repository, now=T0 + LEASE, token="t2")) == ["a"]
+
+    async def test_held_records_are_read_and_listed(self, repository: Repository) -> None:
+        await register(repository, rec("a", state='{"x": 1}'), rec("b"))
+        await repository.pause(PauseRule("p", "", True), now=T0)
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == T0 and stored.state == '{"x": 1}'
+        page, token = await repository.list_page("p", limit=10, continuation=None)
+        assert names(page) == ["a", "b"] and token is None
+        assert await repository.delete("p", "b") is True
+        assert await repository.get("p", "b") is None
+
+    async def test_reschedule_sets_time_and_state_of_an_unleased_record(self, repository: Repository) -> None:
+        later = T0 + timedelta(days=1)
+        await register(repository, rec("a", later, state='{"old": 1}'))
+        assert await repository.reschedule("p", "a", scheduled_at=T0, state='{"new": 1}', now=T0) is True
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == T0 and stored.state == '{"new": 1}'
+        assert stored.spec == '{"v": 1}'
+        assert await repository.reschedule("p", "a", scheduled_at=later, state=None, now=T0) is True
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == later and stored.state == '{"new": 1}'
+        assert await repository.reschedule("p", "missing", scheduled_at=T0, state=None, now=T0) is False
+
+    async def test_reschedule_refuses_a_leased_record(self, repository: Repository) -> None:
+        await register(repository, rec("a"))
+        [leased] = await claim(repository)
+        assert await repository.reschedule("p", "a", scheduled_at=T0 - LEASE, state="{}", now=T0) is False
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == T0 and stored.state is None
+        assert stored.locked_by == leased.locked_by == "tok"
+        # Once the lease has expired it is no longer leased.
+        assert await repository.reschedule("p", "a", scheduled_at=T0, state="{}", now=T0 + LEASE) is True
+
+    async def test_reschedule_keeps_a_record_held(self, repository: Repository) -> None:
+        later = T0 + timedelta(days=1)
+        await register(repository, rec("a", later))
+        await repository.pause(PauseRule("p", "a", False), now=T0)
+        assert await repository.reschedule("p", "a", scheduled_at=T0, state=None, now=T0) is True
+        assert await claim(repository) == []
+        await repository.resume("p", "a", prefix=False, now=T0)
+        assert names(await claim(repository)) == ["a"]
+
+    async def test_parents_pages_through_every_parent_once(self, repository: Repository) -> None:
+        expected = sorted(f"parent-{i:02d}" for i in range(23)) + ["x/1", "x/static"]
+        for parent in expected:
+            await register(repository, rec("a", parent=parent), rec("b", parent=parent))
+        await register(repository, rec("gone", parent="empty"))
+        assert await repository.delete("empty", "gone")
+        seen: list[str] = []
+        token = None
+        for _ in range(100):
+            page, token = await repository.parents(limit=5, continuation=token)
+            assert len(page) <= 5
+            seen.extend(page)
+            if token is None:
+                break
+        assert sorted(seen) == sorted(expected)
+        assert len(seen) == len(set(seen))
+
+    async def test_bulk_pause_holds_many_records(self, repository: Repository) -> None:
+        count = 2_000
+        batch = [rec(f"i{n:05d}") for n in range(count)] + [rec("other")]
+        for start in range(0, len(batch), 500):
+            await register(repository, *batch[start : start + 500])
+        assert await repository.pause(PauseRule("p", "i", True), now=T0) in (count, None)
+        assert names(await claim(repository, limit=10)) == ["other"]
+        assert await repository.resume("p", "i", prefix=True, now=T0)
+        assert len(await claim(repository, limit=count, token="t2")) == count
+
+
+@requires("control")
+class ControlSuite(ConformanceBase):
+    """Pausing, triggering and pruning through :class:`pyncette.PyncetteContext`, shared by every app."""
+
+
+__all__ = ["ODD", "ControlContract", "ControlSuite"]

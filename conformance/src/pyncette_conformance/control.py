@@ -136,32 +136,44 @@ class ControlContract(ConformanceBase):
         assert await repository.get("p", "b") is None
 
     async def test_reschedule_sets_time_and_state_of_an_unleased_record(self, repository: Repository) -> None:
-        later = T0 + timedelta(days=1)
+        later = T0 + timedelta(days=1, microseconds=123_457)
         await register(repository, rec("a", later, state='{"old": 1}'))
-        assert await repository.reschedule("p", "a", scheduled_at=T0, state='{"new": 1}', now=T0) is True
+        assert await repository.reschedule(
+            "p", "a", expected=later, scheduled_at=T0, state='{"new": 1}', now=T0
+        )
         stored = await repository.get("p", "a")
         assert stored is not None and stored.scheduled_at == T0 and stored.state == '{"new": 1}'
         assert stored.spec == '{"v": 1}'
-        assert await repository.reschedule("p", "a", scheduled_at=later, state=None, now=T0) is True
+        assert await repository.reschedule("p", "a", expected=T0, scheduled_at=later, state=None, now=T0)
         stored = await repository.get("p", "a")
         assert stored is not None and stored.scheduled_at == later and stored.state == '{"new": 1}'
-        assert await repository.reschedule("p", "missing", scheduled_at=T0, state=None, now=T0) is False
+        missing = await repository.reschedule("p", "missing", expected=T0, scheduled_at=T0, state=None, now=T0)
+        assert missing is False
+
+    async def test_reschedule_compares_the_stored_time(self, repository: Repository) -> None:
+        at = T0 + timedelta(hours=1, microseconds=1)
+        await register(repository, rec("a", at))
+        for stale in (at - timedelta(microseconds=1), at + timedelta(microseconds=1), T0):
+            assert not await repository.reschedule("p", "a", expected=stale, scheduled_at=T0, state="{}", now=T0)
+        stored = await repository.get("p", "a")
+        assert stored is not None and stored.scheduled_at == at and stored.state is None
 
     async def test_reschedule_refuses_a_leased_record(self, repository: Repository) -> None:
         await register(repository, rec("a"))
         [leased] = await claim(repository)
-        assert await repository.reschedule("p", "a", scheduled_at=T0 - LEASE, state="{}", now=T0) is False
+        refused = await repository.reschedule("p", "a", expected=T0, scheduled_at=T0 - LEASE, state="{}", now=T0)
+        assert refused is False
         stored = await repository.get("p", "a")
         assert stored is not None and stored.scheduled_at == T0 and stored.state is None
         assert stored.locked_by == leased.locked_by == "tok"
         # Once the lease has expired it is no longer leased.
-        assert await repository.reschedule("p", "a", scheduled_at=T0, state="{}", now=T0 + LEASE) is True
+        assert await repository.reschedule("p", "a", expected=T0, scheduled_at=T0, state="{}", now=T0 + LEASE)
 
     async def test_reschedule_keeps_a_record_held(self, repository: Repository) -> None:
         later = T0 + timedelta(days=1)
         await register(repository, rec("a", later))
         await repository.pause(PauseRule("p", "a", False), now=T0)
-        assert await repository.reschedule("p", "a", scheduled_at=T0, state=None, now=T0) is True
+        assert await repository.reschedule("p", "a", expected=later, scheduled_at=T0, state=None, now=T0)
         assert await claim(repository) == []
         await repository.resume("p", "a", prefix=False, now=T0)
         assert names(await claim(repository)) == ["a"]

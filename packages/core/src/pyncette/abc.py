@@ -318,11 +318,16 @@ class Repository(ABC):
         """The rules stored for ``parent`` (any order), in one round trip."""
         raise NotImplementedError
 
-    async def reschedule(self, parent: str, name: str, *, scheduled_at: datetime, state: str | None, now: datetime) -> bool:
-        """If the record exists and is not leased at ``now`` (``locked_until`` is ``None`` or ``<= now``), set
-        its ``scheduled_at`` and, unless ``state`` is ``None``, its ``state``, atomically; ``spec``, the lease
-        fields and whether it is held by a pause stay as they are. ``False`` (nothing written) when the record
-        is missing or leased. Used to trigger a run now without losing the regular next run (kept in the state).
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        """Compare and set: if the record exists, its stored ``scheduled_at`` equals ``expected`` (to the
+        microsecond) and it is not leased at ``now`` (``locked_until`` is ``None`` or ``<= now``), set its
+        ``scheduled_at`` and, unless ``state`` is ``None``, its ``state``, atomically; ``spec``, the lease fields
+        and whether a pause holds it stay as they are. Otherwise write nothing and return ``False``.
+
+        Used to trigger a run now without losing the regular next run (the runtime keeps that in the state):
+        ``expected`` makes sure no run was committed between reading the record and writing it.
         """
         raise NotImplementedError
 

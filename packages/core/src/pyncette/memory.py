@@ -200,11 +200,13 @@ class MemoryRepository(Repository):
         return [] if group is None else list(group.rules.values())
 
     async def reschedule(
-        self, parent: str, name: str, *, scheduled_at: datetime, state: str | None, now: datetime
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
     ) -> bool:
         group = self._parents.get(parent)
         record = None if group is None else group.records.get(name)
-        if group is None or record is None or (record.locked_until is not None and record.locked_until > now):
+        if group is None or record is None or record.scheduled_at != expected:
+            return False
+        if record.locked_until is not None and record.locked_until > now:
             return False
         self._store(group, replace(record, scheduled_at=scheduled_at, state=record.state if state is None else state))
         return True

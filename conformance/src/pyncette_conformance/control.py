@@ -7,11 +7,16 @@ through the API, with several apps sharing the storage on one virtual clock.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
+import anyio
+
+import pyncette
+from pyncette import Context
 from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
 
 from .base import ConformanceBase, requires
+from .behaviour import START, AppFactory, offsets
 from .repository import LEASE, T0, claim, rec
 
 #: Names with every character a backend might treat as special in a pattern (SQL LIKE, Redis glob, regex).
@@ -209,6 +214,201 @@ class ControlContract(ConformanceBase):
 @requires("control")
 class ControlSuite(ConformanceBase):
     """Pausing, triggering and pruning through :class:`pyncette.PyncetteContext`, shared by every app."""
+
+    async def test_pause_in_one_app_stops_every_app_within_one_poll(self, apps: AppFactory) -> None:
+        runs: list[tuple[str, str, float]] = []
+
+        def build(label: str) -> tuple[pyncette.Pyncette, pyncette.DynamicTask]:
+            app = apps.app()
+
+            @app.dynamic_task(interval=timedelta(minutes=1), coalesce="latest")
+            async def job(context: Context) -> None:
+                runs.append((label, context.task.name, (apps.clock.now() - START).total_seconds()))
+
+            return app, job
+
+        (one, job), (two, _) = build("one"), build("two")
+        async with apps.run(one) as ctx, apps.run(two):
+            await ctx.schedule_tasks(job, {f"i{n}": {} for n in range(6)})
+            await apps.clock.advance(timedelta(seconds=61))
+            assert len(runs) == 6
+            assert await ctx.pause_task(job, note="maintenance", by="ops") in (6, None)
+            paused_at = apps.clock.now()
+            runs.clear()
+            await apps.clock.advance(timedelta(minutes=10))
+            assert runs == []  # neither app claims: the pause is stored
+            [pause] = await ctx.list_pauses(job)
+            assert (pause.task, pause.scope, pause.match, pause.note, pause.by) == ("job", "task", "", "maintenance", "ops")
+            assert pause.at == paused_at
+            assert await ctx.resume_task(job) is True
+            assert await ctx.resume_task(job) is False
+            await apps.clock.advance(timedelta(seconds=11))  # one poll interval
+        # Ten runs of each instance were missed; coalesce="latest" makes one of them, at once, in either app.
+        assert sorted(name for _, name, _ in runs) == [f"i{n}" for n in range(6)]
+        assert {label for label, _, _ in runs} <= {"one", "two"}
+        assert all(661 <= at <= 671 for _, _, at in runs)
+
+    async def test_pause_an_instance_or_a_prefix(self, apps: AppFactory) -> None:
+        app = apps.app()
+        runs: list[str] = []
+
+        @app.dynamic_task(interval=timedelta(minutes=1))
+        async def job(context: Context) -> None:
+            runs.append(context.task.name)
+
+        async with apps.run(app) as ctx:
+            await ctx.schedule_tasks(job, {name: {} for name in ["eu-1", "eu-2", "us-1", "e"]})
+            assert await ctx.pause_task(job, prefix="eu-") in (2, None)
+            assert await ctx.pause_task(job, "us-1") in (1, None)
+            await apps.clock.advance(timedelta(seconds=61))
+            assert runs == ["e"]
+            described = await ctx.describe_task(job, "eu-2")
+            assert described is not None and described.paused is not None
+            assert (described.paused.scope, described.paused.match) == ("prefix", "eu-")
+            described = await ctx.describe_task(job, "e")
+            assert described is not None and described.paused is None
+            # A new instance under the paused prefix is held too.
+            await ctx.schedule_task(job, "eu-3")
+            assert await ctx.resume_task(job, "us-1")
+            runs.clear()
+            await apps.clock.advance(timedelta(seconds=60))
+        # us-1 makes up the run it missed at once, then runs on schedule; eu-* stay paused.
+        assert sorted(runs) == ["e", "us-1", "us-1"]
+
+    async def test_pause_a_static_task(self, apps: AppFactory) -> None:
+        app = apps.app()
+        runs: list[float] = []
+
+        @app.task(interval=timedelta(seconds=30))
+        async def tick(context: Context) -> None:
+            runs.append((context.scheduled_at - START).total_seconds())
+
+        async with apps.run(app) as ctx:
+            await apps.clock.advance(timedelta(seconds=31))
+            await ctx.pause_task(tick, note="investigating")
+            await apps.clock.advance(timedelta(minutes=5))
+            assert runs == [30]
+            described = await ctx.describe_task(tick)
+            assert described is not None and described.paused is not None
+            assert described.paused.note == "investigating" and described.paused.scope == "task"
+            await ctx.resume_task(tick)
+            await apps.clock.advance(timedelta(seconds=11))
+        # The runs missed while paused are made up one after another (the default coalesce="all" of 1.x)
+        # from where the schedule stood.
+        assert runs[:3] == [30, 60, 90]
+
+    async def test_run_now_adds_one_run_and_keeps_the_schedule(self, apps: AppFactory) -> None:
+        runs: list[tuple[str, float]] = []
+
+        def build(label: str) -> tuple[pyncette.Pyncette, pyncette.StaticTask]:
+            app = apps.app()
+
+            @app.task(schedule="0 * * * *")
+            async def hourly(context: Context) -> None:
+                runs.append((label, (context.scheduled_at - START).total_seconds()))
+
+            return app, hourly
+
+        (one, hourly), (two, _) = build("one"), build("two")
+        async with one.create(clock=apps.clock) as ctx, apps.run(two):
+            await apps.clock.advance(timedelta(minutes=20))
+            assert await ctx.run_task_now(hourly) == "queued"
+            described = await ctx.describe_task(hourly, next_runs=2)
+            assert described is not None
+            assert offsets([t.astimezone(START.tzinfo) for t in described.next_runs]) == [1200, 3600]
+            await apps.clock.advance(timedelta(seconds=11))  # the other app claims it within one poll
+            assert runs == [("two", 1200)]
+            await apps.clock.advance(timedelta(minutes=41))
+            state = await ctx.get_task(hourly)
+        assert runs == [("two", 1200), ("two", 3600)]  # the regular run kept its time
+        assert state is not None and offsets([state.scheduled_at.astimezone(START.tzinfo)]) == [7200]
+
+    async def test_run_now_of_an_instance(self, apps: AppFactory) -> None:
+        app = apps.app()
+        runs: list[tuple[str, float, int]] = []
+
+        @app.dynamic_task()
+        async def report(context: Context) -> None:
+            runs.append((context.task.name, (apps.clock.now() - START).total_seconds(), context.attempt))
+            if len(runs) == 1:
+                raise RuntimeError("the triggered run fails; it is not retried")
+
+        async with apps.run(app) as ctx:
+            await ctx.schedule_task(report, "q1", execute_at=START + timedelta(hours=1))
+            assert await ctx.run_task_now(report, "q1") == "queued"
+            await apps.clock.advance(timedelta(seconds=11))
+            state = await ctx.get_task(report, "q1")
+            assert state is not None and state.last_outcome == "failed" and state.attempt == 1
+            assert offsets([state.scheduled_at]) == [3600]
+            await apps.clock.advance(timedelta(hours=1))
+            assert await ctx.get_task(report, "q1") is None  # the once-off run ran, then was removed
+        assert runs == [("q1", 0, 1), ("q1", 3600, 1)]
+
+    async def test_run_now_while_running_queues_nothing(self, apps: AppFactory) -> None:
+        app = apps.app()
+        starts: list[float] = []
+
+        @app.task(interval=timedelta(minutes=1), lease_duration=timedelta(minutes=5))
+        async def long(context: Context) -> None:
+            starts.append((apps.clock.now() - START).total_seconds())
+            await pyncette.sleep(30 if len(starts) == 1 else 1)
+
+        async with apps.run(app) as ctx:
+            await apps.clock.advance(timedelta(seconds=70))
+            assert await ctx.run_task_now(long) == "running"  # the run that started at 60 s holds it
+            await apps.clock.advance(timedelta(seconds=21))
+            assert await ctx.run_task_now(long) == "queued"
+            await apps.clock.advance(timedelta(seconds=10))
+        assert starts == [60, 91]
+
+    async def test_describe_next_runs_across_daylight_saving_time(self, apps: AppFactory) -> None:
+        app = apps.app()
+
+        @app.task(schedule="0 12 * * *", timezone="Europe/Berlin")
+        async def noon(context: Context) -> None:
+            pass
+
+        await apps.clock.advance_to(datetime(2030, 3, 29, tzinfo=timezone.utc))
+        async with apps.run(app) as ctx:
+            described = await ctx.describe_task(noon, next_runs=4)
+        assert described is not None
+        # Clocks go forward on 2030-03-31: noon in Berlin moves from 11:00 to 10:00 UTC.
+        assert [t.isoformat() for t in described.next_runs] == [
+            f"2030-0{m}-{d}T12:00:00+0{o}:00" for m, d, o in [(3, 29, 1), (3, 30, 1), (3, 31, 2), (4, "01", 2)]
+        ]
+
+    async def test_prune_lists_then_deletes_what_the_code_no_longer_has(self, apps: AppFactory) -> None:
+        old = apps.app()
+
+        @old.task(interval=timedelta(hours=1))
+        async def retired(context: Context) -> None:
+            pass
+
+        @old.dynamic_task(interval=timedelta(hours=1))
+        async def gone(context: Context) -> None:
+            pass
+
+        @old.task(interval=timedelta(hours=1))
+        async def kept(context: Context) -> None:
+            pass
+
+        async with apps.run(old) as ctx:
+            await ctx.schedule_tasks(gone, {f"g{n}": {} for n in range(3)})
+        new = apps.app()
+
+        @new.task(interval=timedelta(hours=1), name="kept")
+        async def kept_again(context: Context) -> None:
+            pass
+
+        async with new.create(clock=apps.clock) as ctx:
+            dry = sorted((o.parent, o.records, o.deleted) for o in await ctx.prune())
+            assert dry == [("gone", 3, False), ("retired/static", 1, False)]
+            assert sorted((o.parent, o.records, o.deleted) for o in await ctx.prune(dry_run=False)) == [
+                ("gone", 3, True),
+                ("retired/static", 1, True),
+            ]
+            assert await ctx.prune() == []
+            assert await ctx.get_task(kept_again) is not None
 
 
 __all__ = ["ODD", "ControlContract", "ControlSuite"]

@@ -121,9 +121,9 @@ async def test_loop_sleeps_until_the_next_static_run() -> None:
         odd_second.enabled = False  # takes effect on the next tick
         await clock.advance(timedelta(hours=5))
     assert starts == [datetime(2030, 1, 1, 3, 17, tzinfo=timezone.utc)]
-    # Static state is known from this process's own commits: storage is not polled every poll_interval
-    # for a task that is not due.
-    assert repository.calls["claim"] <= 6
+    # Static state is known from this process's own commits: a task that is not due is looked at once per
+    # poll_interval (for runs triggered elsewhere), not on every tick: 3 runs, 5 hourly looks, a few first claims.
+    assert repository.calls["claim"] <= 11
 
 
 async def test_static_task_whose_record_was_deleted_is_recreated(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .app import Pyncette
 from .clock import sleep
-from .model import Context, ListTasksResponse, TaskDescription, TaskState
+from .model import Context, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState
 from .modes import ExecutionMode, FailureMode
 from .policies import Retry
 from .runtime import PyncetteContext
@@ -22,6 +22,8 @@ __all__ = [
     "FailureMode",
     "Instance",
     "ListTasksResponse",
+    "Orphan",
+    "Pause",
     "Pyncette",
     "PyncetteContext",
     "Retry",

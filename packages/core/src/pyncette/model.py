@@ -48,6 +48,27 @@ class TaskState:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A stored pause, as :meth:`PyncetteContext.describe_task` and :meth:`~PyncetteContext.list_pauses` report it.
+
+    Attributes:
+        task: the name of the static task or dynamic template it belongs to.
+        scope: ``"task"`` (the static task or every instance of the template), ``"instance"`` (the one
+            instance named by ``match``) or ``"prefix"`` (every instance whose name starts with ``match``).
+        match: the instance name or prefix (``""`` for scope ``"task"``).
+        note, by: what the operator gave when pausing (``None`` when nothing).
+        at: when it was paused (UTC; ``None`` if the stored information could not be read).
+    """
+
+    task: str
+    scope: str
+    match: str
+    note: str | None = None
+    by: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TaskDescription:
     """What :meth:`PyncetteContext.describe_task` returns: the stored state and what comes next.
 
@@ -56,10 +77,29 @@ class TaskDescription:
         next_runs: the next scheduled runs as the schedule gives them (daylight-saving time applied), in the
             task's time zone, starting with the stored next run (for a retry: the run being retried); without
             jitter offsets or retry delays. Fewer when the schedule ends (a once-off instance has one).
+            While a run triggered by ``run_task_now`` waits, it comes first.
+        paused: the pause holding the task (the widest, when several do), ``None`` when it runs.
     """
 
     state: TaskState
     next_runs: list[datetime]
+    paused: Pause | None = None
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Records in storage that no task of the app owns any more (see :meth:`PyncetteContext.prune`).
+
+    Attributes:
+        parent: the storage group (``<task>/static`` for a static task, ``<template>`` or
+            ``<template>/<partition>`` for a dynamic template).
+        records: how many records it holds (counted when listing).
+        deleted: whether :meth:`~PyncetteContext.prune` deleted them (``False`` in a dry run).
+    """
+
+    parent: str
+    records: int
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,7 +265,9 @@ __all__ = [
     "ListTasksResponse",
     "MiddlewareFunc",
     "NextFunc",
+    "Orphan",
     "PartitionSelector",
+    "Pause",
     "PollResponse",
     "QueryResponse",
     "ResultType",

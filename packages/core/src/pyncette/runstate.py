@@ -38,6 +38,8 @@ class RunState:
         last_error: ``Type: message`` of the last failure, at most :data:`MAX_ERROR` characters.
         origin: trace propagation headers (``traceparent`` and the like) of the call that scheduled the
             instance, kept until its first run has succeeded (see :func:`pyncette.otel.use_opentelemetry`).
+        regular: set while a run triggered by ``run_task_now`` waits or runs: the stored ``scheduled_at``
+            of the regular next run, restored (with the rest of this state) once the triggered run is over.
     """
 
     failures: int = 0
@@ -47,6 +49,7 @@ class RunState:
     last_outcome: Outcome | None = None
     last_error: str | None = None
     origin: dict[str, str] | None = None
+    regular: datetime | None = None
 
     @property
     def attempt(self) -> int:
@@ -70,6 +73,8 @@ class RunState:
             parts.append(f'"le":{json.dumps(self.last_error, ensure_ascii=False)}')
         if self.origin:
             parts.append(f'"o":{json.dumps(self.origin, ensure_ascii=False, separators=(",", ":"))}')
+        if self.regular is not None:
+            parts.append(f'"r":"{self.regular.isoformat()}"')
         return "{" + ",".join(parts) + "}"
 
     def finished(
@@ -126,16 +131,18 @@ def decode(text: str | None) -> RunState:
         last_outcome=outcome if outcome in OUTCOMES else None,
         last_error=error[:MAX_ERROR] if isinstance(error, str) else None,
         origin={str(k): str(v) for k, v in origin.items()} if isinstance(origin, dict) else None,
+        regular=_time(data.get("r")),
     )
 
 
 def bookkeeping(text: str | None) -> RunState:
-    """What a run needs of stored state (the attempt counter, the nominal time, the origin), read cheaply: the
-    last-run fields are left out, and a state without either key (the common case) is not parsed at all."""
-    if not text or ('"a":' not in text and '"n":' not in text and '"o":' not in text):
+    """What a run needs of stored state (the attempt counter, the nominal time, the origin, the regular time of
+    a triggered run), read cheaply: the last-run fields are left out, and a state without any of those keys
+    (the common case) is not parsed at all."""
+    if not text or ('"a":' not in text and '"n":' not in text and '"o":' not in text and '"r":' not in text):
         return EMPTY
     state = decode(text)
-    return RunState(state.failures, state.nominal, origin=state.origin)
+    return RunState(state.failures, state.nominal, origin=state.origin, regular=state.regular)
 
 
 def _time(value: object) -> datetime | None:

@@ -25,6 +25,8 @@ class Agenda:
         self.static_due: dict[str, datetime | None] = {}
         #: Static tasks running here -> their lease expiry: not claimed again until it passes.
         self.static_running: dict[str, datetime] = {}
+        #: Static task name -> when storage was last asked about it.
+        self.static_looked: dict[str, datetime] = {}
         self._hints: list[datetime] = []  # a heap of upcoming dynamic runs
         # How long a slow static claim takes (on the app's clock); zero on a virtual clock.
         self._claim_latency = timedelta(0)
@@ -59,6 +61,11 @@ class Agenda:
     def measured(self, claim_took: timedelta) -> None:
         """Record a static claim's round trip: a slowly decaying peak, so the lead covers slow claims too."""
         self._claim_latency = max(claim_took, self._claim_latency * 0.9)
+
+    def probe_interval(self, poll_interval: timedelta) -> timedelta:
+        """How often a static task that is not due is looked at (for runs triggered elsewhere): every poll
+        interval, or less often when claims are slow, so that looking costs at most a tenth of the loop's time."""
+        return max(poll_interval, 10 * self._claim_latency)
 
     def claim_lead(self) -> timedelta:
         """How far ahead of its due time a static run is claimed: two slow claims per static task (those due

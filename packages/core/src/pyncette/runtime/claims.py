@@ -112,33 +112,47 @@ class Claims:
         return result
 
     async def _static(self, task: StaticTask, now: datetime) -> datetime | None:
-        """Claim the static task if it is due (or nearly); else return when to look again."""
+        """Claim the static task if it is due (or nearly); else return when to look again.
+
+        A static task not yet due is still looked at once per ``poll_interval`` (one claim, which finds
+        nothing unless a run was triggered elsewhere with ``run_task_now``; see :meth:`Agenda.probe_interval`)."""
         running_until = self._agenda.static_running.get(task.name)
         if running_until is not None and running_until > now:
             return running_until
         due = self._agenda.static_due.get(task.name)
         lead = self._agenda.claim_lead()
-        if due is not None and due - lead > now:
-            return due - lead
+        poll = self._agenda.probe_interval(self._description.poll_interval)
+        probe = due is not None and due - lead > now
+        if probe:
+            assert due is not None
+            looked = self._agenda.static_looked.get(task.name)
+            if looked is not None and looked + poll > now:
+                return min(due - lead, looked + poll)
         parent, name = task.storage_key()
         now = self._clock.now()
         # Claimed as of its due time, up to the lead early, so that the round trip is over when it is due;
         # the worker waits for the due time before starting it.
-        claim_at = now if due is None else max(now, due)
+        claim_at = now if due is None or probe else max(now, due)
         claimed = await self._repository.claim(
             parent, now=claim_at, limit=1, lease_until=claim_at + task.lease_duration, token=_token()
         )
         self._agenda.measured(self._clock.now() - now)
+        self._agenda.static_looked[task.name] = now
         if claimed and not claimed[0].corrupt:
             self._agenda.static_due[task.name] = None
             self._agenda.static_running[task.name] = claim_at + task.lease_duration
             self.start(self._runner.claimed(task, claimed[0]))
             return None
+        if probe and not claimed:
+            assert due is not None
+            return min(due - lead, now + poll)
         # Someone else ran it or holds it: learn when to look again instead of polling blindly.
         record = claimed[0] if claimed else await self._repository.get(parent, name)
         if record is None or record.corrupt:
             record = await self._recreate_static(task, record, now)
         due = max(record.scheduled_at, record.locked_until or record.scheduled_at)
+        if due <= now:  # due but not claimable: a pause holds it
+            due = now + poll
         self._agenda.static_due[task.name] = due
         return due
 

@@ -14,10 +14,11 @@ from .. import events
 from ..abc import PARKED_AT, Record, RegisterMode, Repository
 from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
-from ..model import ListTasksResponse, TaskDescription, TaskState, validate_context_names
+from ..model import ListTasksResponse, Orphan, Pause, TaskDescription, TaskState, validate_context_names
 from ..redaction import get_logger
 from ..runstate import RunState, decode
-from ..task import DynamicTask, Instance, Task
+from ..task import DynamicTask, Instance, StaticTask, Task
+from .control import Control, RunNow
 from .description import AppDescription
 from .scheduler import Scheduler
 
@@ -46,6 +47,7 @@ class PyncetteContext:
         self.clock = clock
         self._values = values
         self._scheduler = Scheduler(self, description, repository, clock, values)
+        self._control = Control(description, repository, clock, self._scheduler.agenda.planned)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -181,11 +183,63 @@ class PyncetteContext:
         schedule = state.task.schedule
         assert schedule is not None
         upcoming: list[datetime] = []
-        moment: datetime | None = decode(record.state).nominal or record.scheduled_at
+        stored = decode(record.state)
+        if stored.regular is not None:  # a triggered run waits, then the regular one
+            upcoming.append(record.scheduled_at.astimezone(state.task.tz))
+        moment: datetime | None = stored.nominal or stored.regular or record.scheduled_at
         while moment is not None and len(upcoming) < next_runs and moment < PARKED_AT:
             upcoming.append(moment.astimezone(state.task.tz))
             moment = schedule.next_after(moment)
-        return TaskDescription(state, upcoming)
+        owner = task.template if isinstance(task, Instance) else task
+        assert isinstance(owner, (StaticTask, DynamicTask))
+        paused = await self._control.pause_of(record.parent, record.name, owner)
+        return TaskDescription(state, upcoming, paused)
+
+    # -- the control plane (stored: every process sharing the storage obeys) -------------------------
+
+    async def pause_task(
+        self,
+        task: Task,
+        instance_name: str | None = None,
+        *,
+        prefix: str | None = None,
+        note: str | None = None,
+        by: str | None = None,
+    ) -> int | None:
+        """Pause a static task, a template (every instance, present and future), one instance, or the
+        instances whose name starts with ``prefix``, with an optional ``note`` and who paused (``by``).
+
+        No process claims its runs until :meth:`resume_task` is called with the same arguments; a run in
+        progress finishes. Returns how many stored records it holds now (``None`` if the backend cannot tell).
+        """
+        return await self._control.pause(task, instance_name, prefix=prefix, note=note, by=by)
+
+    async def resume_task(self, task: Task, instance_name: str | None = None, *, prefix: str | None = None) -> bool:
+        """Remove the pause :meth:`pause_task` stored with the same arguments (``False``: there was none).
+
+        Runs missed meanwhile are then due: the task's catch-up policy (``catchup_window``, ``coalesce``)
+        decides what happens to them.
+        """
+        return await self._control.resume(task, instance_name, prefix=prefix)
+
+    async def list_pauses(self, task: Task) -> list[Pause]:
+        """The pauses stored for a static task or a template (whole, per instance and per prefix)."""
+        return await self._control.pauses(task)
+
+    async def run_task_now(self, task: Task, instance_name: str | None = None) -> RunNow:
+        """Trigger one extra run of a static task or an instance, as soon as a process claims it, without
+        moving its regular schedule: ``"queued"``; ``"due"`` when a run is due already (that one comes first);
+        ``"running"`` when a run holds the task now (nothing is queued: the overlap policy is kept).
+
+        The triggered run is tried once (no retry, no catch-up rule). A paused task's triggered run waits
+        for the resume.
+        """
+        return await self._control.run_now(task, instance_name)
+
+    async def prune(self, *, dry_run: bool = True) -> list[Orphan]:
+        """The records in storage that no task of this app owns any more (static tasks and templates removed
+        from the code), deleted unless ``dry_run`` (the default): list first, then prune."""
+        return await self._control.prune(dry_run=dry_run)
 
     async def list_tasks(
         self, task: Task, limit: int | None = None, continuation_token: str | None = None

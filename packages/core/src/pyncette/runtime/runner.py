@@ -17,7 +17,7 @@ from ..model import AppContext, Context
 from ..modes import ExecutionMode, FailureMode
 from ..policies import run_key
 from ..redaction import get_logger
-from ..runstate import EMPTY, Outcome, RunState, bookkeeping
+from ..runstate import EMPTY, Outcome, RunState, bookkeeping, decode, summary
 from ..schedule import UTC, OnceSchedule, Schedule
 from ..task import Instance, StaticTask
 from . import lateness
@@ -99,7 +99,10 @@ class Runner:
             if early > 0:  # a static run claimed ahead of its due time
                 await self._clock.sleep(early)
                 now = self._clock.now()
-            if run.task.execution_mode is ExecutionMode.AT_MOST_ONCE:
+            text = run.record.state
+            if text is not None and '"r":' in text and (state := bookkeeping(text)).regular is not None:
+                await self._triggered(run, state.regular, now)
+            elif run.task.execution_mode is ExecutionMode.AT_MOST_ONCE:
                 await self._at_most_once(run, now)
             else:
                 await self._at_least_once(run, now)
@@ -253,6 +256,56 @@ class Runner:
                 next_at = self._following(task, nominal, finished)
             outcome: Outcome = "succeeded" if error is None else _outcome(error)
             self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
+
+    async def _triggered(self, run: Run, regular: datetime, started: datetime) -> None:
+        """A run triggered by ``run_task_now``: one try (no retry, no catch-up rule), then the record goes back
+        to its regular next run, ``regular``, with the rest of its bookkeeping as it was."""
+        task = run.task
+        kept = replace(decode(run.record.state), regular=None)
+        at = run.record.scheduled_at
+        # Like a regular run, an at-most-once run with overlap="allow" lets go of the record before its body.
+        guarded = task.execution_mode is ExecutionMode.AT_LEAST_ONCE or task.policies.overlap != "allow"
+        if not guarded:
+            text = replace(kept, last_started=started, last_finished=None, last_outcome=None, last_error=None)
+            stored, run.hold = await self._committer.finish(
+                run.lease, regular, run.record.locked_until, run.give_hold(), state=text.encode()
+            )
+            if not stored:
+                logger.warning("Not running %r: its lease was lost before it started", task)
+                return
+            self._agenda.planned(task, regular)
+            if isinstance(task, StaticTask):
+                self._agenda.static_running.pop(task.name, None)
+
+        async def heartbeat() -> None:
+            if guarded and not await self._repository.extend(
+                run.lease, lease_until=self._clock.now() + task.lease_duration
+            ):
+                raise LeaseLostException(task)
+
+        error: Exception | None = None
+        try:
+            await self._invoke(self._context(run, heartbeat, at, 1, kept.origin), started)
+        except LeaseLostException:
+            self._lease_lost(task, at)
+            return
+        except Exception as exc:
+            error = exc
+            logger.error("Task %r failed (a triggered run: not retried)", task, exc_info=exc)
+            if self._listeners.wants(events.Failed):
+                self._listeners.emit(events.Failed(task, at, self._clock.now(), 1, exc))
+        finished = self._clock.now()
+        if error is None and self._on_succeeded:
+            self._listeners.emit(events.Succeeded(task, at, finished, 1, finished - started))
+        if guarded:
+            after = replace(
+                kept,
+                last_started=started,
+                last_finished=finished,
+                last_outcome="succeeded" if error is None else _outcome(error),
+                last_error=None if error is None else summary(error),
+            )
+            self._submit(run, Pending(run.lease, regular, run.record.locked_until, owner=run, state=after.encode()))
 
     def _missed(self, task: StaticTask | Instance, first: datetime, now: datetime, count: int) -> None:
         logger.info("Task %r missed %d run(s) from %s (catch-up policy)", task, count, first.isoformat())

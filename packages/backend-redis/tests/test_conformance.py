@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pyncette_conformance.behaviour import BehaviourSuite
+from pyncette_conformance.control import ControlContract, ControlSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.harness import BackendUnderTest
@@ -39,6 +40,14 @@ class TestRedisPolicies(RedisBackendMixin, PolicySuite):
     pass
 
 
+class TestRedisControl(RedisBackendMixin, ControlContract):
+    pass
+
+
+class TestRedisControlSuite(RedisBackendMixin, ControlSuite):
+    pass
+
+
 class RedisClusterMixin:
     @pytest.fixture
     async def pyncette_backend(self, cluster_url: str) -> AsyncIterator[BackendUnderTest]:
@@ -54,6 +63,14 @@ class TestRedisClusterRepository(RedisClusterMixin, RepositoryContract):
 
 
 class TestRedisClusterBehaviour(RedisClusterMixin, BehaviourSuite):
+    pass
+
+
+class TestRedisClusterControl(RedisClusterMixin, ControlContract):
+    pass
+
+
+class TestRedisClusterControlSuite(RedisClusterMixin, ControlSuite):
     pass
 
 

@@ -22,7 +22,7 @@ import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette_conformance.servers import RedisServer
 from pyncette_redis import RedisRepository, backend, redis_repository
@@ -95,7 +95,7 @@ def test_descriptor() -> None:
     assert backend.name == "redis"
     assert redis_repository is backend
     caps = backend.capabilities
-    assert (caps.persistent, caps.coordinated, caps.asyncio_only) == (True, True, True)
+    assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.control) == (True, True, True, True)
 
 
 def test_option_schema() -> None:
@@ -778,3 +778,277 @@ async def test_a_record_written_before_the_state_field_keeps_working(
     }
     # Kept leased: claimable at the later of the next time and the lease expiry.
     assert await admin.zscore(f"{base}:due", "old") == later.timestamp()
+
+
+# --- the control plane: pause rules, held records, parents -------------------------------------------
+
+
+def names_of(records: list[Record]) -> list[str]:
+    return sorted(r.name for r in records)
+
+
+async def claim_all(repo: Repository, parent: str = "p", now: datetime = T0, token: str = "t") -> list[str]:
+    return names_of(await repo.claim(parent, now=now, limit=10_000, lease_until=LEASE, token=token))
+
+
+async def test_pause_layout(repo: Repository, admin: redis.asyncio.Redis, namespace: str) -> None:
+    """Prefix and name rules move the names they match from ``due`` to ``held`` with their score; the
+    whole-parent rule is a flag that moves nothing."""
+    base = f"pyncette:{tag(namespace, 'p')}"
+    later = T0 + timedelta(hours=1)
+    await repo.register([rec("ab"), rec("ac", at=later), rec("b"), rec("c")], now=T0, mode=RegisterMode.UPDATE)
+    assert await repo.pause(PauseRule("p", "a", True, '{"note": "n"}'), now=T0) == 2
+    assert await repo.pause(PauseRule("p", "c", False), now=T0) == 1
+    assert await repo.pause(PauseRule("p", "missing", False), now=T0) == 0
+    # The info as a JSON string (null for none).
+    assert await admin.hgetall(f"{base}:pause") == {"pa": '"{\\"note\\": \\"n\\"}"', "nc": "null", "nmissing": "null"}
+    assert await admin.zrange(f"{base}:held", 0, -1, withscores=True) == [
+        ("ab", T0.timestamp()),
+        ("c", T0.timestamp()),
+        ("ac", later.timestamp()),
+    ]
+    assert await admin.zrange(f"{base}:due", 0, -1) == ["b"]
+    assert await repo.pause(PauseRule("p", "", True), now=T0) == 4
+    assert await admin.zrange(f"{base}:due", 0, -1) == ["b"]  # the flag moves nothing
+    assert await repo.claim("p", now=later, limit=10, lease_until=LEASE, token="t") == []
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    # Records registered, committed or extended while held go to ``held``, with their claimable time.
+    await repo.register([rec("ad")], now=T0, mode=RegisterMode.CREATE)
+    assert await admin.zscore(f"{base}:held", "ad") == T0.timestamp()
+    assert await admin.zscore(f"{base}:due", "ad") is None
+    assert await repo.delete("p", "ad")
+    assert await admin.zscore(f"{base}:held", "ad") is None
+    # Resuming moves them back, at the score they had.
+    assert await repo.resume("p", "a", prefix=True, now=T0)
+    assert await admin.zrange(f"{base}:due", 0, -1, withscores=True) == [
+        ("ab", T0.timestamp()),
+        ("b", T0.timestamp()),
+        ("ac", later.timestamp()),
+    ]
+    assert await admin.zrange(f"{base}:held", 0, -1) == ["c"]
+    assert await claim_all(repo, now=later) == ["ab", "ac", "b"]
+
+
+async def test_held_records_follow_every_write(repo: Repository, admin: redis.asyncio.Redis, namespace: str) -> None:
+    base = f"pyncette:{tag(namespace, 'p')}"
+    await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+    assert await claim_all(repo) == ["a", "b"]
+    await repo.pause(PauseRule("p", "a", False), now=T0)
+    await repo.pause(PauseRule("p", "b", False), now=T0)
+    # A lease extended, a record kept leased or rescheduled: the claimable time moves within ``held``.
+    extended = LEASE + timedelta(minutes=5)
+    assert await repo.extend(Lease("p", "a", "t"), lease_until=extended)
+    assert await admin.zscore(f"{base}:held", "a") == extended.timestamp()
+    later = T0 + timedelta(hours=1)
+    assert await repo.commit([Completion("p", "b", "t", later, release=False)]) == [True]
+    assert await admin.zscore(f"{base}:held", "b") == later.timestamp()
+    assert await repo.unlock([Lease("p", "a", "t")]) == [True]
+    assert await admin.zscore(f"{base}:held", "a") == T0.timestamp()
+    assert await repo.reschedule("p", "a", expected=T0, scheduled_at=later, state="{}", now=T0)
+    assert await admin.zscore(f"{base}:held", "a") == later.timestamp()
+    assert await admin.zcard(f"{base}:due") == 0
+    await repo.resume("p", "a", prefix=False, now=T0)
+    await repo.resume("p", "b", prefix=False, now=T0)
+    assert await admin.exists(f"{base}:held", f"{base}:pause") == 0
+    assert await claim_all(repo, now=LEASE + timedelta(hours=1), token="u") == ["a", "b"]
+
+
+async def test_many_rules_are_looked_up_per_name(repo: Repository) -> None:
+    """Beyond 64 rules a script looks each name's prefixes up instead of reading every rule."""
+    names = [f"n{i:03d}" for i in range(100)] + ["x1", "x12", "xy", "y"]
+    await repo.register([rec(n) for n in names], now=T0, mode=RegisterMode.UPDATE)
+    for i in range(0, 100, 2):
+        await repo.pause(PauseRule("p", f"n{i:03d}", False), now=T0)
+    for prefix in ["x1", "zz", "€", "n05", *(f"q{i}" for i in range(20))]:
+        await repo.pause(PauseRule("p", prefix, True), now=T0)
+    assert len(await repo.pauses("p")) > 64
+    free = {f"n{i:03d}" for i in range(1, 100, 2) if not f"n{i:03d}".startswith("n05")} | {"xy", "y"}
+    # Registered again (forced, so every record is written) while the rules exist.
+    await repo.register([rec(n) for n in [*names, "x123", "€uro"]], now=T0, mode=RegisterMode.FORCE)
+    assert await claim_all(repo) == sorted(free)
+
+
+async def test_prefix_ranges_end_exactly(repo: Repository) -> None:
+    """The lexicographic range of a prefix ends at its successor, multi-byte characters included."""
+    top = "\U0010ffff"
+    names = ["a", "a" + top, "a" + top + "b", "a" + top + top, "b", "a\uffff", "a\U00010000", "a~"]
+    await repo.register([rec(n) for n in names], now=T0, mode=RegisterMode.UPDATE)
+    assert await repo.pause(PauseRule("p", "a" + top, True), now=T0) == 3
+    assert await claim_all(repo) == sorted(["a", "b", "a\uffff", "a\U00010000", "a~"])
+    assert await repo.resume("p", "a" + top, prefix=True, now=T0)
+    assert await claim_all(repo, now=LEASE, token="u") == sorted(names)
+
+
+async def test_whole_parent_and_prefix_rules_combine(repo: Repository) -> None:
+    await repo.register([rec("a1"), rec("b1")], now=T0, mode=RegisterMode.UPDATE)
+    await repo.pause(PauseRule("p", "a", True), now=T0)
+    await repo.pause(PauseRule("p", "", True), now=T0)
+    await repo.register([rec("a2"), rec("b2")], now=T0, mode=RegisterMode.UPDATE)
+    assert await repo.resume("p", "a", prefix=True, now=T0)
+    assert await claim_all(repo) == []  # still held by the whole-parent rule
+    await repo.pause(PauseRule("p", "b", True), now=T0)
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    assert await claim_all(repo) == ["a1", "a2"]
+    assert await repo.resume("p", "b", prefix=True, now=T0)
+    assert await claim_all(repo) == ["b1", "b2"]
+    assert await repo.resume("p", "", prefix=True, now=T0) is False
+
+
+async def test_control_calls_take_one_round_trip(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    await repo.register([rec(f"n{i}") for i in range(3000)], now=T0, mode=RegisterMode.UPDATE)
+    trips = RoundTrips(monkeypatch)
+    assert await repo.pause(PauseRule("p", "n1", True), now=T0) == 1111
+    assert await repo.pause(PauseRule("p", "", True), now=T0) == 3000
+    assert trips.count == 2
+    assert len(await repo.pauses("p")) == 2
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    assert await repo.reschedule("p", "n1", expected=T0, scheduled_at=T0, state="{}", now=T0)
+    assert trips.count == 5
+    claimed = await repo.claim("p", now=T0, limit=5000, lease_until=LEASE, token="t")
+    assert (len(claimed), trips.count) == (3000 - 1111, 6)
+    assert await repo.resume("p", "n1", prefix=True, now=T0)
+    assert trips.count == 7
+
+
+async def test_reschedule_compares_a_number_stored_by_hand(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    base = f"pyncette:{tag(namespace, 'p')}"
+    at = datetime(2031, 6, 30, 23, 59, 59, 123456, tzinfo=timezone.utc)
+    await repo.register([rec("a", at=at)], now=T0, mode=RegisterMode.UPDATE)
+    await admin.hset(f"{base}:rec", "a", json.dumps({"s": at.timestamp(), "d": "{}"}))
+    assert not await repo.reschedule("p", "a", expected=T0, scheduled_at=T0, state=None, now=T0)
+    assert await repo.reschedule("p", "a", expected=at, scheduled_at=T0, state=None, now=T0)
+    stored = await repo.get("p", "a")
+    assert stored is not None and stored.scheduled_at == T0 and stored.spec == "{}"
+    # An unreadable record is never rescheduled (its lease cannot be told).
+    await repo.corrupt("p", "a")
+    assert not await repo.reschedule("p", "a", expected=T0, scheduled_at=T0, state=None, now=T0)
+
+
+async def test_pause_keeps_a_quarantined_record_quarantined(repo: Repository) -> None:
+    await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+    await repo.corrupt("p", "a")
+    [bad, good] = sorted(await repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t"), key=lambda r: r.name)
+    assert bad.corrupt is not None and good.corrupt is None
+    assert await repo.pause(PauseRule("p", "", False), now=T0) == 0
+    assert await repo.pause(PauseRule("p", "a", True), now=T0) == 1
+    assert await repo.resume("p", "a", prefix=True, now=T0)
+    assert await claim_all(repo, now=LEASE, token="u") == ["b"]  # the quarantined record stays out
+
+
+async def test_pauses_reads_odd_stored_values(repo: Repository, admin: redis.asyncio.Redis, namespace: str) -> None:
+    base = f"pyncette:{tag(namespace, 'p')}"
+    await repo.pause(PauseRule("p", "a", True, '{"by": "me"}'), now=T0)
+    await admin.hset(f"{base}:pause", mapping={"nb": "not json", "nc": "5", "xforeign": "null"})
+    rules = sorted(await repo.pauses("p"), key=lambda r: r.match)
+    assert rules == [
+        PauseRule("p", "a", True, '{"by": "me"}'),
+        PauseRule("p", "b", False, "not json"),
+        PauseRule("p", "c", False, "5"),
+    ]
+
+
+async def test_parents_lists_only_the_namespace_with_records(
+    repo: Repository, admin: redis.asyncio.Redis, namespace: str, redis_url: str
+) -> None:
+    parents = ["", "père/{x}", "a:b", "template:1", "z" * 300]
+    await repo.register([rec("a", p) for p in parents], now=T0, mode=RegisterMode.UPDATE)
+    await repo.register([rec("gone", "empty")], now=T0, mode=RegisterMode.UPDATE)
+    await repo.pause(PauseRule("empty", "", True), now=T0)  # rules alone do not make a parent
+    assert await repo.delete("empty", "gone")
+    await admin.hset(f"pyncette:{{{namespace}:zz}}:rec", "x", "foreign")  # not hex
+    other = {"redis_url": redis_url, "redis_namespace": namespace + "x"}
+    try:
+        async with opened(other) as neighbour:
+            await neighbour.register([rec("a", "neighbour")], now=T0, mode=RegisterMode.UPDATE)
+            seen: list[str] = []
+            token: str | None = None
+            while True:
+                page, token = await repo.parents(limit=2, continuation=token)
+                assert len(page) <= 2
+                seen.extend(page)
+                if token is None:
+                    break
+            assert seen == sorted(parents, key=lambda p: p.encode())
+            assert await repo.parents(limit=100, continuation=None) == (seen, None)
+    finally:
+        await purge(other)
+
+
+async def test_purge_deletes_pause_rules_and_held_records(
+    options: dict[str, Any], admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    async with opened(options) as repo:
+        await repo.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.UPDATE)
+        await repo.pause(PauseRule("p", "a", True), now=T0)
+        await repo.pause(PauseRule("p", "", True), now=T0)
+        assert len(await admin.keys(f"pyncette:{{{namespace}:*")) == 5
+    await purge(options)
+    assert await admin.keys(f"pyncette:{{{namespace}:*") == []
+
+
+async def test_a_store_written_before_pauses_existed_is_paused_in_place(
+    options: dict[str, Any], admin: redis.asyncio.Redis, namespace: str
+) -> None:
+    """The keys exactly as the previous version wrote them (no ``pause`` or ``held`` key): nothing to upgrade,
+    pausing works at once and the stored data stays as it was."""
+    base = f"pyncette:{tag(namespace, 'p')}"
+    later = repr((T0 + timedelta(hours=1)).timestamp())
+    old = {
+        "a1": json.dumps({"s": NOW_S, "d": '{"v": 1}'}),  # written before the state field
+        "a2": json.dumps({"s": NOW_S, "d": '{"v": 2}', "x": '{"n": 2}'}),
+        "b": json.dumps({"s": later, "l": later, "t": "old-token", "x": "{}"}),
+    }
+    await admin.hset(f"{base}:rec", mapping=old)
+    await admin.zadd(f"{base}:due", {"a1": T0.timestamp(), "a2": T0.timestamp(), "b": float(later)})
+    await admin.zadd(f"{base}:idx", {"a1": 0, "a2": 0, "b": 0})
+    async with opened(options) as repo:
+        assert await repo.pauses("p") == []
+        assert await repo.parents(limit=10, continuation=None) == (["p"], None)
+        assert await repo.pause(PauseRule("p", "a", True, '{"note": "upgrade"}'), now=T0) == 2
+        assert await repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t") == []
+        a2 = await repo.get("p", "a2")
+        assert a2 is not None and (a2.spec, a2.state, a2.scheduled_at) == ('{"v": 2}', '{"n": 2}', T0)
+        b = await repo.get("p", "b")
+        assert b is not None and (b.locked_by, b.state) == ("old-token", "{}")
+        assert await repo.resume("p", "a", prefix=True, now=T0)
+        claimed = await repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t")
+        assert [(r.name, r.spec, r.state) for r in sorted(claimed, key=lambda r: r.name)] == [
+            ("a1", '{"v": 1}', None),
+            ("a2", '{"v": 2}', '{"n": 2}'),
+        ]
+        assert await repo.commit([Completion("p", "b", "old-token", None)]) == [True]
+    stored = await admin.hgetall(f"{base}:rec")
+    assert {name: json.loads(value)["d"] for name, value in stored.items()} == {"a1": '{"v": 1}', "a2": '{"v": 2}'}
+    assert await admin.exists(f"{base}:held") == 0
+
+
+async def test_cluster_pauses_and_lists_parents_on_every_node(cluster_url: str, namespace: str) -> None:
+    options = {"redis_url": cluster_url, "redis_cluster": True, "redis_namespace": namespace}
+    nodes = await cluster_nodes(cluster_url)
+    try:
+        async with opened(options) as repo:
+            parents = [f"template:{i}" for i in range(12)]
+            await repo.register([rec(f"n{j}", p) for p in parents for j in range(3)], now=T0, mode=RegisterMode.UPDATE)
+            holding = [len(await node.keys(f"pyncette:{{{namespace}:*}}:rec")) for node in nodes]
+            assert sum(1 for count in holding if count) >= 2
+            found, token = await repo.parents(limit=5, continuation=None)
+            while token is not None:
+                page, token = await repo.parents(limit=5, continuation=token)
+                found += page
+            assert sorted(found) == sorted(parents)
+            for p in parents:
+                assert await repo.pause(PauseRule(p, "n1", False), now=T0) == 1
+                assert await repo.pause(PauseRule(p, "n2", True), now=T0) == 1
+            claimed = [r for p in parents for r in await repo.claim(p, now=T0, limit=10, lease_until=LEASE, token="t")]
+            assert {r.name for r in claimed} == {"n0"} and len(claimed) == 12
+            for p in parents:
+                assert await repo.resume(p, "n1", prefix=False, now=T0)
+            claimed = [r for p in parents for r in await repo.claim(p, now=T0, limit=10, lease_until=LEASE, token="t")]
+            assert {r.name for r in claimed} == {"n1"} and len(claimed) == 12
+        await purge(options)
+        assert [await node.keys(f"pyncette:{{{namespace}:*") for node in nodes] == [[], [], []]
+    finally:
+        for node in nodes:
+            await node.aclose()

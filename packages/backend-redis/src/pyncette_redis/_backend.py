@@ -173,7 +173,7 @@ class RedisBackend(Backend):
     """``redis``: Redis (or a protocol-compatible server) through ``redis.asyncio``."""
 
     name = "redis"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
     options = Options(
         Option(
             "redis_url",
@@ -231,7 +231,7 @@ class RedisBackend(Backend):
         return self._legacy(settings)
 
     async def purge(self, settings: Settings) -> None:
-        """Delete every key of the namespace (SCAN MATCH + UNLINK)."""
+        """Delete every key of the namespace (SCAN MATCH + UNLINK): records, pause rules and held sets alike."""
         config = RedisSettings.of(settings)
         async with _connected(config, f"{CLIENT_NAME_PREFIX}-purge") as client:
             with map_exceptions(ERRORS, f"redis purge at {config.server}"):

@@ -1,4 +1,4 @@
-"""The Redis repository: records of one parent live in three keys sharing a hash tag."""
+"""The Redis repository: records of one parent live in five keys sharing a hash tag (see :mod:`._scripts`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError
 
 from . import _scripts
@@ -51,6 +51,23 @@ def parent_tag(namespace: str, parent: str) -> str:
 def namespace_pattern(namespace: str) -> str:
     """A SCAN MATCH pattern for every key of ``namespace`` (namespaces are ``[A-Za-z0-9_]*``)."""
     return KEY_PREFIX + "{" + namespace + ":*"
+
+
+def _parent_of(key: str, namespace: str) -> tuple[str, str] | None:
+    """The hex and the name of the parent whose ``rec`` key ``key`` is; ``None`` for a key of another shape."""
+    head, tail = KEY_PREFIX + "{" + namespace + ":", "}:rec"
+    if not (key.startswith(head) and key.endswith(tail)):
+        return None
+    hexed = key[len(head) : -len(tail)]
+    if not _HEX.fullmatch(hexed):
+        return None
+    try:
+        return hexed, bytes.fromhex(hexed).decode("utf-8", "surrogatepass")
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
 
 
 def _at(value: datetime) -> str:
@@ -156,21 +173,23 @@ class RedisRepository(Repository):
         self._execute: Callable[..., Awaitable[Any]] = client.execute_command
         self._namespace = namespace
         self._client_name = client_name
-        self._keys: dict[str, tuple[str, str, str]] = {}
+        self._keys: dict[str, tuple[str, str, str, str, str]] = {}
 
     @property
     def namespace(self) -> str:
         """The namespace whose keys this repository reads and writes."""
         return self._namespace
 
-    def keys(self, parent: str) -> tuple[str, str, str]:
-        """The ``due``, ``rec`` and ``idx`` keys of ``parent``."""
+    def keys(self, parent: str) -> tuple[str, str, str, str, str]:
+        """The ``due``, ``rec``, ``idx``, ``pause`` and ``held`` keys of ``parent``, in the order the scripts
+        take them."""
         found = self._keys.get(parent)
         if found is None:
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             base = KEY_PREFIX + parent_tag(self._namespace, parent)
-            found = self._keys[parent] = (base + ":due", base + ":rec", base + ":idx")
+            found = (base + ":due", base + ":rec", base + ":idx", base + ":pause", base + ":held")
+            self._keys[parent] = found
         return found
 
     async def load_scripts(self) -> None:
@@ -252,9 +271,9 @@ class RedisRepository(Repository):
     async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
         if limit <= 0:
             return []
-        due, rec, _ = self.keys(parent)
+        due, rec, _, pause, _ = self.keys(parent)
         with map_exceptions(ERRORS, "redis claim"):
-            text = await self._call(_scripts.CLAIM, (due, rec), (_at(now), limit, _at(lease_until), token))
+            text = await self._call(_scripts.CLAIM, (due, rec, pause), (_at(now), limit, _at(lease_until), token))
         return [_claimed(parent, entry) for entry in json.loads(text)]
 
     async def _settle(self, items: Sequence[tuple[str, str, str, str, str | None, int]], what: str) -> list[bool]:
@@ -293,9 +312,10 @@ class RedisRepository(Repository):
         return await self._settle(items, "redis unlock")
 
     async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
-        due, rec, _ = self.keys(lease.parent)
         with map_exceptions(ERRORS, "redis extend"):
-            done = await self._call(_scripts.EXTEND, (due, rec), (lease.name, lease.token, _at(lease_until)))
+            done = await self._call(
+                _scripts.EXTEND, self.keys(lease.parent), (lease.name, lease.token, _at(lease_until))
+            )
         return bool(done)
 
     async def delete(self, parent: str, name: str) -> bool:
@@ -309,12 +329,70 @@ class RedisRepository(Repository):
         return None if raw is None else decode_text(parent, name, raw)
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
-        _, rec, idx = self.keys(parent)
+        _, rec, idx, _, _ = self.keys(parent)
         start = "-" if continuation is None else "(" + continuation
         with map_exceptions(ERRORS, "redis list"):
             continuation, *flat = await self._call(_scripts.LIST, (idx, rec), (start, max(limit, 1)))
         records = [decode_text(parent, flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
         return records, continuation
+
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        kind = "p" if rule.prefix else "n"
+        with map_exceptions(ERRORS, "redis pause"):
+            matched = await self._call(_scripts.PAUSE, self.keys(rule.parent), (kind, rule.match, _json(rule.info)))
+        return int(matched)
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        with map_exceptions(ERRORS, "redis resume"):
+            done = await self._call(_scripts.RESUME, self.keys(parent), ("p" if prefix else "n", match))
+        return bool(done)
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        with map_exceptions(ERRORS, "redis pauses"):
+            stored: dict[str, str] = await self._command("HGETALL", self.keys(parent)[3])
+        rules = []
+        for key, value in stored.items():
+            if key[:1] not in ("p", "n"):
+                continue  # not written by Pyncette
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError):
+                decoded = value
+            info = decoded if decoded is None or isinstance(decoded, str) else value
+            rules.append(PauseRule(parent, key[1:], key[0] == "p", info))
+        return rules
+
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        args = (name, _at(now), _at(expected), _at(scheduled_at), "0" if state is None else "1", state or "")
+        with map_exceptions(ERRORS, "redis reschedule"):
+            done = await self._call(_scripts.RESCHEDULE, self.keys(parent), args)
+        return bool(done)
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        """Every page is one ``SCAN`` of the server's keys (of every primary of a cluster) for the namespace's
+        ``rec`` hashes, which Redis deletes with their last record; parents come in the order of their hex
+        (their UTF-8 bytes), and the continuation is the hex of the last one."""
+        limit = max(limit, 1)
+        pattern = KEY_PREFIX + "{" + self._namespace + ":*}:rec"
+        # The limit + 1 first parents after the continuation; SCAN may return a key more than once.
+        found: dict[str, str] = {}
+        with map_exceptions(ERRORS, "redis parents"):
+            try:
+                async for key in self._client.scan_iter(match=pattern, count=1000):
+                    parent = _parent_of(key, self._namespace)
+                    if parent is not None and (continuation is None or parent[0] > continuation):
+                        found[parent[0]] = parent[1]
+                        if len(found) > 4 * limit + 4:
+                            found = dict(sorted(found.items())[: limit + 1])
+            except ConnectionError:
+                await self._drop_idle_connections()
+                raise
+        page = sorted(found.items())[: limit + 1]
+        if len(page) > limit:
+            return [name for _, name in page[:limit]], page[limit - 1][0]
+        return [name for _, name in page], None
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         with map_exceptions(ERRORS, "redis write_raw_spec"):

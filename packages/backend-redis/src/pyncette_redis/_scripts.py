@@ -1,10 +1,21 @@
 """Lua scripts: every state change runs atomically on the server as one of these.
 
-Key layout of one parent (see the README): ``KEYS[1]`` is the ``due`` sorted
-set (name -> epoch seconds when the record next becomes claimable, that is
-``max(scheduled_at, locked_until)``), ``KEYS[2]`` the ``rec`` hash (name ->
-record JSON) and ``KEYS[3]`` the ``idx`` sorted set (every name with score 0,
-for ordered paging).
+Key layout of one parent (see the README), in the order the scripts take them: ``KEYS[1]`` is the
+``due`` sorted set (name -> epoch seconds when the record next becomes claimable, that is
+``max(scheduled_at, locked_until)``), ``KEYS[2]`` the ``rec`` hash (name -> record JSON),
+``KEYS[3]`` the ``idx`` sorted set (every name with score 0, for ordered paging), ``KEYS[4]`` the
+``pause`` hash (the pause rules: ``p<prefix>`` or ``n<name>`` -> the rule's info encoded as a JSON
+string, ``null`` for none) and ``KEYS[5]`` the ``held`` sorted set (like ``due``, for the records a rule holds).
+
+Pausing. The rule ``p`` (the empty prefix: the whole parent) is a flag: CLAIM returns nothing while
+it exists, and records stay where they are, so pausing or resuming a whole parent costs O(1) however
+many records it has. Every other rule holds the records it matches by keeping them in ``held``
+instead of ``due``: a name is in ``held`` exactly when a rule other than ``p`` matches it. PAUSE moves
+the matching names from ``due`` to ``held`` (walking ``idx`` over the prefix's range), RESUME moves back
+those no remaining rule matches, and every script that puts a name into ``due`` (REGISTER, SETTLE,
+EXTEND, RESCHEDULE) goes through ``placer``, which sends it to ``held`` when a rule matches. With no
+rule that costs one ``HLEN`` per script call; CLAIM costs one ``HEXISTS``. Stores written before pausing
+existed have neither key, which reads as "no rule": nothing to upgrade.
 
 A record is JSON with short keys: ``s`` scheduled_at, ``l`` locked_until,
 ``t`` lease token, ``d`` spec, ``x`` state (the runtime's bookkeeping, copied
@@ -19,7 +30,9 @@ had made so far and fail every later call on that parent. Every script decodes
 with ``load`` below, which returns ``nil`` and the reason instead of raising.
 CLAIM quarantines such a due record (removes it from ``due``, keeps it in
 ``rec`` and ``idx``) and returns it as a marker; REGISTER in update mode
-overwrites it as if it were missing; SETTLE and EXTEND report the lease lost.
+overwrites it as if it were missing; SETTLE, EXTEND and RESCHEDULE report the lease lost
+(RESCHEDULE: nothing written). A quarantined record is in neither ``due`` nor ``held``, so pausing and
+resuming leave it quarantined.
 """
 
 from __future__ import annotations
@@ -74,15 +87,70 @@ end
 """
 
 
+# Shared by every script that puts a name into ``due`` (KEYS[1]) or ``held`` (KEYS[5]) according to the
+# rules in ``pause`` (KEYS[4]). ``holder`` returns a function telling whether a rule other than the
+# whole-parent flag holds a name, or nil when none can (the common case: one HLEN). Few rules are read
+# once; many are looked up per name (one HEXISTS per prefix of the name). ``placer`` returns the function
+# that stores a name's claimable time in the set it belongs to.
+_RULES = """
+local function holder(pause)
+  local n = redis.call('HLEN', pause)
+  if n == 0 or (n == 1 and redis.call('HEXISTS', pause, 'p') == 1) then return nil end
+  if n > 64 then
+    return function(name)
+      if redis.call('HEXISTS', pause, 'n' .. name) == 1 then return true end
+      for i = 1, #name do
+        if redis.call('HEXISTS', pause, 'p' .. string.sub(name, 1, i)) == 1 then return true end
+      end
+      return false
+    end
+  end
+  local exact, prefixes = {}, {}
+  for _, key in ipairs(redis.call('HKEYS', pause)) do
+    local kind, match = string.sub(key, 1, 1), string.sub(key, 2)
+    if kind == 'n' then
+      exact[match] = true
+    elseif kind == 'p' and match ~= '' then
+      prefixes[#prefixes + 1] = match
+    end
+  end
+  return function(name)
+    if exact[name] then return true end
+    for _, p in ipairs(prefixes) do
+      if string.sub(name, 1, #p) == p then return true end
+    end
+    return false
+  end
+end
+local function placer(due, pause, held)
+  local holds = holder(pause)
+  if not holds then
+    return function(name, score) redis.call('ZADD', due, score, name) end
+  end
+  return function(name, score)
+    if holds(name) then
+      redis.call('ZADD', held, score, name)
+      redis.call('ZREM', due, name)
+    else
+      redis.call('ZADD', due, score, name)
+      redis.call('ZREM', held, name)
+    end
+  end
+end
+"""
+
+
 # ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null,
 # state or null]. Update mode keeps the stored state.
 # Returns a string of '1' (written) and '0' (left as it was), one per record.
 REGISTER = Script(
     "register",
     _LOAD
+    + _RULES
     + """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local mode, now = ARGV[1], tonumber(ARGV[2])
+local place = placer(due, KEYS[4], KEYS[5])
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[3])) do
   local name, at, spec, state = item[1], item[2], item[3], item[4]
@@ -96,7 +164,7 @@ for i, item in ipairs(cjson.decode(ARGV[3])) do
   elseif not r then
     -- Missing, forced, or unreadable (overwritten as if it were missing).
     redis.call('HSET', rec, name, cjson.encode({s = at, d = spec, x = state}))
-    redis.call('ZADD', due, at, name)
+    place(name, at)
     redis.call('ZADD', idx, 0, name)
     out[i] = '1'
   elseif r.l and tonumber(r.l) > now then
@@ -107,7 +175,7 @@ for i, item in ipairs(cjson.decode(ARGV[3])) do
     redis.call('HSET', rec, name, cjson.encode(r))
     local ready = r.s
     if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
-    redis.call('ZADD', due, ready, name)
+    place(name, ready)
     out[i] = '1'
   end
 end
@@ -115,14 +183,17 @@ return table.concat(out)
 """,
 )
 
-# ARGV: now, limit, lease_until, token. Returns a JSON list with one entry per due record:
-# [name, record] for a leased one, [name, stored text, reason] for an unreadable one, which is
-# quarantined: removed from ``due`` (no later claim sees it) but kept in ``rec`` and ``idx``.
+# KEYS: due, rec, pause. ARGV: now, limit, lease_until, token. Returns a JSON list with one entry per
+# due record: [name, record] for a leased one, [name, stored text, reason] for an unreadable one, which
+# is quarantined: removed from ``due`` (no later claim sees it) but kept in ``rec`` and ``idx``.
+# Nothing while the whole parent is paused; the names other rules hold are in ``held``, not ``due``, so
+# the leases it stores in ``due`` need no rule check.
 CLAIM = Script(
     "claim",
     _LOAD
     + """
 local due, rec = KEYS[1], KEYS[2]
+if redis.call('HEXISTS', KEYS[3], 'p') == 1 then return '[]' end
 local lease, token = ARGV[3], ARGV[4]
 local lease_n = tonumber(lease)
 local names = redis.call('ZRANGEBYSCORE', due, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -159,8 +230,10 @@ return '[' .. table.concat(out, ',') .. ']'
 SETTLE = Script(
     "settle",
     _LOAD
+    + _RULES
     + """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
+local place = placer(due, KEYS[4], KEYS[5])
 local out = {}
 for i, item in ipairs(cjson.decode(ARGV[1])) do
   local name, token, action, state, keep = item[1], item[2], item[3], item[4], item[5]
@@ -173,6 +246,7 @@ for i, item in ipairs(cjson.decode(ARGV[1])) do
       redis.call('HDEL', rec, name)
       redis.call('ZREM', due, name)
       redis.call('ZREM', idx, name)
+      redis.call('ZREM', KEYS[5], name)
     else
       if action ~= '-' then r.s = action end
       if state ~= cjson.null then r.x = state end
@@ -184,7 +258,7 @@ for i, item in ipairs(cjson.decode(ARGV[1])) do
         r.t = nil
       end
       redis.call('HSET', rec, name, cjson.encode(r))
-      redis.call('ZADD', due, ready, name)
+      place(name, ready)
     end
   end
 end
@@ -196,6 +270,7 @@ return table.concat(out)
 EXTEND = Script(
     "extend",
     _LOAD
+    + _RULES
     + """
 local due, rec = KEYS[1], KEYS[2]
 local name, token, lease = ARGV[1], ARGV[2], ARGV[3]
@@ -207,7 +282,7 @@ r.l = lease
 redis.call('HSET', rec, name, cjson.encode(r))
 local ready = lease
 if tonumber(r.s) > tonumber(lease) then ready = r.s end
-redis.call('ZADD', due, ready, name)
+placer(due, KEYS[4], KEYS[5])(name, ready)
 return 1
 """,
 )
@@ -219,6 +294,7 @@ DELETE = Script(
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
 return 1
 """,
 )
@@ -247,6 +323,111 @@ return out
 """,
 )
 
+# Shared by PAUSE and RESUME: ``under(idx, prefix, fn)`` calls ``fn`` with every name of ``idx`` that
+# starts with ``prefix`` (a ZRANGEBYLEX range, read a thousand at a time) and returns how many there were.
+# The range ends before the smallest string greater than every string with the prefix.
+_UNDER = """
+local function under(idx, prefix, fn)
+  local lo, hi = '[' .. prefix, '+'
+  local i = #prefix
+  while i > 0 and string.byte(prefix, i) == 255 do i = i - 1 end
+  if i > 0 then hi = '(' .. string.sub(prefix, 1, i - 1) .. string.char(string.byte(prefix, i) + 1) end
+  local count = 0
+  while true do
+    local names = redis.call('ZRANGEBYLEX', idx, lo, hi, 'LIMIT', 0, 1000)
+    for _, name in ipairs(names) do fn(name) end
+    count = count + #names
+    if #names < 1000 then return count end
+    lo = '(' .. names[#names]
+  end
+end
+"""
+
+# ARGV: kind ('p' prefix, 'n' name), match, info (JSON). Stores the rule and moves the names it matches
+# from ``due`` to ``held`` (none for the whole-parent flag ``p``: CLAIM checks it). Returns how many
+# records it matches.
+PAUSE = Script(
+    "pause",
+    _UNDER
+    + """
+local due, rec, idx, pause, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local kind, match = ARGV[1], ARGV[2]
+redis.call('HSET', pause, kind .. match, ARGV[3])
+local function hold(name)
+  local score = redis.call('ZSCORE', due, name)
+  if score then
+    redis.call('ZADD', held, score, name)
+    redis.call('ZREM', due, name)
+  end
+end
+if kind == 'n' then
+  hold(match)
+  return redis.call('HEXISTS', rec, match)
+elseif match == '' then
+  return redis.call('ZCARD', idx)
+end
+return under(idx, match, hold)
+""",
+)
+
+# ARGV: kind ('p' prefix, 'n' name), match. Removes the rule and moves the names it matched that no
+# remaining rule holds from ``held`` back to ``due``, with the score they had. Returns 0 when there was
+# no such rule (nothing changes), else 1.
+RESUME = Script(
+    "resume",
+    _RULES
+    + _UNDER
+    + """
+local due, idx, pause, held = KEYS[1], KEYS[3], KEYS[4], KEYS[5]
+local kind, match = ARGV[1], ARGV[2]
+if redis.call('HDEL', pause, kind .. match) == 0 then return 0 end
+if kind == 'p' and match == '' then return 1 end
+local holds = holder(pause)
+local function release(name)
+  local score = redis.call('ZSCORE', held, name)
+  if score and not (holds and holds(name)) then
+    redis.call('ZADD', due, score, name)
+    redis.call('ZREM', held, name)
+  end
+end
+if kind == 'n' then
+  release(match)
+else
+  under(idx, match, release)
+end
+return 1
+""",
+)
+
+# ARGV: name, now, expected (the stored scheduled_at), scheduled_at, '1' when a state follows, state.
+# Compare and set, when the record is readable and not leased at ``now``. The stored time equals
+# ``expected`` when it is the same text (what Python wrote) or, for a number written otherwise, the same
+# count of microseconds. The claimable time goes to ``due`` or ``held`` as the rules say. Returns 1/0.
+RESCHEDULE = Script(
+    "reschedule",
+    _LOAD
+    + _RULES
+    + """
+local due, rec = KEYS[1], KEYS[2]
+local name, expected = ARGV[1], ARGV[3]
+local raw = redis.call('HGET', rec, name)
+if not raw then return 0 end
+local r = load(raw)
+if not r then return 0 end
+local function micros(v) return math.floor(tonumber(v) * 1000000 + 0.5) end
+if r.s ~= expected and micros(r.s) ~= micros(expected) then return 0 end
+if r.l and tonumber(r.l) > tonumber(ARGV[2]) then return 0 end
+r.s = ARGV[4]
+if ARGV[5] == '1' then r.x = ARGV[6] end
+redis.call('HSET', rec, name, cjson.encode(r))
+local ready = r.s
+if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
+placer(due, KEYS[4], KEYS[5])(name, ready)
+return 1
+""",
+)
+
+
 # KEYS: rec. ARGV: name, spec. Testing hook: replaces the spec verbatim (not in an unreadable record).
 RAW_SPEC = Script(
     "raw_spec",
@@ -262,4 +443,4 @@ return 1
 """,
 )
 
-ALL = (REGISTER, CLAIM, SETTLE, EXTEND, DELETE, LIST, RAW_SPEC)
+ALL = (REGISTER, CLAIM, SETTLE, EXTEND, DELETE, LIST, PAUSE, RESUME, RESCHEDULE, RAW_SPEC)

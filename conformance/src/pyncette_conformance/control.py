@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import anyio
-
 import pyncette
 from pyncette import Context
 from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
@@ -143,9 +141,7 @@ class ControlContract(ConformanceBase):
     async def test_reschedule_sets_time_and_state_of_an_unleased_record(self, repository: Repository) -> None:
         later = T0 + timedelta(days=1, microseconds=123_457)
         await register(repository, rec("a", later, state='{"old": 1}'))
-        assert await repository.reschedule(
-            "p", "a", expected=later, scheduled_at=T0, state='{"new": 1}', now=T0
-        )
+        assert await repository.reschedule("p", "a", expected=later, scheduled_at=T0, state='{"new": 1}', now=T0)
         stored = await repository.get("p", "a")
         assert stored is not None and stored.scheduled_at == T0 and stored.state == '{"new": 1}'
         assert stored.spec == '{"v": 1}'
@@ -184,7 +180,7 @@ class ControlContract(ConformanceBase):
         assert names(await claim(repository)) == ["a"]
 
     async def test_parents_pages_through_every_parent_once(self, repository: Repository) -> None:
-        expected = sorted(f"parent-{i:02d}" for i in range(23)) + ["x/1", "x/static"]
+        expected = [*sorted(f"parent-{i:02d}" for i in range(23)), "x/1", "x/static"]
         for parent in expected:
             await register(repository, rec("a", parent=parent), rec("b", parent=parent))
         await register(repository, rec("gone", parent="empty"))
@@ -238,7 +234,13 @@ class ControlSuite(ConformanceBase):
             await apps.clock.advance(timedelta(minutes=10))
             assert runs == []  # neither app claims: the pause is stored
             [pause] = await ctx.list_pauses(job)
-            assert (pause.task, pause.scope, pause.match, pause.note, pause.by) == ("job", "task", "", "maintenance", "ops")
+            assert (pause.task, pause.scope, pause.match, pause.note, pause.by) == (
+                "job",
+                "task",
+                "",
+                "maintenance",
+                "ops",
+            )
             assert pause.at == paused_at
             assert await ctx.resume_task(job) is True
             assert await ctx.resume_task(job) is False

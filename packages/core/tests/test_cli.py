@@ -449,3 +449,70 @@ def test_options_are_converted_by_the_backend_schema(app_dir: Path) -> None:
     assert "redis_url" not in app.backend_options  # only the chosen backend's variables are read
     with pytest.raises(ConfigurationError, match=r"invalid sqlite_timeout 'soon': expected a number of seconds"):
         configure_app(app, "sqlite", ["sqlite_timeout=soon"])
+
+
+PRUNED_APP = """\
+from datetime import timedelta
+
+from pyncette import Context, Pyncette
+
+app = Pyncette(poll_interval=timedelta(milliseconds=100))
+
+
+@app.task(interval=timedelta(milliseconds=300))
+async def tick(context: Context) -> None:
+    print("tick ran", flush=True)
+"""
+
+
+def test_pause_resume_run_now_and_prune(cli: Cli, app_dir: Path) -> None:
+    at = "2099-01-01T09:00:00+00:00"
+    assert cli("tasks", "cliapp:app", "schedule", "reminder", "bob", "--at", at, "--arg", "user=bob").returncode == 0
+
+    # A paused static task runs in no process; resuming lets it run again.
+    result = cli("tasks", "cliapp:app", "pause", "tick", "--note", "db maintenance", "--by", "ops")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("paused tick")
+    result = cli("run", "cliapp:app", "--seconds", "1")
+    assert result.returncode == 0, result.stderr
+    assert "tick ran" not in result.stdout
+    result = cli("tasks", "cliapp:app", "describe", "tick", "--json")
+    paused = json.loads(result.stdout)["paused"]
+    assert (paused["scope"], paused["note"], paused["by"]) == ("task", "db maintenance", "ops")
+    assert "db maintenance" in cli("tasks", "cliapp:app", "describe", "tick").stdout
+    assert cli("tasks", "cliapp:app", "resume", "tick").returncode == 0
+    result = cli("tasks", "cliapp:app", "resume", "tick")
+    assert result.returncode == 1 and "tick was not paused" in _one_line_error(result)
+
+    # An instance: paused, listed, resumed; then one run now, which keeps its schedule.
+    result = cli("tasks", "cliapp:app", "pause", "reminder", "bob", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["records"] in (1, None)
+    result = cli("tasks", "cliapp:app", "pauses", "reminder", "--json")
+    assert [(p["scope"], p["match"]) for p in json.loads(result.stdout)] == [("instance", "bob")]
+    assert json.loads(result.stdout)[0]["by"]  # user@host by default
+    assert cli("tasks", "cliapp:app", "resume", "reminder", "bob").returncode == 0
+    result = cli("tasks", "cliapp:app", "run", "reminder", "bob", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["result"] == "queued"
+    result = cli("run", "cliapp:app", "--seconds", "1")
+    assert "reminder bob for bob" in result.stdout
+    described = json.loads(cli("tasks", "cliapp:app", "describe", "reminder", "bob", "--json").stdout)
+    assert described["next_runs"] == [at] and described["last_outcome"] == "succeeded"
+
+    # Usage errors exit with 2 before touching storage.
+    for args in (["pause", "reminder", "bob", "--prefix", "b"], ["run", "reminder"], ["pause", "tick", "x"]):
+        result = cli("tasks", "cliapp:app", *args)
+        assert result.returncode == 2, (args, result.stderr)
+    assert cli("tasks", "cliapp:app", "pause", "nope").returncode == 2
+
+    # The same storage seen by a version of the app without the template: its records are orphans.
+    (app_dir / "cliapp_next.py").write_text(PRUNED_APP)
+    result = cli("tasks", "cliapp_next:app", "prune", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"parent": "reminder", "records": 1, "deleted": False}]
+    result = cli("tasks", "cliapp_next:app", "prune", "--delete")
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 record(s) of 1 task(s)" in result.stdout
+    assert json.loads(cli("tasks", "cliapp_next:app", "prune", "--json").stdout) == []
+    assert cli("tasks", "cliapp:app", "show", "reminder", "bob").returncode == 1

@@ -9,6 +9,12 @@ Commands::
     pyncette tasks MODULE:APP schedule TEMPLATE INSTANCE (--cron EXPR [--timezone TZ] | --interval SECONDS
                                                           | --at ISO8601) [--arg KEY=VALUE ...] [--force]
     pyncette tasks MODULE:APP unschedule TEMPLATE INSTANCE [--json]
+    pyncette tasks MODULE:APP describe TASK [INSTANCE] [--next N] [--json]
+    pyncette tasks MODULE:APP pause TASK [INSTANCE | --prefix TEXT] [--note TEXT] [--by WHO] [--json]
+    pyncette tasks MODULE:APP resume TASK [INSTANCE | --prefix TEXT] [--json]
+    pyncette tasks MODULE:APP pauses TASK [--json]
+    pyncette tasks MODULE:APP run TASK [INSTANCE] [--json]
+    pyncette tasks MODULE:APP prune [--delete] [--json]
     pyncette migrate MODULE:APP --from-1x [--dry-run] [--force] [--drop-1x-backup] [--json]
 
 ``MODULE:APP`` names a module (or a ``.py`` file) and the :class:`~pyncette.Pyncette`
@@ -18,18 +24,21 @@ by ``$PYNCETTE_BACKEND`` and ``$PYNCETTE_<OPTION>`` (``PYNCETTE_REDIS_URL`` sets
 ``-o`` / ``--option``, which win. Values are text, converted by the backend's option schema.
 
 Exit status: 0 on success, 1 on a runtime error (storage unreachable, instance
-missing or running, the app failed), 2 on a usage or configuration error (bad
-arguments, module path, backend, template or option).
+missing or running, nothing to resume, the app failed), 2 on a usage or configuration
+error (bad arguments, module path, backend, task or option; a backend without the
+control plane), 3 when ``tasks run`` queued nothing because a run holds the task.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import importlib.util
 import json
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -51,7 +60,7 @@ from .errors import (
     leaf_exception,
 )
 from .migration import MigrationReport, migrate
-from .model import TaskState
+from .model import Pause, TaskState
 from .options import ENV_PREFIX
 from .process import configure_logging
 from .redaction import redact
@@ -63,6 +72,8 @@ T = TypeVar("T")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+#: ``tasks run``: nothing was queued because a run holds the task right now.
+EXIT_BUSY = 3
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -174,6 +185,14 @@ def _find_template(app: Pyncette, name: str) -> DynamicTask:
             return task
     templates = ", ".join(t.name for t in app.tasks if t.dynamic) or "none"
     raise CliError(f"unknown template {name!r}; dynamic tasks of this app: {templates}", EXIT_USAGE)
+
+
+def _find_task(app: Pyncette, name: str) -> Task:
+    for task in app.tasks:
+        if task.name == name:
+            return task
+    names = ", ".join(t.name for t in app.tasks) or "none"
+    raise CliError(f"unknown task {name!r}; tasks of this app: {names}", EXIT_USAGE)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -396,20 +415,157 @@ def cmd_tasks_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks_describe(args: argparse.Namespace) -> int:
-    """Show one instance's stored state and its next scheduled runs."""
-    app, template = _tasks_setup(args)
+    """Show a static task's or an instance's stored state, its pause and its next scheduled runs."""
+    app, task = _control_setup(args)
     count = args.next
     if count < 1 or count > 1000:
         raise CliError(f"invalid --next {count}: must be from 1 to 1000", EXIT_USAGE)
-    described = _in_context(args, app, lambda ctx: ctx.describe_task(template, args.instance, next_runs=count))
+    described = _in_context(args, app, lambda ctx: ctx.describe_task(task, args.instance, next_runs=count))
     if described is None:
-        raise _missing(template, args.instance)
+        raise _missing(task, args.instance) if args.instance else CliError(f"{task.name!r} is not stored yet")
+    paused = described.paused
     if getattr(args, "json", False):
-        _print_json({**state_to_dict(described.state), "next_runs": [_iso(t) for t in described.next_runs]})
+        _print_json(
+            {
+                **state_to_dict(described.state),
+                "next_runs": [_iso(t) for t in described.next_runs],
+                "paused": None if paused is None else _pause_to_dict(paused),
+            }
+        )
         return EXIT_OK
     _print_state(described.state)
+    if paused is not None:
+        print("paused".ljust(14) + f"  {_pause_line(paused)}")
     for index, moment in enumerate(described.next_runs):
         print(f"{'next runs' if index == 0 else ''}".ljust(14) + f"  {_iso(moment, precise=False)}")
+    return EXIT_OK
+
+
+def _control_setup(args: argparse.Namespace) -> tuple[Pyncette, Task]:
+    _configure_logging(getattr(args, "log_level", None) or "WARNING", sys.stderr)
+    app = load_app(args.app)
+    configure_app(app, getattr(args, "backend", None), getattr(args, "option", None) or [])
+    task = _find_task(app, args.task)
+    if getattr(args, "instance", None) is not None and not isinstance(task, DynamicTask):
+        raise CliError(f"{task.name!r} is a static task; it has no instance {args.instance!r}", EXIT_USAGE)
+    return app, task
+
+
+def _target(task: Task, instance: str | None, prefix: str | None) -> str:
+    if instance is not None:
+        return f"{task.name}/{instance}"
+    if prefix is not None:
+        return f"{task.name}/{prefix}*"
+    return task.name + (" (every instance)" if isinstance(task, DynamicTask) else "")
+
+
+def _pause_to_dict(pause: Pause) -> dict[str, Any]:
+    return {
+        "task": pause.task,
+        "scope": pause.scope,
+        "match": pause.match,
+        "note": pause.note,
+        "by": pause.by,
+        "at": _iso(pause.at),
+    }
+
+
+def _pause_line(pause: Pause) -> str:
+    what = {"task": "the task", "instance": f"instance {pause.match!r}", "prefix": f"prefix {pause.match!r}"}
+    extra = [f"by {pause.by}" if pause.by else "", f"since {_iso(pause.at, precise=False)}" if pause.at else ""]
+    note = f": {pause.note}" if pause.note else ""
+    return " ".join([what.get(pause.scope, pause.scope), *filter(None, extra)]) + note
+
+
+def _operator() -> str | None:
+    """Who runs the command (``user@host``), recorded with a pause unless ``--by`` says otherwise."""
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (OSError, KeyError, ImportError):
+        return None
+
+
+def cmd_tasks_pause(args: argparse.Namespace) -> int:
+    """Pause a static task, a template, an instance or a prefix of instances, for every process."""
+    app, task = _control_setup(args)
+    by = args.by if args.by is not None else _operator()
+    held = _in_context(
+        args, app, lambda ctx: ctx.pause_task(task, args.instance, prefix=args.prefix, note=args.note, by=by)
+    )
+    target = _target(task, args.instance, args.prefix)
+    if getattr(args, "json", False):
+        _print_json(
+            {"task": task.name, "instance": args.instance, "prefix": args.prefix, "paused": True, "records": held}
+        )
+    else:
+        print(f"paused {target}" + (f": {held} stored record(s) held" if held is not None else ""))
+    return EXIT_OK
+
+
+def cmd_tasks_resume(args: argparse.Namespace) -> int:
+    """Remove the pause stored with the same arguments."""
+    app, task = _control_setup(args)
+    removed = _in_context(args, app, lambda ctx: ctx.resume_task(task, args.instance, prefix=args.prefix))
+    target = _target(task, args.instance, args.prefix)
+    if getattr(args, "json", False):
+        _print_json({"task": task.name, "instance": args.instance, "prefix": args.prefix, "resumed": removed})
+    elif removed:
+        print(f"resumed {target}")
+    if not removed:
+        raise CliError(f"{target} was not paused (resume takes the arguments pause was given)")
+    return EXIT_OK
+
+
+def cmd_tasks_pauses(args: argparse.Namespace) -> int:
+    """List the pauses of a task or template."""
+    app, task = _control_setup(args)
+    pauses = _in_context(args, app, lambda ctx: ctx.list_pauses(task))
+    if getattr(args, "json", False):
+        _print_json([_pause_to_dict(p) for p in pauses])
+        return EXIT_OK
+    _print_table(
+        ["SCOPE", "MATCH", "SINCE", "BY", "NOTE"],
+        ([p.scope, p.match or "-", _iso(p.at, precise=False) or "-", p.by or "-", p.note or "-"] for p in pauses),
+    )
+    print(f"{len(pauses)} pause(s) of {task.name!r}")
+    return EXIT_OK
+
+
+def cmd_tasks_run(args: argparse.Namespace) -> int:
+    """Trigger one extra run now, keeping the regular schedule."""
+    app, task = _control_setup(args)
+    if isinstance(task, DynamicTask) and args.instance is None:
+        raise CliError(f"{task.name!r} is a dynamic template: name the instance to run", EXIT_USAGE)
+    outcome = _in_context(args, app, lambda ctx: ctx.run_task_now(task, args.instance))
+    target = _target(task, args.instance, None)
+    if getattr(args, "json", False):
+        _print_json({"task": task.name, "instance": args.instance, "result": outcome})
+    else:
+        print(
+            {
+                "queued": f"queued a run of {target}: the first process to claim it runs it",
+                "due": f"a run of {target} is due already: it runs next",
+                "running": f"{target} is running now: nothing queued (try again when it has finished)",
+            }[outcome]
+        )
+    return EXIT_BUSY if outcome == "running" else EXIT_OK
+
+
+def cmd_tasks_prune(args: argparse.Namespace) -> int:
+    """List (and with --delete, remove) stored records no task of the app owns any more."""
+    _configure_logging(getattr(args, "log_level", None) or "WARNING", sys.stderr)
+    app = load_app(args.app)
+    configure_app(app, getattr(args, "backend", None), getattr(args, "option", None) or [])
+    orphans = _in_context(args, app, lambda ctx: ctx.prune(dry_run=not args.delete))
+    if getattr(args, "json", False):
+        _print_json([{"parent": o.parent, "records": o.records, "deleted": o.deleted} for o in orphans])
+        return EXIT_OK
+    _print_table(["PARENT", "RECORDS"], ([o.parent, str(o.records)] for o in orphans))
+    total = sum(o.records for o in orphans)
+    if args.delete:
+        print(f"deleted {total} record(s) of {len(orphans)} task(s) no longer in the app")
+    else:
+        print(f"{total} record(s) of {len(orphans)} task(s) no longer in the app; pass --delete to remove them")
     return EXIT_OK
 
 
@@ -634,8 +790,9 @@ def _add_tasks(commands: Commands) -> None:
     tasks = commands.add_parser(
         "tasks",
         parents=[common],
-        help="inspect and manage dynamic task instances",
-        description="Inspect and manage the dynamic task instances of an app in its storage (the app is not run).",
+        help="inspect and manage tasks: instances, pauses, runs now, pruning",
+        description="Inspect and manage the tasks of an app in its storage (the app is not run): dynamic "
+        "instances, pauses, runs triggered now, records of removed tasks.",
     )
     tasks.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object")
     actions = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -651,8 +808,34 @@ def _add_tasks(commands: Commands) -> None:
     list_ = action("list", cmd_tasks_list, "list the instances of a template", instance=False)
     list_.add_argument("--limit", type=int, metavar="N", default=None, help="show at most N instances")
     action("show", cmd_tasks_show, "show one instance")
-    describe = action("describe", cmd_tasks_describe, "show one instance and its next scheduled runs")
+
+    def control(name: str, handler: Callable[[argparse.Namespace], int], help: str, *, instance: bool = True) -> Any:
+        sub = actions.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".")
+        sub.add_argument("task", help="task or dynamic template name")
+        if instance:
+            sub.add_argument("instance", nargs="?", default=None, help="instance name (dynamic templates)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    describe = control("describe", cmd_tasks_describe, "show a task or an instance, its pause and its next runs")
     describe.add_argument("--next", type=int, metavar="N", default=5, help="how many next runs (default 5)")
+    pause = control("pause", cmd_tasks_pause, "pause a task, a template, an instance or a prefix, in every process")
+    pause.add_argument("--prefix", metavar="TEXT", help="pause the instances whose name starts with TEXT")
+    pause.add_argument("--note", metavar="TEXT", help="why (shown by describe and pauses)")
+    pause.add_argument("--by", metavar="WHO", help="who pauses (default: user@host)")
+    resume = control("resume", cmd_tasks_resume, "remove the pause stored with the same arguments")
+    resume.add_argument("--prefix", metavar="TEXT", help="the prefix given to pause")
+    control("pauses", cmd_tasks_pauses, "list the pauses of a task or template", instance=False)
+    control("run", cmd_tasks_run, "run a task or instance once now, keeping its schedule (exit status 3: running)")
+    prune = actions.add_parser(
+        "prune",
+        parents=[common],
+        help="list stored records of tasks no longer in the app (--delete removes them)",
+        description="List the stored records of static tasks and templates that are no longer in the app's "
+        "code; with --delete, remove them.",
+    )
+    prune.add_argument("--delete", action="store_true", help="delete them (default: only list)")
+    prune.set_defaults(handler=cmd_tasks_prune)
     _schedule_arguments(
         action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
     )

@@ -66,7 +66,9 @@ class Control:
         info = json.dumps({"note": note, "by": by, "at": now.isoformat()}, ensure_ascii=False)
         total: int | None = 0
         for parent, match, is_prefix in _targets(task, instance_name, prefix):
-            count = await self._call("pause", self._repository.pause(PauseRule(parent, match, is_prefix, info), now=now))
+            count = await self._call(
+                "pause", self._repository.pause(PauseRule(parent, match, is_prefix, info), now=now)
+            )
             total = None if total is None or count is None else total + count
         return total
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
-from pyncette.abc import Backend, Capabilities, Completion, Lease, Record, Repository
+from pyncette.abc import Backend, Capabilities, Completion, Lease, PauseRule, Record, Repository
 from pyncette.memory import MemoryRepository
 from pyncette.options import Identifier, Option, Options, Settings
 
@@ -22,7 +22,7 @@ class SharedMemoryBackend(Backend):
     """A correct backend: in-process storage shared per namespace."""
 
     name = "shared"
-    capabilities = Capabilities(persistent=True, coordinated=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, control=True)
     options = Options(
         Option(
             "shared_namespace",
@@ -85,6 +85,41 @@ class _ScanningRepository(MemoryRepository):
         for _ in range(len(self._parents[parent].records) if parent in self._parents else 0):
             json.loads('{"s": 1893456000.0, "d": {"args": {}}, "l": null, "t": null}')
         return await super().claim(parent, now=now, limit=limit, lease_until=lease_until, token=token)
+
+
+class _PauseListingRepository(MemoryRepository):
+    """Broken: pauses are listed but not obeyed (the rule never reaches the claim)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listed: dict[tuple[str, str, bool], PauseRule] = {}
+
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        self._listed[rule.parent, rule.match, rule.prefix] = rule
+        return None
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        return self._listed.pop((parent, match, prefix), None) is not None
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        return [rule for rule in self._listed.values() if rule.parent == parent]
+
+
+class _TriggerMovingRepository(MemoryRepository):
+    """Broken: a reschedule drops the state it carries, so a triggered run loses the regular next run."""
+
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        return await super().reschedule(parent, name, expected=expected, scheduled_at=scheduled_at, state=None, now=now)
+
+
+class PauseListingBackend(SharedMemoryBackend):
+    repository_class = _PauseListingRepository
+
+
+class TriggerMovingBackend(SharedMemoryBackend):
+    repository_class = _TriggerMovingRepository
 
 
 class ScanningBackend(SharedMemoryBackend):

@@ -91,6 +91,20 @@ def test_overlap_checked_only_locally_is_caught(pytester: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(["*FAILED*test_overlap_skip_across_processes*"])
 
 
+def test_pause_not_obeyed_is_caught(pytester: pytest.Pytester) -> None:
+    """A backend that stores pauses where no claim looks: every app keeps running the paused tasks."""
+    result = _run(pytester, "PauseListingBackend", "-k", "TestControlSuite and pause")
+    assert result.parseoutcomes().get("failed", 0) >= 3, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*FAILED*test_pause_in_one_app_stops_every_app_within_one_poll*"])
+
+
+def test_run_now_moving_the_schedule_is_caught(pytester: pytest.Pytester) -> None:
+    """A backend that drops the state of a reschedule: the triggered run becomes the regular one."""
+    result = _run(pytester, "TriggerMovingBackend", "-k", "TestControl and run_now or reschedule")
+    assert result.parseoutcomes().get("failed", 0) >= 2, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*FAILED*test_run_now_adds_one_run_and_keeps_the_schedule*"])
+
+
 def test_scanning_backend_is_caught(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "ScanningBackend", "-k", "claim_cost")
     result.assert_outcomes(failed=1)

@@ -305,7 +305,7 @@ class ControlSuite(ConformanceBase):
         def build(label: str) -> tuple[pyncette.Pyncette, pyncette.StaticTask]:
             app = apps.app()
 
-            @app.task(schedule="0 * * * *")
+            @app.task(interval=timedelta(hours=1))
             async def hourly(context: Context) -> None:
                 runs.append((label, (context.scheduled_at - START).total_seconds()))
 

@@ -14,7 +14,7 @@ from pyncette import Context
 from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
 
 from .base import ConformanceBase, requires
-from .behaviour import START, AppFactory, offsets
+from .behaviour import START, AppFactory, S, offsets
 from .repository import LEASE, T0, claim, rec
 
 #: Names with every character a backend might treat as special in a pattern (SQL LIKE, Redis glob, regex).
@@ -378,6 +378,44 @@ class ControlSuite(ConformanceBase):
         assert [t.isoformat() for t in described.next_runs] == [
             f"2030-0{m}-{d}T12:00:00+0{o}:00" for m, d, o in [(3, 29, 1), (3, 30, 1), (3, 31, 2), (4, "01", 2)]
         ]
+
+    async def test_history_keeps_the_last_runs(self, apps: AppFactory) -> None:
+        app = apps.app()
+        tries = 0
+
+        @app.task(interval=timedelta(minutes=1), history=3, history_max_age=timedelta(minutes=10))
+        async def audited(context: Context) -> None:
+            nonlocal tries
+            tries += 1
+            await pyncette.sleep(2)
+            if tries == 4:
+                raise RuntimeError("fourth run fails")
+
+        @app.dynamic_task(interval=timedelta(minutes=1))
+        async def plain(context: Context) -> None:
+            pass
+
+        async with apps.run(app) as ctx:
+            await ctx.schedule_task(plain, "p1")
+            await ctx.schedule_task(plain, "p2", history=2)
+            await apps.clock.advance(timedelta(minutes=5, seconds=30))
+            entries = await ctx.task_history(audited)
+            # The run due at 240 s failed; its lease ran out at 300 s and it was tried again (1.x's failure_mode
+            # NONE), then came the run due at 300 s.
+            assert [offsets([e.scheduled_at])[0] for e in entries] == [300, 240, 240]
+            assert [offsets([e.started_at])[0] for e in entries] == [302, 300, 240]
+            assert [e.outcome for e in entries] == ["succeeded", "succeeded", "failed"]
+            assert entries[2].error == "RuntimeError: fourth run fails" and entries[0].error is None
+            assert all(e.attempt == 1 and e.process and e.finished_at - e.started_at == 2 * S for e in entries)
+            assert await ctx.task_history(plain, "p1") == []
+            assert [e.outcome for e in await ctx.task_history(plain, "p2")] == ["succeeded", "succeeded"]
+            # A ring: the storage holds three entries, whatever the number of runs.
+            page, _ = await ctx.repository.list_page("audited/static/history", limit=100, continuation=None)
+            assert len(page) == 3
+            audited.enabled = False
+            await apps.clock.advance(timedelta(minutes=9))
+            # history_max_age drops what is older than ten minutes: the run that finished at 242 s.
+            assert [offsets([e.started_at])[0] for e in await ctx.task_history(audited)] == [302, 300]
 
     async def test_prune_lists_then_deletes_what_the_code_no_longer_has(self, apps: AppFactory) -> None:
         old = apps.app()

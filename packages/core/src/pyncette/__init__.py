@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .app import Pyncette
 from .clock import sleep
-from .model import Context, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState
+from .model import Context, HistoryEntry, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState
 from .modes import ExecutionMode, FailureMode
 from .policies import Retry
 from .runtime import PyncetteContext
@@ -20,6 +20,7 @@ __all__ = [
     "DynamicTask",
     "ExecutionMode",
     "FailureMode",
+    "HistoryEntry",
     "Instance",
     "ListTasksResponse",
     "Orphan",

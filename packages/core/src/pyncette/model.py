@@ -87,6 +87,29 @@ class TaskDescription:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """One run in a task's history (the ``history=`` option), as :meth:`PyncetteContext.task_history` returns it.
+
+    Attributes:
+        scheduled_at: the run's scheduled time (UTC); for a run triggered by ``run_task_now``, when it was
+            triggered.
+        started_at, finished_at: when its body started and ended (UTC).
+        outcome: ``succeeded``, ``failed`` or ``timed_out``.
+        attempt: which try of the scheduled run it was, from 1.
+        process: the process that ran it (``host:pid``).
+        error: ``Type: message`` of a failure, at most 500 characters, ``None`` otherwise.
+    """
+
+    scheduled_at: datetime
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    attempt: int
+    process: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Orphan:
     """Records in storage that no task of the app owns any more (see :meth:`PyncetteContext.prune`).
 
@@ -261,6 +284,7 @@ __all__ = [
     "FailureMode",
     "FixtureFunc",
     "Heartbeater",
+    "HistoryEntry",
     "Lease",
     "ListTasksResponse",
     "MiddlewareFunc",

@@ -40,6 +40,10 @@ EXHAUSTED_VALUES: tuple[str, ...] = get_args(Exhausted)
 MAX_DELAY = timedelta(days=365)
 
 
+#: The most runs a task's history keeps.
+MAX_HISTORY = 1000
+
+
 def _duration(name: str, value: object, *, allow_zero: bool = False) -> timedelta:
     lower = "a timedelta >= 0" if allow_zero else "a positive timedelta"
     if (
@@ -153,6 +157,10 @@ class Policies:
     coalesce: Coalesce = "all"
     overlap: Overlap = "allow"
     jitter: timedelta | None = None
+    #: Keep the last ``history`` runs of each record (0: no history, the default).
+    history: int = 0
+    #: Forget history entries older than this (``None``: keep the last ``history`` whatever their age).
+    history_max_age: timedelta | None = None
     #: No policy is set (Pyncette 1.x's behaviour): the runtime takes its short path.
     plain: bool = field(init=False, repr=False, compare=False)
 
@@ -170,8 +178,14 @@ class Policies:
         coalesce: object = "all",
         overlap: object = "allow",
         jitter: object = None,
+        history: object = 0,
+        history_max_age: object = None,
     ) -> Policies:
         """Validate the options, naming the bad value and what is allowed."""
+        if not isinstance(history, int) or isinstance(history, bool) or not 0 <= history <= MAX_HISTORY:
+            raise ConfigurationError(f"invalid history {history!r}: must be an integer from 0 to {MAX_HISTORY}")
+        if history_max_age is not None and not history:
+            raise ConfigurationError("history_max_age= needs history= (how many runs to keep)")
         if retry is not None and not isinstance(retry, Retry):
             raise ConfigurationError(f"invalid retry {retry!r}: use pyncette.Retry(attempts=..., backoff=...)")
         if coalesce not in COALESCE_VALUES:
@@ -185,6 +199,8 @@ class Policies:
             coalesce=coalesce,  # type: ignore[arg-type]
             overlap=overlap,  # type: ignore[arg-type]
             jitter=None if jitter is None else _duration("jitter", jitter, allow_zero=True) or None,
+            history=history,
+            history_max_age=None if history_max_age is None else _duration("history_max_age", history_max_age),
         )
 
     @property
@@ -207,6 +223,8 @@ class Policies:
             "coalesce": self.coalesce,
             "overlap": self.overlap,
             "jitter": self.jitter,
+            "history": self.history,
+            "history_max_age": self.history_max_age,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -224,6 +242,10 @@ class Policies:
             data["overlap"] = self.overlap
         if self.jitter:
             data["jitter"] = self.jitter.total_seconds()
+        if self.history:
+            data["history"] = self.history
+        if self.history_max_age is not None:
+            data["history_age"] = self.history_max_age.total_seconds()
         return data
 
     @classmethod
@@ -239,11 +261,15 @@ class Policies:
             coalesce=data.get("coalesce", "all"),
             overlap=data.get("overlap", "allow"),
             jitter=seconds("jitter"),
+            history=data.get("history", 0),
+            history_max_age=seconds("history_age"),
         )
 
 
 #: The keyword options that make up :class:`Policies`.
-POLICY_OPTIONS = frozenset({"retry", "timeout", "catchup_window", "coalesce", "overlap", "jitter"})
+POLICY_OPTIONS = frozenset(
+    {"retry", "timeout", "catchup_window", "coalesce", "overlap", "jitter", "history", "history_max_age"}
+)
 
 
 def pop_policies(options: dict[str, Any]) -> Policies:

@@ -40,6 +40,8 @@ class RunState:
             instance, kept until its first run has succeeded (see :func:`pyncette.otel.use_opentelemetry`).
         regular: set while a run triggered by ``run_task_now`` waits or runs: the stored ``scheduled_at``
             of the regular next run, restored (with the rest of this state) once the triggered run is over.
+        runs: how many runs went into the task's history (kept only with the ``history=`` option): the
+            next run's entry goes to slot ``runs % history``.
     """
 
     failures: int = 0
@@ -50,6 +52,7 @@ class RunState:
     last_error: str | None = None
     origin: dict[str, str] | None = None
     regular: datetime | None = None
+    runs: int = 0
 
     @property
     def attempt(self) -> int:
@@ -75,6 +78,8 @@ class RunState:
             parts.append(f'"o":{json.dumps(self.origin, ensure_ascii=False, separators=(",", ":"))}')
         if self.regular is not None:
             parts.append(f'"r":"{self.regular.isoformat()}"')
+        if self.runs:
+            parts.append(f'"h":{self.runs:d}')
         return "{" + ",".join(parts) + "}"
 
     def finished(
@@ -119,12 +124,12 @@ def decode(text: str | None) -> RunState:
         return EMPTY
     if not isinstance(data, dict):
         return EMPTY
-    failures = data.get("a", 0)
+    failures = _count(data.get("a"))
     outcome = data.get("lo")
     error = data.get("le")
     origin = data.get("o")
     return RunState(
-        failures=failures if isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0 else 0,
+        failures=failures,
         nominal=_time(data.get("n")),
         last_started=_time(data.get("ls")),
         last_finished=_time(data.get("lf")),
@@ -132,6 +137,7 @@ def decode(text: str | None) -> RunState:
         last_error=error[:MAX_ERROR] if isinstance(error, str) else None,
         origin={str(k): str(v) for k, v in origin.items()} if isinstance(origin, dict) else None,
         regular=_time(data.get("r")),
+        runs=_count(data.get("h")),
     )
 
 
@@ -143,6 +149,10 @@ def bookkeeping(text: str | None) -> RunState:
         return EMPTY
     state = decode(text)
     return RunState(state.failures, state.nominal, origin=state.origin, regular=state.regular)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _time(value: object) -> datetime | None:

@@ -14,7 +14,7 @@ from .. import events
 from ..abc import PARKED_AT, Record, RegisterMode, Repository
 from ..clock import Clock
 from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
-from ..model import ListTasksResponse, Orphan, Pause, TaskDescription, TaskState, validate_context_names
+from ..model import HistoryEntry, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState, validate_context_names
 from ..redaction import get_logger
 from ..runstate import RunState, decode
 from ..task import DynamicTask, Instance, StaticTask, Task
@@ -235,6 +235,11 @@ class PyncetteContext:
         for the resume.
         """
         return await self._control.run_now(task, instance_name)
+
+    async def task_history(self, task: Task, instance_name: str | None = None) -> list[HistoryEntry]:
+        """The last runs of a static task or an instance, newest first: kept only for tasks with the
+        ``history=N`` option (at most ``N``, none older than ``history_max_age``); ``[]`` otherwise."""
+        return await self._control.history(task, instance_name)
 
     async def prune(self, *, dry_run: bool = True) -> list[Orphan]:
         """The records in storage that no task of this app owns any more (static tasks and templates removed

@@ -16,9 +16,10 @@ from typing import Literal, TypeVar
 from ..abc import PauseRule, Repository
 from ..clock import Clock
 from ..errors import ConfigurationError
-from ..model import Orphan, Pause
+from ..model import HistoryEntry, Orphan, Pause
 from ..runstate import decode
 from ..task import DynamicTask, Instance, StaticTask, Task
+from . import history
 from .description import AppDescription
 
 #: What :meth:`Control.run_now` did: ``queued`` (the run is stored as due now), ``due`` (a run was due
@@ -126,11 +127,26 @@ class Control:
                 return "queued"
         raise ConfigurationError(f"{concrete!r} kept changing while being triggered; try again")
 
+    async def history(self, task: Task, instance_name: str | None = None) -> list[HistoryEntry]:
+        """The last runs of a static task or an instance, newest first (``[]`` without ``history=``)."""
+        concrete, parent, name = _record_of(task, instance_name)
+        record = await self._repository.get(parent, name)
+        if record is None:
+            return []
+        policies = concrete.policies
+        if isinstance(concrete, DynamicTask) and record.spec is not None:  # the instance's own options
+            policies = concrete.from_spec(name, record.spec).policies
+        if not policies.history:
+            return []
+        runs = decode(record.state).runs
+        return await history.read(self._repository, parent, name, runs, policies, self._clock.now())
+
     async def orphans(self) -> list[Orphan]:
         """The parents in storage that no task of the app owns (static tasks and templates removed from code,
         partitions beyond a template's ``partition_count``), with their record counts."""
         known = {parent for task in self._description.static_tasks for parent in _parents(task)}
         known.update(parent for template in self._description.templates for parent in _parents(template))
+        known.update([history.parent_of(parent) for parent in known])
         found: list[Orphan] = []
         token: str | None = None
         while True:

@@ -20,7 +20,7 @@ from ..redaction import get_logger
 from ..runstate import EMPTY, Outcome, RunState, bookkeeping, decode, summary
 from ..schedule import UTC, OnceSchedule, Schedule
 from ..task import Instance, StaticTask
-from . import lateness
+from . import history, lateness
 from .agenda import Agenda
 from .committer import Committer, Pending
 from .description import AppDescription
@@ -39,6 +39,8 @@ class Run:
     lease: Lease
     #: The body is over and the outcome is with the committer.
     committing: bool = False
+    #: With ``history=``: the run counter as claimed (the slot of this run's entry, modulo the size).
+    counted: int | None = None
 
     def give_hold(self) -> Hold:
         """Hand the hold over (to the committer); the run holds nothing afterwards."""
@@ -100,6 +102,8 @@ class Runner:
                 await self._clock.sleep(early)
                 now = self._clock.now()
             text = run.record.state
+            if run.task.policies.history:
+                run.counted = decode(text).runs
             if text is not None and '"r":' in text and (state := bookkeeping(text)).regular is not None:
                 await self._triggered(run, state.regular, now)
             elif run.task.execution_mode is ExecutionMode.AT_MOST_ONCE:
@@ -168,8 +172,10 @@ class Runner:
                 self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
             else:
                 self._commit(run, next_at, RunState(0, None, started, finished, "succeeded"))
-            return
-        self._failed(run, state, nominal, error, started, finished)
+        else:
+            self._failed(run, state, nominal, error, started, finished)
+        if run.counted is not None:
+            await self._remember(run, nominal, started, finished, attempt, error)
 
     def _failed(
         self, run: Run, state: RunState, nominal: datetime, error: Exception, started: datetime, finished: datetime
@@ -181,8 +187,13 @@ class Runner:
             self._listeners.emit(events.Failed(task, nominal, finished, state.attempt, error))
         retry = task.policies.retry
         if retry is None:  # Pyncette 1.x's failure modes
-            if task.failure_mode is FailureMode.NONE:
-                return  # the lease expires, then the run is retried
+            if task.failure_mode is FailureMode.NONE:  # the lease expires, then the run is retried
+                if run.counted is not None:  # but the history counts this try: store the counter, keep the lease
+                    after = self._counted(run, state.finished(outcome, started=started, finished=finished, error=error))
+                    at = run.record.scheduled_at
+                    pending = Pending(run.lease, at, run.record.locked_until, owner=run, state=after.encode())
+                    self._submit(run, replace(pending, release=False))
+                return
             if task.failure_mode is FailureMode.UNLOCK:
                 self._submit(run, Pending(run.lease, None, run.record.locked_until, unlock=True, owner=run))
                 return
@@ -197,7 +208,8 @@ class Runner:
             after = state.finished(
                 outcome, started=started, finished=finished, failures=failures, nominal=nominal, error=error
             )
-            self._submit(run, Pending(run.lease, retry_at, run.record.locked_until, owner=run, state=after.encode()))
+            text = self._counted(run, after).encode()
+            self._submit(run, Pending(run.lease, retry_at, run.record.locked_until, owner=run, state=text))
             return
         once = isinstance(task.schedule, OnceSchedule)
         action = retry.on_exhausted or ("delete" if once else "skip")
@@ -256,6 +268,8 @@ class Runner:
                 next_at = self._following(task, nominal, finished)
             outcome: Outcome = "succeeded" if error is None else _outcome(error)
             self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
+        if run.counted is not None:
+            await self._remember(run, nominal, started, finished, 1, error)
 
     async def _triggered(self, run: Run, regular: datetime, started: datetime) -> None:
         """A run triggered by ``run_task_now``: one try (no retry, no catch-up rule), then the record goes back
@@ -266,9 +280,9 @@ class Runner:
         # Like a regular run, an at-most-once run with overlap="allow" lets go of the record before its body.
         guarded = task.execution_mode is ExecutionMode.AT_LEAST_ONCE or task.policies.overlap != "allow"
         if not guarded:
-            text = replace(kept, last_started=started, last_finished=None, last_outcome=None, last_error=None)
+            begun = replace(kept, last_started=started, last_finished=None, last_outcome=None, last_error=None)
             stored, run.hold = await self._committer.finish(
-                run.lease, regular, run.record.locked_until, run.give_hold(), state=text.encode()
+                run.lease, regular, run.record.locked_until, run.give_hold(), state=self._counted(run, begun).encode()
             )
             if not stored:
                 logger.warning("Not running %r: its lease was lost before it started", task)
@@ -305,7 +319,10 @@ class Runner:
                 last_outcome="succeeded" if error is None else _outcome(error),
                 last_error=None if error is None else summary(error),
             )
-            self._submit(run, Pending(run.lease, regular, run.record.locked_until, owner=run, state=after.encode()))
+            stored_state = self._counted(run, after).encode()
+            self._submit(run, Pending(run.lease, regular, run.record.locked_until, owner=run, state=stored_state))
+        if run.counted is not None:
+            await self._remember(run, at, started, finished, 1, error)
 
     def _missed(self, task: StaticTask | Instance, first: datetime, now: datetime, count: int) -> None:
         logger.info("Task %r missed %d run(s) from %s (catch-up policy)", task, count, first.isoformat())
@@ -331,10 +348,37 @@ class Runner:
         record is deleted)."""
         if next_at is None:
             return None, None
+        state = self._counted(run, state)
         offset = run.task.policies.offset(run.lease.parent, run.lease.name, next_at)
         if offset and next_at < PARKED_AT - offset:
             return next_at + offset, replace(state, nominal=next_at).encode()
         return next_at, state.encode()
+
+    @staticmethod
+    def _counted(run: Run, state: RunState) -> RunState:
+        """``state`` with the history's run counter moved past this run (unchanged without history)."""
+        return state if run.counted is None else replace(state, runs=run.counted + 1)
+
+    async def _remember(
+        self,
+        run: Run,
+        scheduled_at: datetime,
+        started: datetime,
+        finished: datetime,
+        attempt: int,
+        error: Exception | None,
+    ) -> None:
+        """Write the run's history entry (``history=``): one more storage call per run, made after the
+        outcome is handed over, so the run's slot is not kept waiting for it."""
+        assert run.counted is not None
+        outcome = "succeeded" if error is None else _outcome(error)
+        entry = history.encode(scheduled_at, started, finished, outcome, attempt, error)
+        hold = self._clock.hold("history", self._app_context)
+        try:
+            slot = run.counted % run.task.policies.history
+            await history.write(self._repository, run.record, slot, entry, finished)
+        finally:
+            hold.release()
 
     def _submit(self, run: Run, pending: Pending) -> None:
         # The committer settles the run once its outcome is stored; the slot stays taken until then, but

@@ -9,6 +9,8 @@ import pytest
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
+    ControlContract,
+    ControlSuite,
     CoordinationSuite,
     FaultSuite,
     IsolationSuite,
@@ -40,6 +42,14 @@ class TestPostgresBehaviour(PostgresBackendMixin, BehaviourSuite):
 
 
 class TestPostgresPolicies(PostgresBackendMixin, PolicySuite):
+    pass
+
+
+class TestPostgresControlContract(PostgresBackendMixin, ControlContract):
+    pass
+
+
+class TestPostgresControl(PostgresBackendMixin, ControlSuite):
     pass
 
 

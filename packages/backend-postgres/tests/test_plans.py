@@ -1,4 +1,4 @@
-"""Query plans on a large table: due-work lookup and batch writes must use indexes, never scan the table.
+"""Query plans on a large table: due-work lookup, batch writes and pauses must use indexes, never scan the table.
 
 One module-scoped table of 1,000,000 records (10 parents x 100,000, loaded
 with ``generate_series``) serves every test. Run this file directly to print
@@ -21,8 +21,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from pyncette.abc import PauseRule
 from pyncette_postgres import PostgresRepository, backend
-from pyncette_postgres._schema import ddl, index_name, quote
+from pyncette_postgres._schema import ddl, index_name, pauses_table_name, quote
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +59,8 @@ async def _loaded(url: str, table: str) -> AsyncIterator[tuple[PostgresRepositor
 
     Indexes are built after the load, which is several times faster than
     maintaining them row by row: the table is created without its primary key,
-    loaded, given the key, and ``open()`` then adds the missing due-work index
-    as it would to any existing table.
+    loaded, given the key, and ``open()`` then adds the missing claim index
+    and rules table as it would to any existing table.
     """
     options = {"postgres_url": url, "postgres_table_name": table}
     create_table = ddl(table).split(";")[0]
@@ -98,6 +99,7 @@ async def test_the_loaded_table_has_the_standard_indexes(big: tuple[PostgresRepo
     assert await connection.fetchval(f"SELECT count(*) FROM {quote(table)}") == ROWS
     indexes = await connection.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1", table)
     assert sorted(row["indexname"] for row in indexes) == sorted([f"{table}_pkey", index_name(table)])
+    assert await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", quote(pauses_table_name(table)))
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -174,6 +176,102 @@ async def test_claim_skips_leased_rows_without_scanning_them(
     times = [r.scheduled_at for r in claimed]
     assert times == sorted(times)
     assert max(times) <= NOW
+
+
+def _scan(nodes: list[dict[str, Any]], table: str) -> dict[str, Any]:
+    """The one node of the plan that reads ``table`` through an index."""
+    [scan] = [n for n in nodes if n.get("Relation Name") == table and "Index" in n["Node Type"]]
+    return scan
+
+
+async def test_claim_never_reads_held_records(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    table = repository.table_name
+    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {repository._sql.claim}"
+
+    async def scan_of_claim(at: datetime) -> tuple[dict[str, Any], int]:
+        args = ("parent-5", at, 100, at + timedelta(minutes=1), "planner")
+        plan = json.loads((await _rolled_back(connection, explain, *args))[0][0])[0]
+        scan = _scan(list(_nodes(plan["Plan"])), table)
+        assert (scan["Index Name"], scan.get("Rows Removed by Filter", 0)) == (index_name(table), 0)
+        return scan, scan["Shared Hit Blocks"] + scan.get("Shared Read Blocks", 0)
+
+    # "task-000" holds records 0-9999: all of parent-5's due records (5, 15, ... 9995), 1,000 of them.
+    assert await repository.pause(PauseRule("parent-5", "task-000", True), now=NOW) == 1000
+    try:
+        # The first scan after the pause passes the index entries of the rows' old versions once (and marks
+        # them dead); from then on the held records cost nothing: a scan reads the descent of the index only
+        # (visiting 1,000 rows would be 1,000 buffer accesses).
+        _, once = await scan_of_claim(NOW)
+        scan, blocks = await scan_of_claim(NOW)
+        assert scan["Actual Rows"] == 0 and blocks <= 10, (once, blocks)
+        # 100 seconds later 10 records not held are due (10,005 ... 10,095): the scan returns those only.
+        scan, blocks = await scan_of_claim(NOW + timedelta(seconds=100))
+        assert scan["Actual Rows"] == 10 and blocks <= 10, blocks
+    finally:
+        assert await repository.resume("parent-5", "task-000", prefix=True, now=NOW)
+    claimed = await repository.claim("parent-5", now=NOW, limit=5, lease_until=NOW, token="probe")
+    assert [r.name for r in claimed] == [f"task-{i:07d}" for i in (5, 15, 25, 45, 55)]  # 35 is leased
+
+
+@pytest.mark.parametrize("prefix", [True, False], ids=["prefix", "name"])
+async def test_pause_and_resume_read_only_the_matched_range(
+    big: tuple[PostgresRepository, asyncpg.Connection], prefix: bool
+) -> None:
+    repository, connection = big
+    table = repository.table_name
+    sql = repository._sql
+    # "task-00123" matches the 10 records 12,300-12,399 of parent-6 (12,306, 12,316, ...), among 100,000.
+    match, count = ("task-00123", 10) if prefix else ("task-0012306", 1)
+    pattern = ("task-00123%",) if prefix else ()  # the LIKE pattern the repository sends with a prefix
+    pause, resume = ("parent-6", match, None, *pattern), ("parent-6", match, *pattern)
+    for statement, args in ((sql.pause[prefix], pause), (sql.resume[prefix], resume)):
+        explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}"
+        raw = await _rolled_back(connection, explain, *args)
+        nodes = list(_nodes(json.loads(raw[0][0])[0]["Plan"]))
+        _assert_indexed(nodes, table, index=f"{table}_pkey")
+        scans = [n for n in nodes if n.get("Relation Name") == table and "Index" in n["Node Type"]]
+        for scan in scans:
+            # The primary key's range of the prefix (the planner derives it from the pattern), not the parent.
+            assert "name >=" in scan["Index Cond"] if prefix else "name =" in scan["Index Cond"], scan["Index Cond"]
+            assert scan["Actual Rows"] <= count
+        buffers = sum(n.get("Shared Hit Blocks", 0) + n.get("Shared Read Blocks", 0) for n in nodes[:1])
+        assert buffers < 200, buffers
+
+
+async def test_bulk_pause_of_a_whole_parent(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    table = repository.table_name
+    held = f"SELECT count(*) FROM {quote(table)} WHERE parent = 'parent-8' AND paused"
+    # One statement flags all 100,000 records of parent-8; claims of it then find nothing in the index.
+    assert await repository.pause(PauseRule("parent-8", "", True), now=NOW) == 100_000
+    try:
+        assert await connection.fetchval(held) == 100_000
+        explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {repository._sql.claim}"
+        for _ in range(2):  # the first pass marks the old versions' index entries dead
+            plan = json.loads((await _rolled_back(connection, explain, *_claim_args("parent-8", 100)))[0][0])[0]
+        scan = _scan(list(_nodes(plan["Plan"])), table)
+        assert scan["Actual Rows"] == 0
+        # Claims of the other parents are unaffected.
+        nodes = await _plan(connection, repository._sql.claim, *_claim_args("parent-9", 100))
+        _assert_indexed(nodes, table, index=index_name(table))
+    finally:
+        assert await repository.resume("parent-8", "", prefix=True, now=NOW)
+    assert await connection.fetchval(held) == 0
+
+
+async def test_parents_walks_the_primary_key(big: tuple[PostgresRepository, asyncpg.Connection]) -> None:
+    repository, connection = big
+    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {repository._sql.next_parents}"
+    plan = json.loads(await connection.fetchval(explain, 4, "parent-2"))[0]
+    nodes = list(_nodes(plan["Plan"]))
+    assert all(n["Node Type"] != "Seq Scan" for n in nodes)
+    # One descent of the primary key per parent, not a read of their 100,000 records each.
+    assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 100
+    assert await repository.parents(limit=4, continuation="parent-2") == (
+        ["parent-3", "parent-4", "parent-5", "parent-6"],
+        "parent-6",
+    )
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])

@@ -7,6 +7,7 @@ killed connections and server restarts in test_postgres_recovery.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,10 +19,10 @@ import asyncpg
 import pytest
 
 from pyncette import backends
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette_postgres import PostgresBackend, PostgresRepository, backend, postgres_repository
-from pyncette_postgres._schema import ddl, index_name
+from pyncette_postgres._schema import ddl, index_name, legacy_index_name, pauses_table_name, upgrade_ddl
 
 pytestmark = pytest.mark.anyio
 
@@ -68,13 +69,19 @@ def test_descriptor_and_entry_point() -> None:
     assert backend.name == "postgres"
     caps = backend.capabilities
     assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.notifications) == (True, True, True, False)
+    assert caps.control
 
 
-def test_index_name_fits_postgres_identifier_limit() -> None:
-    assert index_name("pyncette_tasks") == "pyncette_tasks_due"
+def test_derived_names_fit_postgres_identifier_limit() -> None:
+    assert index_name("pyncette_tasks") == "pyncette_tasks_claim"
+    assert legacy_index_name("pyncette_tasks") == "pyncette_tasks_due"
+    assert pauses_table_name("pyncette_tasks") == "pyncette_tasks_pauses"
     long_a, long_b = "a" * 62 + "b", "a" * 62 + "c"
-    assert len(index_name(long_a)) <= 63
-    assert index_name(long_a) != index_name(long_b)
+    for derive in (index_name, legacy_index_name, pauses_table_name):
+        assert len(derive(long_a)) == 63
+        assert derive(long_a) != derive(long_b)
+    # The name earlier versions gave the due-work index of a long table name, so that it is found and dropped.
+    assert legacy_index_name(long_a) == long_a[:50] + "_" + hashlib.sha256(long_a.encode()).hexdigest()[:8] + "_due"
 
 
 def test_importing_and_validating_do_not_connect() -> None:
@@ -131,13 +138,30 @@ async def test_table_layout(repository: Repository, table: str, admin: asyncpg.C
         ("locked_until", "timestamp with time zone", "YES", None),
         ("locked_by", "text", "YES", None),
         ("state", "text", "YES", None),
+        ("paused", "boolean", "NO", None),
     ]
     indexes = {
         row["indexname"]: row["indexdef"]
         for row in await admin.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1", table)
     }
+    assert indexes.keys() == {f"{table}_pkey", f"{table}_claim"}
     assert indexes[f"{table}_pkey"].endswith("USING btree (parent, name)")
-    assert indexes[f"{table}_due"].endswith("USING btree (parent, GREATEST(scheduled_at, locked_until))")
+    assert indexes[f"{table}_claim"].endswith(
+        "USING btree (parent, GREATEST(scheduled_at, locked_until)) WHERE (NOT paused)"
+    )
+    rules = await admin.fetch(
+        "SELECT column_name, data_type, is_nullable, collation_name FROM information_schema.columns"
+        " WHERE table_name = $1 ORDER BY ordinal_position",
+        f"{table}_pauses",
+    )
+    assert [tuple(c) for c in rules] == [
+        ("parent", "text", "NO", "C"),
+        ("match", "text", "NO", "C"),
+        ("prefix", "boolean", "NO", None),
+        ("info", "text", "YES", None),
+    ]
+    key = await admin.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = $1", f"{table}_pauses_pkey")
+    assert key.endswith("USING btree (parent, match, prefix)")
 
 
 async def test_readme_ddl_matches_the_code() -> None:
@@ -203,8 +227,10 @@ async def test_purge_drops_the_table(postgres_url: str, admin: asyncpg.Connectio
     options = {"postgres_url": postgres_url, "postgres_table_name": name}
     async with open_repository(**options):
         assert await admin.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        assert await admin.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{name}_pauses")
     await purge(**options)
     assert await admin.fetchval("SELECT to_regclass($1)", name) is None
+    assert await admin.fetchval("SELECT to_regclass($1)", f"{name}_pauses") is None
     await purge(**options)  # purging nothing is fine
 
 
@@ -305,7 +331,7 @@ async def test_bulk_register_and_claim(repository: Repository) -> None:
     assert results == [True] * 1000
 
 
-# --- the state column (added after 2.0) --------------------------------------------------------------
+# --- upgrading tables of earlier 2.x versions ---------------------------------------------------------
 
 #: The table as pyncette-postgres 2.0 created it, before the state column.
 OLD_DDL = """
@@ -317,6 +343,38 @@ CREATE TABLE "{t}" (
 CREATE INDEX "{t}_due" ON "{t}" (parent, GREATEST(scheduled_at, locked_until));
 INSERT INTO "{t}" (parent, name, spec, scheduled_at) VALUES ('p', 'old', '{{}}', '2030-01-01 00:00:00+00');
 """
+
+COLUMNS_2_0 = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
+
+#: The table as the version before pausing created it: with the state column, without the paused flag and
+#: the rules table, claimed through the due-work index.
+STATE_DDL = """
+CREATE TABLE "{t}" (
+    parent text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, spec text NULL,
+    scheduled_at timestamptz NOT NULL, locked_until timestamptz NULL, locked_by text NULL, state text NULL,
+    PRIMARY KEY (parent, name)
+);
+CREATE INDEX "{t}_due" ON "{t}" (parent, GREATEST(scheduled_at, locked_until));
+INSERT INTO "{t}" (parent, name, spec, scheduled_at, locked_until, locked_by, state) VALUES
+    ('p', 'a1', '{{"n": 1}}', '2030-01-01 00:00:00+00', NULL, NULL, '{{"s": 1}}'),
+    ('p', 'a2', NULL, '2029-12-31 23:00:00+00', NULL, NULL, NULL),
+    ('p', 'b1', '{{"n": 3}}', '2030-01-01 00:00:00+00', '2030-01-01 00:00:30+00', 'tok', NULL),
+    ('q', 'a1', '{{}}', '2030-01-01 00:00:00+00', NULL, NULL, NULL);
+"""
+
+
+async def _layout(admin: asyncpg.Connection, table: str) -> tuple[set[str], set[str], bool]:
+    """The columns of ``table``, its indexes, and whether its rules table exists."""
+    columns = {
+        row[0]
+        for row in await admin.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            f'"{table}"',
+        )
+    }
+    indexes = {row[0] for row in await admin.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1", table)}
+    rules = await admin.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{table}_pauses"')
+    return columns, indexes, rules
 
 
 async def test_an_existing_table_gains_the_state_column(
@@ -338,9 +396,51 @@ async def test_an_existing_table_gains_the_state_column(
         f'"{table}"',
     )
     assert kind == "text"
+    columns, indexes, rules = await _layout(admin, table)
+    assert {"state", "paused"} <= columns and indexes == {f"{table}_pkey", f"{table}_claim"} and rules
 
 
-async def test_skip_table_create_with_a_table_lacking_the_state_column(
+async def test_a_table_from_before_pausing_is_upgraded_in_place(
+    postgres_url: str, table: str, admin: asyncpg.Connection
+) -> None:
+    await admin.execute(STATE_DDL.format(t=table))
+    before = [tuple(row) for row in await admin.fetch(f'SELECT * FROM "{table}" ORDER BY parent, name')]
+    options = {"postgres_url": postgres_url, "postgres_table_name": table}
+    async with open_repository(**options) as repo:
+        columns, indexes, rules = await _layout(admin, table)
+        assert "paused" in columns and rules
+        assert indexes == {f"{table}_pkey", f"{table}_claim"}  # the due-work index is replaced
+        # The data is intact and no record is held.
+        after = await admin.fetch(
+            f'SELECT parent, name, spec, scheduled_at, locked_until, locked_by, state, paused FROM "{table}"'
+            " ORDER BY parent, name"
+        )
+        assert [tuple(row)[:-1] for row in after] == before
+        assert [row["paused"] for row in after] == [False] * 4
+        b1 = await repo.get("p", "b1")
+        assert b1 is not None and (b1.locked_by, b1.locked_until) == ("tok", T0 + timedelta(seconds=30))
+        # Pausing works on the old records and on records registered afterwards.
+        assert await repo.pause(PauseRule("p", "a", True), now=T0) == 2
+        await repo.register([rec("a3"), rec("c1")], now=T0, mode=RegisterMode.CREATE)
+        assert [r.name for r in await repo.claim("p", now=T0, limit=10, lease_until=T0, token="t")] == ["c1"]
+        assert await repo.pauses("p") == [PauseRule("p", "a", True)]
+        assert await repo.resume("p", "a", prefix=True, now=T0)
+        claimed = await repo.claim("p", now=T0 + timedelta(minutes=1), limit=10, lease_until=T0, token="t2")
+        assert [r.name for r in claimed] == ["a2", "a1", "a3", "c1", "b1"]  # earliest first, b1's lease expired
+        assert (claimed[1].spec, claimed[1].state) == ('{"n": 1}', '{"s": 1}')
+        # An instance of the previous version, still running during the upgrade, inserts without the flag.
+        await admin.execute(
+            f'INSERT INTO "{table}" (parent, name, spec, scheduled_at) VALUES ($1, $2, NULL, $3)', "q", "a2", T0
+        )
+        assert [r.name for r in await repo.claim("q", now=T0, limit=10, lease_until=T0, token="t")] == ["a1", "a2"]
+    # Opening it again changes nothing.
+    async with open_repository(**options) as repo:
+        assert await _layout(admin, table) == (columns, indexes, rules)
+        stored = await repo.get("q", "a2")
+        assert stored is not None and stored.spec is None
+
+
+async def test_skip_table_create_with_a_table_from_an_earlier_version(
     postgres_url: str, table: str, admin: asyncpg.Connection
 ) -> None:
     await admin.execute(OLD_DDL.format(t=table))
@@ -349,15 +449,125 @@ async def test_skip_table_create_with_a_table_lacking_the_state_column(
         async with open_repository(**options):
             pass
     message = str(info.value)
-    assert "'state'" in message and table in message and "ADD COLUMN IF NOT EXISTS state text" in message
-    # Nothing was changed; the fix the message names works.
-    assert (
-        await admin.fetchval(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'state'", f'"{table}"'
-        )
-        == 0
-    )
-    await admin.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS state text NULL')
+    assert "'state'" in message and "'paused'" in message and f"'{table}_pauses'" in message and table in message
+    assert "ADD COLUMN IF NOT EXISTS state text" in message and "ADD COLUMN IF NOT EXISTS paused boolean" in message
+    # Nothing was changed; the statements the message names upgrade the table.
+    assert await _layout(admin, table) == (set(COLUMNS_2_0), {f"{table}_pkey", f"{table}_due"}, False)
+    await admin.execute(upgrade_ddl(table))
     async with open_repository(**options) as repo:
         stored = await repo.get("p", "old")
         assert stored is not None and stored.state is None
+        assert await repo.pause(PauseRule("p", "", True), now=T0) == 1
+        assert await repo.claim("p", now=T0, limit=5, lease_until=T0, token="t") == []
+
+
+async def test_skip_table_create_warns_about_the_replaced_index(
+    postgres_url: str, table: str, admin: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    await admin.execute(STATE_DDL.format(t=table))
+    await admin.execute(upgrade_ddl(table).replace("DROP INDEX", "-- DROP INDEX"))
+    options = {"postgres_url": postgres_url, "postgres_table_name": table, "postgres_skip_table_create": True}
+    async with open_repository(**options):
+        pass
+    assert f"index '{table}_due' is no longer used" in caplog.text
+
+
+async def test_a_foreign_table_under_the_rules_table_name_is_reported(
+    postgres_url: str, table: str, admin: asyncpg.Connection
+) -> None:
+    await admin.execute(f'CREATE TABLE "{table}_pauses" (id int PRIMARY KEY)')
+    with pytest.raises(ConfigurationError, match=f"'{table}_pauses' exists but is not the pause rules table"):
+        async with open_repository(postgres_url=postgres_url, postgres_table_name=table):
+            pass
+    assert await admin.fetchval("SELECT to_regclass($1)", f'"{table}"') is None  # nothing was created
+
+
+# --- pausing -----------------------------------------------------------------------------------------
+
+
+async def test_a_registration_in_flight_when_a_pause_starts_is_held(
+    repository: Repository, admin: asyncpg.Connection
+) -> None:
+    assert isinstance(repository, PostgresRepository)
+    # A registration that read the rules before the pause wrote its rule commits after: the pause waits for
+    # it (the rules table's lock), so its UPDATE sees the new record.
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    async with admin.transaction():
+        statement = repository._sql.register[RegisterMode.CREATE]
+        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None])) == 1
+        pausing = asyncio.ensure_future(repository.pause(PauseRule("p", "", True), now=T0))
+        await asyncio.sleep(0.3)
+        assert not pausing.done()
+    assert await asyncio.wait_for(pausing, 5) == 2
+    assert await repository.claim("p", now=T0, limit=10, lease_until=T0, token="t") == []
+    # And the other way round: a registration waits for a pause in progress, then sees its rule.
+    async with admin.transaction():
+        await admin.execute(f'LOCK TABLE "{repository.table_name}_pauses" IN ACCESS EXCLUSIVE MODE')
+        await admin.execute(f'INSERT INTO "{repository.table_name}_pauses" VALUES ($1, $2, $3, NULL)', "q", "c", True)
+        registering = asyncio.ensure_future(
+            repository.register([rec("c", parent="q")], now=T0, mode=RegisterMode.CREATE)
+        )
+        await asyncio.sleep(0.3)
+        assert not registering.done()
+    assert await asyncio.wait_for(registering, 5) == [True]
+    assert await repository.claim("q", now=T0, limit=10, lease_until=T0, token="t") == []
+
+
+async def test_a_resume_in_flight_does_not_strand_a_new_record(
+    repository: Repository, admin: asyncpg.Connection
+) -> None:
+    assert isinstance(repository, PostgresRepository)
+    # A registration that saw the rule (and stored its record held) commits before the resume releases.
+    await repository.pause(PauseRule("p", "", True), now=T0)
+    async with admin.transaction():
+        statement = repository._sql.register[RegisterMode.CREATE]
+        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None])) == 1
+        resuming = asyncio.ensure_future(repository.resume("p", "", prefix=True, now=T0))
+        await asyncio.sleep(0.3)
+        assert not resuming.done()
+    assert await asyncio.wait_for(resuming, 5) is True
+    assert [r.name for r in await repository.claim("p", now=T0, limit=10, lease_until=T0, token="t")] == ["b"]
+
+
+async def test_pause_counts_and_flags_in_bulk(repository: Repository, admin: asyncpg.Connection) -> None:
+    assert isinstance(repository, PostgresRepository)
+    names = [f"{prefix}{i:04d}" for prefix in ("x", "xy", "y") for i in range(3000)]
+    await repository.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE)
+    assert await repository.pause(PauseRule("p", "xy", True), now=T0) == 3000
+    assert await repository.pause(PauseRule("p", "x", True), now=T0) == 6000  # counts those already held too
+    table = repository.table_name
+    held = f'SELECT count(*) FROM "{table}" WHERE paused'
+    assert await admin.fetchval(held) == 6000
+    assert await repository.resume("p", "x", prefix=True, now=T0)
+    assert await admin.fetchval(held) == 3000  # still held by "xy"
+    assert await repository.pause(PauseRule("p", "nothing", True), now=T0) == 0
+    assert await repository.pause(PauseRule("p", "y0001", False), now=T0) == 1
+    assert await admin.fetchval(held) == 3001
+    assert not await repository.resume("p", "y0001", prefix=True, now=T0)
+    assert await repository.resume("p", "y0001", prefix=False, now=T0)
+    assert await repository.resume("p", "xy", prefix=True, now=T0)
+    assert await admin.fetchval(held) == 0
+    assert await repository.pauses("p") == [PauseRule("p", "nothing", True)]
+
+
+async def test_non_ascii_prefixes(repository: Repository) -> None:
+    assert isinstance(repository, PostgresRepository)
+    # The primary-key range of a prefix is derived by PostgreSQL itself, byte-wise (COLLATE "C").
+    names = ["é", "éa", "ê", "e", "日本", "日本語", "日", "\U0010ffff", "\U0010ffffa", "z\U0010ffff"]
+    await repository.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE)
+    for prefix, held in [("é", 2), ("日本", 2), ("\U0010ffff", 2), ("日", 3)]:
+        assert await repository.pause(PauseRule("p", prefix, True), now=T0) == held
+    claimed = await repository.claim("p", now=T0, limit=20, lease_until=T0, token="t")
+    assert sorted(r.name for r in claimed) == sorted(["ê", "e", "z\U0010ffff"])
+
+
+async def test_parents_pages_in_key_order(repository: Repository) -> None:
+    assert isinstance(repository, PostgresRepository)
+    parents = ["", "a", "a b", "b", "é", "日"]
+    await repository.register([rec("x", parent=p) for p in parents], now=T0, mode=RegisterMode.CREATE)
+    assert await repository.parents(limit=10, continuation=None) == (parents, None)
+    assert await repository.parents(limit=2, continuation=None) == (["", "a"], "a")
+    assert await repository.parents(limit=2, continuation="a") == (["a b", "b"], "b")
+    assert await repository.parents(limit=4, continuation="b") == (["é", "日"], None)
+    with pytest.raises(ValueError, match="limit"):
+        await repository.parents(limit=0, continuation=None)

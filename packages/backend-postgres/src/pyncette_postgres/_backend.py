@@ -18,7 +18,7 @@ from pyncette.redaction import get_logger
 from ._config import OPTIONS, connect_arguments, describe_server
 from ._legacy import PostgresLegacyStore
 from ._repository import DRIVER_ERRORS, Connections, PostgresRepository
-from ._schema import ensure_table, quote
+from ._schema import ensure_table, pauses_table_name, quote
 
 logger = get_logger(__name__)
 
@@ -75,10 +75,10 @@ async def _keep_session(connection: Any) -> None:
 
 
 class PostgresBackend(Backend):
-    """``postgres``: records in one PostgreSQL table, shared by every instance of the app."""
+    """``postgres``: records and pause rules in two PostgreSQL tables, shared by every instance of the app."""
 
     name = "postgres"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
     options = OPTIONS
 
     @contextlib.asynccontextmanager
@@ -122,12 +122,13 @@ class PostgresBackend(Backend):
             await _close(connection, settings["postgres_connect_timeout"], settings)
 
     async def purge(self, settings: Settings) -> None:
-        """Drop the table (and its index) the settings point at."""
+        """Drop the tables (records and pause rules, with their indexes) the settings point at."""
+        table = settings["postgres_table_name"]
         with _connection_errors(settings, "connect"):
             connection = await asyncpg.connect(**connect_arguments(settings))
         try:
             with map_exceptions(DRIVER_ERRORS, "postgres purge"):
-                await connection.execute(f"DROP TABLE IF EXISTS {quote(settings['postgres_table_name'])}")
+                await connection.execute(f"DROP TABLE IF EXISTS {quote(table)}, {quote(pauses_table_name(table))}")
         finally:
             await _close(connection, settings["postgres_connect_timeout"], settings)
 

@@ -1,4 +1,11 @@
-"""The PostgreSQL repository: every batch operation is one prepared statement over ``unnest()`` arrays."""
+"""The PostgreSQL repository: every batch operation is one prepared statement over ``unnest()`` arrays.
+
+Pause rules live in ``<table>_pauses``; a record's ``paused`` flag caches whether one of them matches it
+(see :mod:`pyncette_postgres._schema`). Pause and resume update the flags of the matched records in one
+statement, inside a short transaction holding the rules table's ``ACCESS EXCLUSIVE`` lock: every
+registration reads the rules table, so it either finishes before the rule changes (and the pause or resume
+statement then sees its record) or starts after (and sees the new rules).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,12 @@ from typing import Any
 import asyncpg
 import asyncpg.exceptions
 
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Settings
 
 from ._config import connect_arguments
-from ._schema import CLAIMABLE_AT, quote
+from ._schema import CLAIMABLE_AT, pauses_table_name, quote
 
 #: Driver exceptions and what they become, the first match winning. A data error (SQLSTATE class 22:
 #: a value out of range, a string too long for a hand-made column, a NUL in a text) or an exceeded
@@ -153,18 +160,40 @@ def _first_occurrences(keys: Iterable[tuple[str, ...]]) -> tuple[list[int], list
     return [first[key] for key in sorted(first)], repeats
 
 
+def _like_prefix(prefix: str) -> str:
+    """The LIKE pattern of the names starting with ``prefix``: its backslashes, ``%`` and ``_`` escaped with a
+    backslash (LIKE's default escape character), then ``%``. Sent as a bound value, never as SQL text; it
+    only lets the planner derive the primary-key range of the prefix (PostgreSQL 15 does so from
+    ``starts_with`` too, earlier versions do not)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _matching(prefix: bool, pattern: str) -> str:
+    """SQL: whether the record's ``name`` matches the rule ``$2`` (``pattern``: the parameter of its LIKE pattern)."""
+    return f"name LIKE {pattern} AND starts_with(name, $2)" if prefix else "name = $2"
+
+
 class _Statements:
     """The SQL of one table, built once from its validated, quoted name."""
 
     def __init__(self, table: str) -> None:
         t = quote(table)
+        r = quote(pauses_table_name(table))
         columns = "name, spec, scheduled_at, locked_until, locked_by, state"
         source = (
             "unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[])"
             " AS i(parent, name, spec, scheduled_at, state)"
         )
+        # A new record is held when a rule of its parent matches it. The uncorrelated EXISTS runs once per
+        # statement (an InitPlan), so while no rule exists anywhere no record costs a lookup in the rules.
+        # An existing record keeps its flag: pause and resume maintain it.
+        held = (
+            f"CASE WHEN EXISTS (SELECT 1 FROM {r}) THEN EXISTS (SELECT 1 FROM {r} AS r"
+            " WHERE r.parent = i.parent AND starts_with(i.name, r.match) AND (r.prefix OR r.match = i.name))"
+            " ELSE false END"
+        )
         insert = (
-            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at, state) SELECT * FROM {source}"
+            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at, state, paused) SELECT i.*, {held} FROM {source}"
             " ON CONFLICT (parent, name)"
         )
         self.register = {
@@ -189,12 +218,13 @@ class _Statements:
         # The inner SELECT walks the (parent, claimable_at) index from the oldest
         # due entry and stops after $3 rows it could lock, so its cost depends on
         # the due rows only; SKIP LOCKED lets concurrent claimers pass each other.
+        # The index leaves held records out (WHERE NOT paused): a claim never reads them.
         # The UPDATE finds the locked rows by their physical address (a TID scan):
         # joining on the key let the planner pick a scan of the whole table.
         self.claim = f"""
             WITH due AS (
                 SELECT ctid AS row_id, {CLAIMABLE_AT} AS due_at FROM {t}
-                WHERE parent = $1 AND {CLAIMABLE_AT} <= $2
+                WHERE parent = $1 AND {CLAIMABLE_AT} <= $2 AND NOT paused
                 ORDER BY {CLAIMABLE_AT}
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
@@ -237,6 +267,57 @@ class _Statements:
         self.write_raw_spec = f"UPDATE {t} SET spec = $3 WHERE parent = $1 AND name = $2"
         # A hand edit PostgreSQL accepts and Python cannot read back; the record stays due.
         self.corrupt = f"UPDATE {t} SET scheduled_at = '-infinity' WHERE parent = $1 AND name = $2"
+
+        # -- the control plane --
+        # Run after lock_rules, in its transaction, with custom plans: the planner then turns the prefix's
+        # LIKE pattern (see _like_prefix) into a range of the primary key (PostgreSQL's own bounds, right for
+        # any encoding), and name = 'literal' into one key lookup. starts_with is the exact test.
+        self.lock_rules = f"SET LOCAL plan_cache_mode = force_custom_plan; LOCK TABLE {r} IN ACCESS EXCLUSIVE MODE"
+        self.pause: dict[bool, str] = {}
+        self.resume: dict[bool, str] = {}
+        for prefix in (False, True):
+            flag = "true" if prefix else "false"
+            # Stores the rule, flags the matched records not yet held and counts all matched records (the
+            # count reads the snapshot from before the update, which the UPDATE does not change).
+            self.pause[prefix] = f"""
+                WITH rule AS (
+                    INSERT INTO {r} (parent, match, prefix, info) VALUES ($1, $2, {flag}, $3)
+                    ON CONFLICT (parent, match, prefix) DO UPDATE SET info = EXCLUDED.info
+                ), held AS (
+                    UPDATE {t} SET paused = true WHERE parent = $1 AND {_matching(prefix, "$4")} AND NOT paused
+                )
+                SELECT count(*) FROM {t} WHERE parent = $1 AND {_matching(prefix, "$4")}"""
+            # Deletes the rule and releases the held records it matched that no other rule matches (the
+            # rules the statement reads still include the deleted one: it is excluded by its key).
+            self.resume[prefix] = f"""
+                WITH rule AS (
+                    DELETE FROM {r} WHERE parent = $1 AND match = $2 AND prefix = {flag} RETURNING 1
+                ), released AS (
+                    UPDATE {t} AS t SET paused = false
+                    WHERE t.parent = $1 AND {_matching(prefix, "$3")} AND t.paused AND EXISTS (SELECT 1 FROM rule)
+                        AND NOT EXISTS (
+                            SELECT 1 FROM {r} AS r
+                            WHERE r.parent = $1 AND NOT (r.match = $2 AND r.prefix = {flag})
+                                AND starts_with(t.name, r.match) AND (r.prefix OR r.match = t.name)
+                        )
+                )
+                SELECT count(*) FROM rule"""
+        self.pauses = f"SELECT match, prefix, info FROM {r} WHERE parent = $1 ORDER BY match, prefix"
+        self.reschedule = f"""
+            UPDATE {t} SET scheduled_at = $3, state = COALESCE($4, state)
+            WHERE parent = $1 AND name = $2 AND scheduled_at = $6 AND (locked_until IS NULL OR locked_until <= $5)
+            RETURNING true"""
+        # A loose index scan of the primary key: one descent per parent, however many records each holds.
+        walk = f"""
+            UNION ALL
+                SELECT (SELECT n.parent FROM {t} AS n WHERE n.parent > p.parent ORDER BY n.parent LIMIT 1)
+                FROM p WHERE p.parent IS NOT NULL
+            )
+            SELECT parent FROM p WHERE parent IS NOT NULL LIMIT $1"""
+        self.first_parents = f"WITH RECURSIVE p(parent) AS ((SELECT parent FROM {t} ORDER BY parent LIMIT 1){walk}"
+        self.next_parents = (
+            f"WITH RECURSIVE p(parent) AS ((SELECT parent FROM {t} WHERE parent > $2 ORDER BY parent LIMIT 1){walk}"
+        )
 
 
 class PostgresRepository(Repository):
@@ -347,6 +428,46 @@ class PostgresRepository(Repository):
             rows = await self._call("list", "fetch", self._sql.next_page, parent, limit + 1, continuation)
         page = [_record(parent, row) for row in rows[:limit]]
         return page, (page[-1].name if len(rows) > limit else None)
+
+    async def _under_rules_lock(self, what: str, sql: str, *args: Any) -> Any:
+        """Run ``sql`` (``fetchval``) in a transaction holding the rules table's lock: four round trips
+        (``BEGIN``, ``LOCK``, the statement, ``COMMIT``), however many records it changes."""
+        with map_exceptions(DRIVER_ERRORS, f"postgres {what}"):
+            try:
+                async with self._pool.acquire() as connection, connection.transaction():
+                    await connection.execute(self._sql.lock_rules)
+                    return await connection.fetchval(sql, *args)
+            except _CONNECTION_LOST:
+                await self._pool.expire_connections()
+                raise
+
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        args = [rule.parent, rule.match, rule.info] + ([_like_prefix(rule.match)] if rule.prefix else [])
+        return int(await self._under_rules_lock("pause", self._sql.pause[rule.prefix], *args))
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        args = [parent, match] + ([_like_prefix(match)] if prefix else [])
+        return bool(await self._under_rules_lock("resume", self._sql.resume[prefix], *args))
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        rows = await self._call("pauses", "fetch", self._sql.pauses, parent)
+        return [PauseRule(parent, row["match"], row["prefix"], row["info"]) for row in rows]
+
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        args = (parent, name, scheduled_at, state, now, expected)
+        return await self._call("reschedule", "fetchval", self._sql.reschedule, *args) is not None
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        if continuation is None:
+            rows = await self._call("parents", "fetch", self._sql.first_parents, limit + 1)
+        else:
+            rows = await self._call("parents", "fetch", self._sql.next_parents, limit + 1, continuation)
+        page = [row["parent"] for row in rows[:limit]]
+        return page, (page[-1] if len(rows) > limit else None)
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         await self._call("write_raw_spec", "execute", self._sql.write_raw_spec, parent, name, raw)

@@ -1,8 +1,15 @@
-"""The table layout: DDL, creation on startup and the check that an existing table fits."""
+"""The table layout: DDL, creation and in-place upgrade on startup, and the check that existing tables fit.
+
+Each app has two tables: its records (``postgres_table_name``) and, next to it, ``<table>_pauses``, the
+pause rules (see :meth:`pyncette.abc.Repository.pause`). A record carries a ``paused`` flag, kept equal to
+"some rule of its parent matches it" by pause, resume and register; the claim index leaves flagged records
+out, so a claim never reads a held record.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from pyncette.errors import ConfigurationError
@@ -20,6 +27,10 @@ SETUP_TIMEOUT = 3600.0
 COLUMNS = ("parent", "name", "spec", "scheduled_at", "locked_until", "locked_by")
 #: The column added after 2.0 (``Record.state``); an existing table gets it on startup.
 STATE_COLUMN = "state"
+#: The column added with pausing (whether a pause rule holds the record); an existing table gets it on startup.
+PAUSED_COLUMN = "paused"
+#: The columns of the rules table.
+RULE_COLUMNS = ("parent", "match", "prefix", "info")
 
 #: When a record next becomes claimable. GREATEST ignores NULLs, so this is
 #: ``scheduled_at`` for an unleased record and the later of the two otherwise.
@@ -34,13 +45,28 @@ def quote(identifier: str) -> str:
     return f'"{identifier}"'
 
 
-def index_name(table: str) -> str:
-    """The due-work index's name: ``<table>_due``, shortened with a hash to fit 63 characters."""
-    name = f"{table}_due"
+def _derived_name(table: str, suffix: str) -> str:
+    """``<table>_<suffix>``, shortened with a hash of ``table`` to fit PostgreSQL's 63 characters."""
+    name = f"{table}_{suffix}"
     if len(name) <= 63:
         return name
     digest = hashlib.sha256(table.encode()).hexdigest()[:8]
-    return f"{table[:50]}_{digest}_due"
+    return f"{table[: 63 - 10 - len(suffix)]}_{digest}_{suffix}"
+
+
+def index_name(table: str) -> str:
+    """The claim index's name: ``<table>_claim`` (shortened with a hash to fit 63 characters)."""
+    return _derived_name(table, "claim")
+
+
+def legacy_index_name(table: str) -> str:
+    """The due-work index of earlier 2.x versions, ``<table>_due``, which :func:`index_name` replaces."""
+    return _derived_name(table, "due")
+
+
+def pauses_table_name(table: str) -> str:
+    """The rules table's name: ``<table>_pauses`` (shortened with a hash to fit 63 characters)."""
+    return _derived_name(table, "pauses")
 
 
 def lock_key(table: str) -> int:
@@ -49,13 +75,26 @@ def lock_key(table: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def add_state_ddl(table: str) -> str:
-    """The statement that gives a table created before ``state`` existed that column (idempotent, no rewrite)."""
-    return f"ALTER TABLE {quote(table)} ADD COLUMN IF NOT EXISTS {STATE_COLUMN} text NULL;"
+def _rules_ddl(table: str) -> str:
+    return f"""\
+CREATE TABLE IF NOT EXISTS {quote(pauses_table_name(table))} (
+    parent text COLLATE "C" NOT NULL,
+    match  text COLLATE "C" NOT NULL,
+    prefix boolean NOT NULL,
+    info   text NULL,
+    PRIMARY KEY (parent, match, prefix)
+);
+"""
 
 
-def ddl(table: str) -> str:
-    """The statements that create ``table`` and its due-work index (idempotent)."""
+def _index_ddl(table: str) -> str:
+    return f"""\
+CREATE INDEX IF NOT EXISTS {quote(index_name(table))}
+    ON {quote(table)} (parent, {CLAIMABLE_AT}) WHERE NOT paused;
+"""
+
+
+def _table_ddl(table: str) -> str:
     return f"""\
 CREATE TABLE IF NOT EXISTS {quote(table)} (
     parent       text COLLATE "C" NOT NULL,
@@ -65,32 +104,68 @@ CREATE TABLE IF NOT EXISTS {quote(table)} (
     locked_until timestamptz NULL,
     locked_by    text NULL,
     state        text NULL,
+    paused       boolean NOT NULL DEFAULT false,
     PRIMARY KEY (parent, name)
 );
-CREATE INDEX IF NOT EXISTS {quote(index_name(table))}
-    ON {quote(table)} (parent, {CLAIMABLE_AT});
 """
 
 
-async def _inspect(connection: Any, table: str) -> tuple[set[str], bool]:
-    """The table's column names (empty when it does not exist) and whether the due-work index exists."""
-    rows = await connection.fetch(
-        "SELECT attname, to_regclass($2) IS NOT NULL AS indexed FROM pg_attribute"
-        " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-        quote(table),
-        quote(index_name(table)),
+def ddl(table: str) -> str:
+    """The statements that create ``table``, its claim index and its rules table (idempotent)."""
+    return _table_ddl(table) + _index_ddl(table) + _rules_ddl(table)
+
+
+def upgrade_ddl(table: str) -> str:
+    """The statements that bring a table of an earlier 2.x version to this layout (idempotent).
+
+    Adding the columns only changes the catalog (a constant default needs no rewrite); the claim index is
+    built (blocking writes while it is) and the earlier due-work index, which it replaces, dropped.
+    """
+    t = quote(table)
+    return (
+        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {STATE_COLUMN} text NULL;\n"
+        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {PAUSED_COLUMN} boolean NOT NULL DEFAULT false;\n"
+        + _index_ddl(table)
+        + f"DROP INDEX IF EXISTS {quote(legacy_index_name(table))};\n"
+        + _rules_ddl(table)
     )
-    return {row["attname"] for row in rows}, any(row["indexed"] for row in rows)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What exists of an app's tables."""
+
+    columns: set[str]  # of the records table; empty when it does not exist
+    rule_columns: set[str]  # of the rules table; empty when it does not exist
+    indexed: bool  # the claim index exists
+    legacy_indexed: bool  # the earlier due-work index exists
+
+
+async def _inspect(connection: Any, table: str) -> _Found:
+    row = await connection.fetchrow(
+        "SELECT"
+        " ARRAY(SELECT attname::text FROM pg_attribute"
+        "  WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped) AS columns,"
+        " ARRAY(SELECT attname::text FROM pg_attribute"
+        "  WHERE attrelid = to_regclass($2) AND attnum > 0 AND NOT attisdropped) AS rule_columns,"
+        " to_regclass($3) IS NOT NULL AS indexed, to_regclass($4) IS NOT NULL AS legacy_indexed",
+        quote(table),
+        quote(pauses_table_name(table)),
+        quote(index_name(table)),
+        quote(legacy_index_name(table)),
+    )
+    return _Found(set(row["columns"]), set(row["rule_columns"]), row["indexed"], row["legacy_indexed"])
 
 
 async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
-    """Check that ``table`` fits and, unless told not to, create it and its index when missing.
+    """Check that ``table`` fits and, unless told not to, create it (or upgrade it) and its companions.
 
     Creation is serialized by a transaction-level advisory lock, because
     ``CREATE TABLE IF NOT EXISTS`` run by two sessions at once can still fail
     on a unique violation in the catalog.
     """
-    columns, indexed = await _inspect(connection, table)
+    found = await _inspect(connection, table)
+    columns = found.columns
     if not columns and not create:
         raise ConfigurationError(
             f"table {table!r} (postgres_table_name) does not exist and postgres_skip_table_create is set: "
@@ -103,19 +178,33 @@ async def ensure_table(connection: Any, table: str, *, create: bool) -> None:
             "it was not created by this version of pyncette-postgres (see the DDL in its README; a Pyncette 1.x "
             "table is migrated with 'pyncette migrate MODULE:APP --from-1x')"
         )
-    lacks_state = bool(columns) and STATE_COLUMN not in columns
-    if lacks_state and not create:
+    rules = pauses_table_name(table)
+    if found.rule_columns and not found.rule_columns >= set(RULE_COLUMNS):
         raise ConfigurationError(
-            f"table {table!r} (postgres_table_name) lacks column {STATE_COLUMN!r}, added in this version, and "
-            f"postgres_skip_table_create is set: run {add_state_ddl(table)!r} or unset postgres_skip_table_create"
+            f"table {rules!r} exists but is not the pause rules table of {table!r} (postgres_table_name), "
+            "which pyncette-postgres keeps under that name: rename it or choose another postgres_table_name"
         )
-    if not create and not indexed:
+    outdated = [f"column {name!r}" for name in (STATE_COLUMN, PAUSED_COLUMN) if columns and name not in columns]
+    if columns and not found.rule_columns:
+        outdated.append(f"table {rules!r}")
+    if outdated and not create:
+        raise ConfigurationError(
+            f"table {table!r} (postgres_table_name) is from an earlier version and lacks {', '.join(outdated)}, "
+            f"and postgres_skip_table_create is set: run {upgrade_ddl(table)!r} or unset postgres_skip_table_create"
+        )
+    if not create and not found.indexed:
         logger.warning(
             "table %r has no index %r: claiming due tasks will scan the whole table (see the README's DDL)",
             table,
             index_name(table),
         )
-    if create and (not indexed or lacks_state):
+    elif not create and found.legacy_indexed:
+        logger.warning(
+            "index %r is no longer used (replaced by %r): drop it", legacy_index_name(table), index_name(table)
+        )
+    if create and (outdated or not found.indexed or found.legacy_indexed):
+        if outdated or found.legacy_indexed:
+            logger.info("upgrading table %r to this version's layout", table)
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key(table), timeout=SETUP_TIMEOUT)
-            await connection.execute(ddl(table) + add_state_ddl(table), timeout=SETUP_TIMEOUT)
+            await connection.execute(_table_ddl(table) + upgrade_ddl(table), timeout=SETUP_TIMEOUT)

@@ -15,11 +15,24 @@ Schema (``{table}`` is ``sqlite_table_name``)::
         scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT,
         ready_at INTEGER NOT NULL,  -- max(scheduled_at, locked_until): when it can next be claimed
         state TEXT,  -- the runtime's JSON bookkeeping, stored verbatim
+        paused INTEGER NOT NULL DEFAULT 0,  -- 1 while a pause rule matches the record
         PRIMARY KEY (parent, name)
     ) WITHOUT ROWID;
-    CREATE INDEX {table}_ready ON {table} (parent, ready_at);
+    CREATE INDEX {table}_ready ON {table} (parent, paused, ready_at);
+    CREATE TABLE {table}_pauses (  -- the pause rules
+        parent TEXT NOT NULL, match TEXT NOT NULL, prefix INTEGER NOT NULL, info TEXT,
+        PRIMARY KEY (parent, match, prefix)
+    ) WITHOUT ROWID;
 
-A table created before ``state`` existed gets the column (``ALTER TABLE ... ADD COLUMN``) when opened.
+A claim reads the index range ``parent = ? AND paused = 0 AND ready_at <= now``, so held records cost it
+nothing. ``pause`` stores the rule and flags the records it matches with one ``UPDATE``; ``resume`` deletes it
+and recomputes the flag of those records from the remaining rules with one ``UPDATE``; each is one
+``BEGIN IMMEDIATE`` transaction. A record inserted by ``register`` gets its flag from an indexed ``EXISTS``
+over the rules of its parent, in the same ``INSERT``. Rules match as plain text (byte prefixes of the
+stored text, never ``LIKE``/``GLOB`` patterns).
+
+A table created by an earlier 2.x version is upgraded when opened: it gets the ``state`` and ``paused``
+columns (``ALTER TABLE ... ADD COLUMN``), its index is rebuilt with ``paused`` and the rules table is created.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from .abc import (
     Lease,
     LegacyRow,
     LegacyStore,
+    PauseRule,
     Record,
     RegisterMode,
     Repository,
@@ -64,7 +78,54 @@ _ERRORS: dict[type[BaseException], type[Exception]] = {
 #: A stored row whose time fields are not integers (hand edits, a foreign writer) cannot be decoded.
 _CORRUPT = "(typeof(scheduled_at) != 'integer' OR typeof(locked_until) NOT IN ('integer', 'null'))"
 
+#: The pause rules table of records table ``{table}``.
+_RULES = "{table}_pauses"
+#: The columns of the claim index ``{table}_ready``, in order.
+_READY_COLUMNS = ["parent", "paused", "ready_at"]
+
 T = TypeVar("T")
+
+
+def _starts_with(name: str, match: str) -> str:
+    """SQL: text ``name`` starts with text ``match``, compared as the bytes of the stored text (no character
+    is special, NUL included)."""
+    return f"substr(CAST({name} AS BLOB), 1, length(CAST({match} AS BLOB))) = CAST({match} AS BLOB)"
+
+
+def _held(rules: str, parent: str, name: str) -> str:
+    """SQL: a rule in table ``rules`` matches the record ``(parent, name)`` (SQL expressions; ``name`` is
+    used three times). ``match <= name`` holds for every matching rule and narrows the primary key range."""
+    return (
+        f"EXISTS (SELECT 1 FROM {rules} AS r WHERE r.parent = {parent} AND r.match <= {name} "
+        f"AND (r.match = {name} OR r.prefix = 1 AND {_starts_with(name, 'r.match')}))"
+    )
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` in code point order (which is the order
+    of UTF-8 bytes), or ``None`` when there is none."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be stored as text
+        following = 0xE000
+    return stripped[:-1] + chr(following)
+
+
+def _matching(match: str, prefix: bool, utf8: bool) -> tuple[str, list[object]]:
+    """SQL condition on the records of one parent that the rule ``(match, prefix)`` matches, and its parameters.
+
+    A prefix becomes a primary key range (bounded above too when the database stores UTF-8, whose byte order
+    is code point order), with the exact byte comparison on top.
+    """
+    if not prefix:
+        return "name = ?", [match]
+    if not match:
+        return "1", []
+    end = _prefix_end(match) if utf8 else None
+    upper, bound = ("", []) if end is None else (" AND name < ?", [end])
+    return f"name >= ?{upper} AND {_starts_with('name', '?')}", [match, *bound, match, match]
 
 
 def _to_int(moment: datetime) -> int:
@@ -89,9 +150,11 @@ def _database(value: object) -> str:
 class SqliteRepository(Repository):
     """Records in one table of a SQLite file."""
 
-    def __init__(self, connection: sqlite3.Connection, table: str) -> None:
+    def __init__(self, connection: sqlite3.Connection, table: str, *, utf8: bool = True) -> None:
         self._db = connection
         self._table = table
+        self._rules = _RULES.format(table=table)
+        self._utf8 = utf8  # the database stores text as UTF-8 (see _matching)
         self._lock = anyio.Lock()
 
     async def _call(self, what: str, func: Callable[[sqlite3.Connection], T]) -> T:
@@ -119,6 +182,11 @@ class SqliteRepository(Repository):
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         t = self._table
         now_i = _to_int(now)
+        # An inserted record is held when a rule matches it; an existing one keeps its flag (its name is the same).
+        insert = (
+            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state, paused) "
+            f"VALUES (?, ?, ?, ?, ?, ?, {_held(self._rules, '?', '?')}) "
+        )
 
         def work(db: sqlite3.Connection) -> list[bool]:
             results = []
@@ -128,19 +196,16 @@ class SqliteRepository(Repository):
                     at = _to_int(r.scheduled_at)
                     if mode is RegisterMode.FORCE:
                         db.execute(
-                            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state) "
-                            "VALUES (?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
+                            f"{insert}ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
                             "scheduled_at = excluded.scheduled_at, ready_at = excluded.scheduled_at, "
                             "locked_until = NULL, locked_by = NULL, state = excluded.state",
-                            (r.parent, r.name, r.spec, at, at, r.state),
+                            (r.parent, r.name, r.spec, at, at, r.state, r.parent, r.name, r.name, r.name),
                         )
                         results.append(True)
                         continue
                     cursor = db.execute(
-                        f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state) "
-                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (parent, name) DO NOTHING",
-                        (r.parent, r.name, r.spec, at, at, r.state),
+                        f"{insert}ON CONFLICT (parent, name) DO NOTHING",
+                        (r.parent, r.name, r.spec, at, at, r.state, r.parent, r.name, r.name, r.name),
                     )
                     if cursor.rowcount == 1 or mode is RegisterMode.CREATE:
                         results.append(cursor.rowcount == 1)
@@ -171,7 +236,8 @@ class SqliteRepository(Repository):
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 rows = db.execute(
-                    f"SELECT {self._COLUMNS} FROM {t} WHERE parent = ? AND ready_at <= ? ORDER BY ready_at LIMIT ?",
+                    f"SELECT {self._COLUMNS} FROM {t} WHERE parent = ? AND paused = 0 AND ready_at <= ? "
+                    "ORDER BY ready_at LIMIT ?",
                     (parent, now_i, limit),
                 ).fetchall()
                 db.executemany(
@@ -276,6 +342,95 @@ class SqliteRepository(Repository):
             return records[:limit], records[limit - 1].name
         return records, None
 
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        condition, params = _matching(rule.match, rule.prefix, self._utf8)
+
+        def work(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    f"INSERT INTO {self._rules} (parent, match, prefix, info) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (parent, match, prefix) DO UPDATE SET info = excluded.info",
+                    (rule.parent, rule.match, int(rule.prefix), rule.info),
+                )
+                cursor = db.execute(
+                    f"UPDATE {self._table} SET paused = 1 WHERE parent = ? AND {condition}", (rule.parent, *params)
+                )
+            return cursor.rowcount
+
+        return await self._call("pause", work)
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        t = self._table
+        condition, params = _matching(match, prefix, self._utf8)
+
+        def work(db: sqlite3.Connection) -> bool:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                cursor = db.execute(
+                    f"DELETE FROM {self._rules} WHERE parent = ? AND match = ? AND prefix = ?",
+                    (parent, match, int(prefix)),
+                )
+                if cursor.rowcount == 0:
+                    return False
+                # The records the rule matched are held still when another rule matches them.
+                db.execute(
+                    f"UPDATE {t} SET paused = {_held(self._rules, f'{t}.parent', f'{t}.name')} "
+                    f"WHERE parent = ? AND paused = 1 AND {condition}",
+                    (parent, *params),
+                )
+            return True
+
+        return await self._call("resume", work)
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        def work(db: sqlite3.Connection) -> list[PauseRule]:
+            rows = db.execute(f"SELECT match, prefix, info FROM {self._rules} WHERE parent = ?", (parent,))
+            return [PauseRule(parent, match, bool(prefix), info) for match, prefix, info in rows]
+
+        return await self._call("pauses", work)
+
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        at, expected_i, now_i = _to_int(scheduled_at), _to_int(expected), _to_int(now)
+
+        def work(db: sqlite3.Connection) -> bool:
+            with db:
+                cursor = db.execute(
+                    f"UPDATE {self._table} SET scheduled_at = ?, ready_at = max(?, coalesce(locked_until, 0)), "
+                    "state = coalesce(?, state) WHERE parent = ? AND name = ? AND scheduled_at = ? "
+                    "AND (locked_until IS NULL OR locked_until <= ?)",
+                    (at, at, state, parent, name, expected_i, now_i),
+                )
+            return cursor.rowcount == 1
+
+        return await self._call("reschedule", work)
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        t = self._table
+        # A skip scan of the primary key: one seek per parent, however many records each has.
+        first, params = (
+            (f"SELECT min(parent) FROM {t}", [])
+            if continuation is None
+            else (f"SELECT min(parent) FROM {t} WHERE parent > ?", [continuation])
+        )
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                f"WITH RECURSIVE found(parent) AS (VALUES (({first})) UNION ALL "
+                f"SELECT (SELECT min(parent) FROM {t} WHERE parent > found.parent) FROM found "
+                "WHERE found.parent IS NOT NULL LIMIT ?) "
+                "SELECT parent FROM found WHERE parent IS NOT NULL",
+                (*params, limit + 1),
+            )
+            return [str(row[0]) for row in rows]
+
+        found = await self._call("parents", work)
+        if len(found) > limit:
+            return found[:limit], found[limit - 1]
+        return found, None
+
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         def work(db: sqlite3.Connection) -> None:
             with db:
@@ -378,26 +533,50 @@ class SqliteLegacyStore(SqlLegacyStore):
         await self._call(f"dropping table {self._backup!r}", work)
 
 
-def _add_state_column(db: sqlite3.Connection, table: str) -> None:
-    """Give a table created before the ``state`` column existed that column (nullable: old rows read as no state).
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[0]) for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))]
 
-    Another process may add it at the same moment; its "duplicate column" error is the same outcome.
+
+def _create_or_upgrade(db: sqlite3.Connection, table: str, database: str) -> None:
+    """Create the tables, or bring ones created by an earlier 2.x version up to date, in one transaction.
+
+    The earlier layouts lack the ``state`` column (nullable: old rows read as no state), the ``paused`` column
+    (old rows are not held), the rules table, and have the index ``{table}_ready`` on ``(parent, ready_at)``;
+    it is rebuilt with ``paused``. ``BEGIN IMMEDIATE`` makes processes opening the file together take turns.
     """
-    columns = {str(row[0]) for row in db.execute("SELECT name FROM pragma_table_info(?)", (table,))}
-    if "state" in columns:
-        return
-    try:
-        db.execute(f"ALTER TABLE {table} ADD COLUMN state TEXT")
-    except sqlite3.OperationalError as exc:
-        if "duplicate column" not in str(exc):
-            raise
+    rules = _RULES.format(table=table)
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT, "
+            "scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT, ready_at INTEGER NOT NULL, "
+            "state TEXT, paused INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (parent, name)) WITHOUT ROWID"
+        )
+        columns = _columns(db, table)
+        if "state" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN state TEXT")
+        if "paused" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
+        indexed = [str(row[0]) for row in db.execute("SELECT name FROM pragma_index_info(?)", (f"{table}_ready",))]
+        if indexed != _READY_COLUMNS:
+            db.execute(f"DROP INDEX IF EXISTS {table}_ready")
+            db.execute(f"CREATE INDEX {table}_ready ON {table} ({', '.join(_READY_COLUMNS)})")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {rules} (parent TEXT NOT NULL, match TEXT NOT NULL, "
+            "prefix INTEGER NOT NULL, info TEXT, PRIMARY KEY (parent, match, prefix)) WITHOUT ROWID"
+        )
+        if _columns(db, rules) != ["parent", "match", "prefix", "info"]:
+            raise ConfigurationError(
+                f"table {rules!r} in SQLite database {database!r} is not the pause rules of table {table!r}: "
+                "rename it, or choose another sqlite_table_name"
+            )
 
 
 class SqliteBackend(Backend):
     """``sqlite``: a SQLite database file shared by the processes of one host, or one in memory."""
 
     name = "sqlite"
-    capabilities = Capabilities(persistent=True, coordinated=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, control=True)
     options = Options(
         Option(
             "sqlite_database",
@@ -417,7 +596,7 @@ class SqliteBackend(Backend):
 
     def capabilities_for(self, settings: Settings) -> Capabilities:
         if settings["sqlite_database"] == MEMORY:
-            return Capabilities()
+            return Capabilities(control=True)
         return self.capabilities
 
     def isolated_options(self, unique: str, workdir: Path) -> dict[str, Any]:
@@ -427,37 +606,35 @@ class SqliteBackend(Backend):
     async def open(self, settings: Settings) -> AsyncIterator[Repository]:
         database, table, timeout = (settings[f"sqlite_{key}"] for key in ("database", "table_name", "timeout"))
 
-        def set_up(db: sqlite3.Connection) -> None:
+        def set_up(db: sqlite3.Connection) -> bool:
+            """Prepare the database; whether it stores text as UTF-8."""
             if database != MEMORY:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (parent TEXT NOT NULL, name TEXT NOT NULL, spec TEXT, "
-                "scheduled_at INTEGER NOT NULL, locked_until INTEGER, locked_by TEXT, ready_at INTEGER NOT NULL, "
-                "state TEXT, PRIMARY KEY (parent, name)) WITHOUT ROWID"
-            )
-            db.execute(f"CREATE INDEX IF NOT EXISTS {table}_ready ON {table} (parent, ready_at)")
-            _add_state_column(db, table)
+            _create_or_upgrade(db, table, database)
+            return str(db.execute("PRAGMA encoding").fetchone()[0]).upper() == "UTF-8"
 
-        def connect() -> sqlite3.Connection:
+        def connect() -> tuple[sqlite3.Connection, bool]:
             db = sqlite3.connect(database, timeout=timeout, isolation_level=None, check_same_thread=False)
             # Switching a new file to WAL can report "database is locked" without waiting for the busy
             # timeout when another process is setting it up at the same moment: retry until the timeout.
             deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    set_up(db)
-                    return db
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        db.close()
-                        raise
-                    time.sleep(0.05)
+            try:
+                while True:
+                    try:
+                        return db, set_up(db)
+                    except sqlite3.OperationalError as exc:
+                        if "locked" not in str(exc) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+            except BaseException:
+                db.close()
+                raise
 
         with map_exceptions(_ERRORS, f"opening sqlite database {database!r}"):
-            connection = await anyio.to_thread.run_sync(connect)
+            connection, utf8 = await anyio.to_thread.run_sync(connect)
         try:
-            yield SqliteRepository(connection, table)
+            yield SqliteRepository(connection, table, utf8=utf8)
         finally:
             await anyio.to_thread.run_sync(connection.close)
 
@@ -492,6 +669,7 @@ class SqliteBackend(Backend):
         def drop() -> None:
             with contextlib.closing(sqlite3.connect(database, timeout=timeout, isolation_level=None)) as db:
                 db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(f"DROP TABLE IF EXISTS {_RULES.format(table=table)}")
 
         await anyio.to_thread.run_sync(drop)
 

@@ -50,10 +50,12 @@ class Counting:
         return attribute
 
 
-async def timed(what: str, call: Any, timings: dict[str, float]) -> Any:
+async def timed(what: str, call: Any, timings: dict[str, Any], calls: Counter[str]) -> Any:
+    """Await ``call``; note how long it took and how many pause/resume calls it made."""
+    before = sum(calls.values())
     start = time.perf_counter()
     result = await call
-    timings[what] = (time.perf_counter() - start) * 1000
+    timings[what] = {"ms": (time.perf_counter() - start) * 1000, "calls": sum(calls.values()) - before}
     return result
 
 
@@ -80,7 +82,7 @@ async def measure(name: str, opts: dict[str, Any], size: int, chunk: int) -> dic
         pass
 
     app.use_repository_wrapper(lambda repository: Counting(repository, calls))  # type: ignore[arg-type,return-value]
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     async with app.create() as ctx:
         repo = ctx.repository
         now = datetime.now(timezone.utc)
@@ -96,13 +98,13 @@ async def measure(name: str, opts: dict[str, Any], size: int, chunk: int) -> dic
         fill_s = time.perf_counter() - start
         print(f"  {size:,} registered in {fill_s:.1f}s ({size / fill_s:,.0f}/s)", file=sys.stderr)
 
-        held = await timed("pause template", ctx.pause_task(job, note="bench"), timings)
+        held = await timed("pause template", ctx.pause_task(job, note="bench"), timings, calls)
         await check_claim(repo, parent, "none")
-        await timed("resume template", ctx.resume_task(job), timings)
+        await timed("resume template", ctx.resume_task(job), timings, calls)
         await check_claim(repo, parent, "any")
-        held_prefix = await timed("pause prefix (half)", ctx.pause_task(job, prefix="a"), timings)
+        held_prefix = await timed("pause prefix (half)", ctx.pause_task(job, prefix="a"), timings, calls)
         await check_claim(repo, parent, "b")
-        await timed("resume prefix (half)", ctx.resume_task(job, prefix="a"), timings)
+        await timed("resume prefix (half)", ctx.resume_task(job, prefix="a"), timings, calls)
         await check_claim(repo, parent, "any")
     await descriptor.purge(descriptor.settings(opts))
     return {
@@ -110,8 +112,7 @@ async def measure(name: str, opts: dict[str, Any], size: int, chunk: int) -> dic
         "fill_per_s": size / fill_s,
         "held": held,
         "held_prefix": held_prefix,
-        "ms": timings,
-        "calls": dict(calls),
+        "operations": timings,
     }
 
 
@@ -124,13 +125,10 @@ def main() -> None:
         name, opts = backend_options(args.backend, TAG, workdir=wd, endpoint=endpoint)
         result = anyio.run(measure, name, opts, args.instances, args.chunk)
     print(f"backend={args.backend} instances={args.instances:,}")
-    rows = [[what, f"{ms:,.1f}"] for what, ms in result["ms"].items()]
-    rows.append(
-        ["repository calls", f"pause {result['calls'].get('pause', 0)}, resume {result['calls'].get('resume', 0)}"]
-    )
-    rows.append(["records held (template / prefix)", f"{result['held']} / {result['held_prefix']}"])
+    rows = [[what, f"{op['ms']:,.1f}", op["calls"]] for what, op in result["operations"].items()]
+    print(f"records held: {result['held']} (template), {result['held_prefix']} (prefix)")
     print()
-    print_table(f"control, {args.backend}", ["operation", "ms"], rows)
+    print_table(f"control, {args.backend}", ["operation", "ms", "repository calls"], rows)
     write_json("control", args.backend, {"parameters": vars(args), "result": result}, disabled=args.no_json)
 
 

@@ -379,6 +379,30 @@ class ControlSuite(ConformanceBase):
             f"2030-0{m}-{d}T12:00:00+0{o}:00" for m, d, o in [(3, 29, 1), (3, 30, 1), (3, 31, 2), (4, "01", 2)]
         ]
 
+    async def test_exhausted_retries_can_pause_the_task(self, apps: AppFactory) -> None:
+        app = apps.app()
+        tries: list[tuple[str, float]] = []
+
+        @app.dynamic_task(interval=timedelta(minutes=1), retry=pyncette.Retry(attempts=2, on_exhausted="pause"))
+        async def fragile(context: Context) -> None:
+            tries.append((context.task.name, (apps.clock.now() - START).total_seconds()))
+            if context.task.name == "bad":
+                raise RuntimeError("remote refused")
+
+        async with apps.run(app) as ctx:
+            await ctx.schedule_tasks(fragile, {"bad": {}, "good": {}})
+            await apps.clock.advance(timedelta(minutes=5, seconds=30))
+            assert [at for name, at in tries if name == "bad"] == [60, 61]  # then paused
+            assert len([name for name, _ in tries if name == "good"]) == 5
+            described = await ctx.describe_task(fragile, "bad")
+            assert described is not None and described.paused is not None
+            assert described.paused.scope == "instance" and described.paused.by == "pyncette"
+            assert described.paused.note == "retries exhausted: RuntimeError: remote refused"
+            assert offsets([described.state.scheduled_at.astimezone(START.tzinfo)]) == [120]
+            await ctx.resume_task(fragile, "bad")
+            await apps.clock.advance(timedelta(seconds=11))
+        assert [at for name, at in tries if name == "bad"][2] == 330  # one run makes up for the missed ones
+
     async def test_history_keeps_the_last_runs(self, apps: AppFactory) -> None:
         app = apps.app()
         tries = 0

@@ -60,7 +60,7 @@ def test_bad_policy_options_fail_early(options: dict[str, object], message: str)
         ({"backoff": M, "max_backoff": S}, "invalid Retry max_backoff"),
         ({"jitter": 2}, "invalid Retry jitter 2: must be a number from 0 to 1"),
         ({"retry_on": (ValueError, "x")}, "invalid Retry retry_on"),
-        ({"on_exhausted": "pause"}, "invalid Retry on_exhausted 'pause': must be one of skip, delete"),
+        ({"on_exhausted": "stop"}, "invalid Retry on_exhausted 'stop': must be one of skip, delete, pause"),
     ],
 )
 def test_bad_retry_fails_early(kwargs: dict[str, object], message: str) -> None:

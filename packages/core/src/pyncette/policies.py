@@ -30,7 +30,7 @@ Coalesce = Literal["all", "latest", "earliest"]
 Overlap = Literal["allow", "skip", "wait"]
 #: What a run whose retries are exhausted does: ``"skip"`` to the next scheduled run (the default of
 #: recurring tasks) or ``"delete"`` the record (the default, and the only choice, of once-off instances).
-Exhausted = Literal["skip", "delete"]
+Exhausted = Literal["skip", "delete", "pause"]
 
 COALESCE_VALUES: tuple[str, ...] = get_args(Coalesce)
 OVERLAP_VALUES: tuple[str, ...] = get_args(Overlap)
@@ -70,9 +70,12 @@ class Retry:
         retry_on: the exception types that are retried (default: any ``Exception``); any other failure
             exhausts the run at once. Set it on a static task or a template (it cannot be stored with an
             instance).
-        on_exhausted: ``"skip"`` to the next scheduled run or ``"delete"`` the record; ``None`` means skip
-            for recurring tasks and delete for once-off instances. Listeners of the ``exhausted`` event are
-            told either way.
+        on_exhausted: ``"skip"`` to the next scheduled run, ``"delete"`` the record, or ``"pause"`` it (a recurring
+            task or instance is rescheduled to its next run, a once-off instance keeps its run, and either is
+            paused for every process until resumed;
+            needs a backend with the ``control`` capability, else it skips); ``None`` means skip for
+            recurring tasks and delete for once-off instances. Listeners of the ``exhausted`` event are told
+            in every case.
     """
 
     attempts: int = 3

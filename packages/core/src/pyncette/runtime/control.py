@@ -79,6 +79,8 @@ class Control:
         removed = False
         for parent, match, is_prefix in _targets(task, instance_name, prefix):
             removed |= await self._call("resume", self._repository.resume(parent, match, prefix=is_prefix, now=now))
+        if removed:  # this process looks at once; the others within a poll interval
+            self._planned(_owner(task), now)
         return removed
 
     async def pauses(self, task: Task) -> list[Pause]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Any
 import anyio
 
 from .. import events
-from ..abc import PARKED_AT, Lease, Record, Repository
+from ..abc import PARKED_AT, Lease, PauseRule, Record, Repository
 from ..clock import Clock, Hold
 from ..errors import LeaseLostException, TaskTimeout
 from ..model import AppContext, Context
@@ -173,11 +174,11 @@ class Runner:
             else:
                 self._commit(run, next_at, RunState(0, None, started, finished, "succeeded"))
         else:
-            self._failed(run, state, nominal, error, started, finished)
+            await self._failed(run, state, nominal, error, started, finished)
         if run.counted is not None:
             await self._remember(run, nominal, started, finished, attempt, error)
 
-    def _failed(
+    async def _failed(
         self, run: Run, state: RunState, nominal: datetime, error: Exception, started: datetime, finished: datetime
     ) -> None:
         task = run.task
@@ -217,7 +218,25 @@ class Runner:
         if self._listeners.wants(events.Exhausted):
             self._listeners.emit(events.Exhausted(task, nominal, finished, state.attempt, error, action))
         next_at = None if action == "delete" else self._following(task, nominal, finished)
+        if action == "pause":
+            await self._pause(run, error)
+            next_at = next_at or nominal  # a once-off instance keeps its run, to be tried again on resume
         self._commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
+
+    async def _pause(self, run: Run, error: Exception) -> None:
+        """Pause the record whose retries are exhausted (``on_exhausted="pause"``), before its commit so that
+        no process claims its next run meanwhile."""
+        info = json.dumps(
+            {"note": f"retries exhausted: {summary(error)}", "by": "pyncette", "at": self._clock.now().isoformat()},
+            ensure_ascii=False,
+        )
+        rule = PauseRule(run.lease.parent, run.lease.name, False, info)
+        try:
+            await self._repository.pause(rule, now=self._clock.now())
+        except NotImplementedError:
+            logger.error("Cannot pause %r (on_exhausted='pause'): the backend has no control plane", run.task)
+        except Exception as exc:
+            logger.error("Could not pause %r after its retries were exhausted: %s", run.task, exc)
 
     async def _at_most_once(self, run: Run, started: datetime) -> None:
         task = run.task

@@ -10,6 +10,8 @@ import pytest
 from pyncette_conformance import (
     BackendUnderTest,
     BehaviourSuite,
+    ControlContract,
+    ControlSuite,
     CoordinationSuite,
     FaultSuite,
     IsolationSuite,
@@ -41,6 +43,14 @@ class TestMySQLBehaviour(MySQLBackendMixin, BehaviourSuite):
 
 
 class TestMySQLPolicies(MySQLBackendMixin, PolicySuite):
+    pass
+
+
+class TestMySQLControlContract(MySQLBackendMixin, ControlContract):
+    pass
+
+
+class TestMySQLControl(MySQLBackendMixin, ControlSuite):
     pass
 
 

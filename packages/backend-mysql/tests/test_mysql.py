@@ -16,15 +16,26 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiomysql
 import anyio
 import pytest
 
 from pyncette import backends
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Option, Settings
 from pyncette_mysql import MySQLBackend, MySQLRepository, backend, mysql_repository
-from pyncette_mysql._schema import DUE_INDEX, Server, Upsert, create_table_sql
+from pyncette_mysql._repository import run
+from pyncette_mysql._schema import (
+    DUE_INDEX,
+    Server,
+    Upsert,
+    add_paused_sql,
+    create_pauses_sql,
+    create_table_sql,
+    pauses_table_name,
+    prefix_range,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -32,6 +43,7 @@ T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=30)
 SECRET = "s3cret-Passw0rd"
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "backends" / "mysql.md"
 
 
 @pytest.fixture
@@ -95,7 +107,7 @@ def test_descriptor_and_entry_point() -> None:
     assert mysql_repository is backend
     assert backend.name == "mysql"
     caps = backend.capabilities
-    assert (caps.persistent, caps.coordinated, caps.asyncio_only) == (True, True, True)
+    assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.control) == (True, True, True, True)
     assert backends.load("mysql") is backend
 
 
@@ -390,20 +402,30 @@ async def test_table_layout(repository: Repository, table: str, raw_connection: 
     assert "`scheduled_at` datetime(6) NOT NULL" in ddl
     assert "`locked_until` datetime(6) DEFAULT NULL" in ddl
     assert "PRIMARY KEY (`parent`,`name`)" in ddl
-    assert f"KEY `{DUE_INDEX}` (`parent`,`scheduled_at`)" in ddl
+    assert "`paused` tinyint(4) NOT NULL DEFAULT 0" in ddl
+    assert f"KEY `{DUE_INDEX}` (`parent`,`paused`,`scheduled_at`)" in ddl
     assert "ENGINE=InnoDB" in ddl
     assert "CHARSET=utf8mb4" in ddl
+    (create,) = await query(raw_connection, f"SHOW CREATE TABLE `{table}_pauses`")
+    assert "PRIMARY KEY (`parent`,`kind`,`match`)" in create[1]
     columns = await query(
         raw_connection,
-        "SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, COLLATION_NAME FROM information_schema.COLUMNS "
-        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}' AND COLUMN_NAME IN ('parent', 'name')",
+        "SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH, COLLATION_NAME FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('{table}', '{table}_pauses') "
+        "AND COLUMN_NAME IN ('parent', 'name', 'match')",
     )
-    assert sorted(columns) == [("name", 255, "utf8mb4_nopad_bin"), ("parent", 255, "utf8mb4_nopad_bin")]
+    assert sorted(columns) == [
+        (table, "name", 255, "utf8mb4_nopad_bin"),
+        (table, "parent", 255, "utf8mb4_nopad_bin"),
+        (f"{table}_pauses", "match", 255, "utf8mb4_nopad_bin"),
+        (f"{table}_pauses", "parent", 255, "utf8mb4_nopad_bin"),
+    ]
 
 
 def test_readme_ddl_matches_the_code() -> None:
-    text = README.read_text(encoding="utf-8")
-    assert create_table_sql("pyncette_tasks", "utf8mb4_nopad_bin") in text
+    for text in (README.read_text(encoding="utf-8"), DOCS.read_text(encoding="utf-8")):
+        assert create_table_sql("pyncette_tasks", "utf8mb4_nopad_bin") in text
+        assert create_pauses_sql("pyncette_tasks", "utf8mb4_nopad_bin") in text
 
 
 async def test_names_compare_exactly(repository: Repository) -> None:
@@ -469,6 +491,7 @@ async def test_skip_table_create_uses_a_table_made_from_the_readme_ddl(
     options: dict[str, Any], table: str, raw_connection: Any
 ) -> None:
     await query(raw_connection, create_table_sql(table, "utf8mb4_bin"))
+    await query(raw_connection, create_pauses_sql(table, "utf8mb4_bin"))
     async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
         assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
         assert [r.name for r in await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="t")] == [
@@ -492,9 +515,9 @@ async def test_purge_drops_the_table(mysql_options: dict[str, Any], raw_connecti
     options = {**mysql_options, "mysql_table_name": name}
     async with open_repository(options):
         pass
-    assert await query(raw_connection, f"SHOW TABLES LIKE '{name}'") == [(name,)]
+    assert await query(raw_connection, f"SHOW TABLES LIKE '{name}%'") == [(name,), (f"{name}_pauses",)]
     await backend.purge(settings(options))
-    assert await query(raw_connection, f"SHOW TABLES LIKE '{name}'") == []
+    assert await query(raw_connection, f"SHOW TABLES LIKE '{name}%'") == []
     await backend.purge(settings(options))  # idempotent
 
 
@@ -513,6 +536,7 @@ async def test_values_the_server_refuses_are_configuration_errors(
     await query(
         raw_connection, create_table_sql(table, "utf8mb4_bin").replace("`name` VARCHAR(255)", "`name` VARCHAR(8)")
     )
+    await query(raw_connection, create_pauses_sql(table, "utf8mb4_bin"))
     async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
         for mode in (RegisterMode.CREATE, RegisterMode.UPDATE, RegisterMode.FORCE):
             with pytest.raises(ConfigurationError, match="1406"):
@@ -875,12 +899,32 @@ async def test_four_competing_instances(options: dict[str, Any]) -> None:
     assert all(len(tokens) == 1 for tokens in claimed.values())
 
 
-# --- the state column (added after 2.0) --------------------------------------------------------------
+# --- upgrading tables made by earlier 2.x versions ------------------------------------------------------
 
 
-def old_table_sql(table: str) -> str:
-    """The table as pyncette-mysql 2.0 created it, before the state column."""
-    return create_table_sql(table, "utf8mb4_bin").replace("  `state` MEDIUMTEXT NULL,\n", "")
+def table_2_0_sql(table: str) -> str:
+    """The table as pyncette-mysql 2.0 created it: no state column, no paused column, the old due index."""
+    return (
+        f"CREATE TABLE `{table}` (\n"
+        "  `parent` VARCHAR(255) NOT NULL,\n"
+        "  `name` VARCHAR(255) NOT NULL,\n"
+        "  `spec` MEDIUMTEXT NULL,\n"
+        "  `scheduled_at` DATETIME(6) NOT NULL,\n"
+        "  `locked_until` DATETIME(6) NULL,\n"
+        "  `locked_by` VARCHAR(255) NULL,\n"
+        "  PRIMARY KEY (`parent`, `name`),\n"
+        "  KEY `pyncette_due` (`parent`, `scheduled_at`)\n"
+        ") ENGINE=InnoDB ROW_FORMAT=DYNAMIC DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"
+    )
+
+
+def table_before_pausing_sql(table: str, collation: str = "utf8mb4_nopad_bin") -> str:
+    """The table as the 2.x versions with ``state`` but before pausing created it (there was no rule table)."""
+    return (
+        table_2_0_sql(table)
+        .replace("  `locked_by` VARCHAR(255) NULL,\n", "  `locked_by` VARCHAR(255) NULL,\n  `state` MEDIUMTEXT NULL,\n")
+        .replace("utf8mb4_nopad_bin", collation)
+    )
 
 
 async def state_columns(raw_connection: Any, table: str) -> list[tuple[Any, ...]]:
@@ -891,11 +935,19 @@ async def state_columns(raw_connection: Any, table: str) -> list[tuple[Any, ...]
     )
 
 
+async def due_index(raw_connection: Any, table: str) -> list[str]:
+    rows = await query(
+        raw_connection,
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+        f"AND TABLE_NAME = '{table}' AND INDEX_NAME = '{DUE_INDEX}' ORDER BY SEQ_IN_INDEX",
+    )
+    return [row[0] for row in rows]
+
+
 async def test_an_existing_table_gains_the_state_column(
     options: dict[str, Any], table: str, raw_connection: Any
 ) -> None:
-    assert "state" not in old_table_sql(table)
-    await query(raw_connection, old_table_sql(table))
+    await query(raw_connection, table_2_0_sql(table))
     await query(
         raw_connection,
         f"INSERT INTO `{table}` (`parent`, `name`, `spec`, `scheduled_at`) VALUES ('p', 'old', '{{}}', "
@@ -909,24 +961,128 @@ async def test_an_existing_table_gains_the_state_column(
         later = T0 + timedelta(hours=1)
         assert await repository.commit([Completion("p", "old", "t", later, state='{"v": 1}')]) == [True]
     assert await state_columns(raw_connection, table) == [("mediumtext", "YES")]
+    assert await due_index(raw_connection, table) == ["parent", "paused", "scheduled_at"]
     async with open_repository(options) as repository:  # the column exists now: opening changes nothing
         stored = await repository.get("p", "old")
         assert stored is not None and (stored.state, stored.scheduled_at) == ('{"v": 1}', later)
 
 
+async def test_a_table_from_before_pausing_is_upgraded_in_place(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    await query(raw_connection, table_before_pausing_sql(table))
+    await query(
+        raw_connection,
+        f"INSERT INTO `{table}` (`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`, `state`) "
+        "VALUES ('p', 'a1', '{}', '2030-01-01 00:00:00', NULL, NULL, '{\"n\": 1}'), "
+        "('p', 'a2', NULL, '2030-01-01 00:00:01', '2030-01-01 00:00:30', 'tok', NULL), "
+        "('p', 'b1', '{}', '2030-01-01 00:00:02', NULL, NULL, NULL), "
+        "('q', 'a1', '{}', '2030-01-01 00:00:00', NULL, NULL, NULL)",
+    )
+    before = await query(raw_connection, f"SELECT * FROM `{table}` ORDER BY parent, name")
+    async with open_repository(options) as repository:
+        assert await due_index(raw_connection, table) == ["parent", "paused", "scheduled_at"]
+        after = await query(
+            raw_connection,
+            f"SELECT parent, name, spec, scheduled_at, locked_until, locked_by, state, paused FROM `{table}` "
+            "ORDER BY parent, name",
+        )
+        assert after == [(*row, 0) for row in before]  # old data intact, nothing held
+        a2 = await repository.get("p", "a2")
+        assert a2 is not None and (a2.locked_by, a2.spec) == ("tok", None)
+        assert await repository.pause(PauseRule("p", "a", True, '{"note": "upgrade"}'), now=T0) == 2
+        assert await repository.pauses("p") == [PauseRule("p", "a", True, '{"note": "upgrade"}')]
+        claimed = await repository.claim("p", now=T0 + LEASE, limit=10, lease_until=T0 + 2 * LEASE, token="t")
+        assert [r.name for r in claimed] == ["b1"]
+        # The lease taken before the upgrade still works on a held record.
+        assert await repository.commit([Completion("p", "a2", "tok", T0 + timedelta(hours=1))]) == [True]
+        assert [r.name for r in await repository.claim("q", now=T0, limit=10, lease_until=T0 + LEASE, token="t")] == [
+            "a1"
+        ]
+    async with open_repository(options) as repository:  # reopening: the rule and the held records persist
+        claimed = await repository.claim("p", now=T0 + timedelta(days=1), limit=10, lease_until=PARKED_AT, token="u")
+        assert [r.name for r in claimed] == ["b1"]
+        assert await repository.resume("p", "a", prefix=True, now=T0) is True
+        claimed = await repository.claim("p", now=T0 + timedelta(days=1), limit=10, lease_until=PARKED_AT, token="u")
+        assert sorted(r.name for r in claimed) == ["a1", "a2"]
+        a1 = next(r for r in claimed if r.name == "a1")
+        assert (a1.state, a1.spec, a1.scheduled_at) == ('{"n": 1}', "{}", T0)
+
+
+async def test_concurrent_startup_upgrades_the_table_once(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    await query(raw_connection, table_2_0_sql(table))
+    errors: list[BaseException] = []
+
+    async def start() -> None:
+        try:
+            async with open_repository(options) as repo:
+                await repo.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        except Exception as exc:  # collected, to report every failure
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(start)
+    assert errors == []
+    assert await due_index(raw_connection, table) == ["parent", "paused", "scheduled_at"]
+    assert await state_columns(raw_connection, table) == [("mediumtext", "YES")]
+
+
+async def test_the_rule_table_takes_the_collation_of_the_task_table(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    """A table made with utf8mb4_bin (PAD SPACE): rules compare like its keys, and a prefix with a trailing space
+    still does not hold a shorter name."""
+    await query(raw_connection, table_before_pausing_sql(table, "utf8mb4_bin"))
+    async with open_repository(options) as repository:
+        rows = await query(
+            raw_connection,
+            "SELECT DISTINCT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+            f"AND TABLE_NAME = '{table}_pauses' AND COLLATION_NAME IS NOT NULL",
+        )
+        assert rows == [("utf8mb4_bin",)]
+        names = ["a", "a b", "a\tb", "A b", "ab"]
+        await repository.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE)
+        assert await repository.pause(PauseRule("p", "a ", True), now=T0) == 1
+        claimed = await repository.claim("p", now=T0, limit=10, lease_until=T0 + LEASE, token="t")
+        assert sorted(r.name for r in claimed) == sorted(["a", "a\tb", "A b", "ab"])
+
+
 async def test_skip_table_create_with_a_table_lacking_the_state_column(
     options: dict[str, Any], table: str, raw_connection: Any
 ) -> None:
-    await query(raw_connection, old_table_sql(table))
+    await query(raw_connection, table_2_0_sql(table))
     with pytest.raises(ConfigurationError) as info:
         async with open_repository({**options, "mysql_skip_table_create": True}):
             pass
     message = str(info.value)
     assert "'state'" in message and table in message and "ADD COLUMN `state` MEDIUMTEXT NULL" in message
+    assert "'paused'" in message and f"'{table}_pauses'" in message and "mysql_skip_table_create" in message
     assert await state_columns(raw_connection, table) == []
     await query(raw_connection, f"ALTER TABLE `{table}` ADD COLUMN `state` MEDIUMTEXT NULL")
+    with pytest.raises(ConfigurationError) as info:
+        async with open_repository({**options, "mysql_skip_table_create": True}):
+            pass
+    message = str(info.value)
+    assert "'state'" not in message and add_paused_sql(table) in message
+    assert create_pauses_sql(table, "utf8mb4_nopad_bin") in message
+    await query(raw_connection, add_paused_sql(table))
+    await query(raw_connection, create_pauses_sql(table, "utf8mb4_nopad_bin"))
     async with open_repository({**options, "mysql_skip_table_create": True}) as repository:
         assert await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE) == [True]
+        assert await repository.pause(PauseRule("p", "", True), now=T0) == 1
+
+
+async def test_a_foreign_table_where_the_rules_go_is_reported(
+    options: dict[str, Any], table: str, raw_connection: Any
+) -> None:
+    await query(raw_connection, f"CREATE TABLE `{table}_pauses` (id INT PRIMARY KEY)")
+    with pytest.raises(ConfigurationError, match="not a pause-rule table") as info:
+        async with open_repository(options):
+            pass
+    assert f"{table}_pauses" in str(info.value)
 
 
 def test_add_state_sql_uses_if_not_exists_only_on_mariadb() -> None:
@@ -934,3 +1090,177 @@ def test_add_state_sql_uses_if_not_exists_only_on_mariadb() -> None:
 
     assert "IF NOT EXISTS" in add_state_sql("t", Server.parse("10.11.6-MariaDB"))
     assert add_state_sql("t", Server.parse("8.0.36")) == "ALTER TABLE `t` ADD COLUMN `state` MEDIUMTEXT NULL"
+
+
+def test_add_paused_sql_is_the_same_on_both_servers() -> None:
+    """One ALTER (valid on MySQL 8 and MariaDB): the column and the rebuilt index change together, atomically."""
+    assert add_paused_sql("t") == (
+        "ALTER TABLE `t` ADD COLUMN `paused` TINYINT NOT NULL DEFAULT 0, DROP INDEX `pyncette_due`, "
+        "ADD INDEX `pyncette_due` (`parent`, `paused`, `scheduled_at`)"
+    )
+    assert add_paused_sql("t", add_column=False, drop_index=False) == (
+        "ALTER TABLE `t` ADD INDEX `pyncette_due` (`parent`, `paused`, `scheduled_at`)"
+    )
+
+
+# --- pausing ---------------------------------------------------------------------------------------
+
+
+def test_rule_table_names_fit_the_identifier_limit() -> None:
+    assert pauses_table_name("pyncette_tasks") == "pyncette_tasks_pauses"
+    long = "t" * 64
+    assert len(pauses_table_name(long)) == 64
+    assert pauses_table_name(long) != pauses_table_name("t" * 63 + "u")
+
+
+def test_prefix_range() -> None:
+    top = "\U0010ffff"
+    assert prefix_range("ab") == ("ab", "ac")
+    assert prefix_range("a" + top) == ("a" + top, "b")
+    assert prefix_range(top * 2) == (top * 2, None)
+    assert prefix_range("\ud7ff") == ("\ud7ff", "\ue000")  # past the surrogates
+
+
+async def test_pause_with_the_longest_table_name(mysql_options: dict[str, Any]) -> None:
+    options = {**mysql_options, "mysql_table_name": "l" * 52 + uuid.uuid4().hex[:12]}
+    try:
+        async with open_repository(options) as repository:
+            await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+            assert await repository.pause(PauseRule("p", "a", False), now=T0) == 1
+            claimed = await repository.claim("p", now=T0, limit=5, lease_until=T0 + LEASE, token="t")
+            assert [r.name for r in claimed] == ["b"]
+    finally:
+        await backend.purge(settings(options))
+
+
+async def test_prefixes_at_the_edges_of_the_key_range(repository: Repository) -> None:
+    top = "\U0010ffff"
+    names = ["a", "a" + top, "a" + top + "x", "b", top, top + "a", top * 2, "\ud7ff\ue000", "\ue000"]
+    await repository.register([rec(n) for n in names], now=T0, mode=RegisterMode.CREATE)
+    assert await repository.pause(PauseRule("p", "a" + top, True), now=T0) == 2
+    assert await repository.pause(PauseRule("p", top, True), now=T0) == 3
+    assert await repository.pause(PauseRule("p", "\ud7ff", True), now=T0) == 1
+    claimed = await repository.claim("p", now=T0, limit=20, lease_until=T0 + LEASE, token="t")
+    assert sorted(r.name for r in claimed) == sorted(["\ue000", "a", "b"])
+
+
+async def test_too_long_rules_are_refused(repository: Repository) -> None:
+    with pytest.raises(ConfigurationError, match="255"):
+        await repository.pause(PauseRule("p", "x" * 256, True), now=T0)
+    with pytest.raises(ConfigurationError, match="255"):
+        await repository.pause(PauseRule("p" * 256, "x", True), now=T0)
+    assert await repository.resume("p", "x" * 256, prefix=True, now=T0) is False
+
+
+@pytest.mark.parametrize("mode", list(RegisterMode))
+async def test_register_waits_for_a_pause_in_progress(
+    repository: Repository, raw_connection: Any, mode: RegisterMode
+) -> None:
+    """A record inserted while a pause of its parent is being committed ends up held (white box: the pause's own
+    statements run on a second connection and commit only once the register has started)."""
+    assert isinstance(repository, MySQLRepository)
+    await repository.register([rec("x-old")], now=T0, mode=RegisterMode.CREATE)
+    await run(raw_connection, "SET SESSION tx_isolation = 'READ-COMMITTED'")
+    await run(raw_connection, *repository._pause_statements(raw_connection.escape, PauseRule("p", "x-", True)))
+    registering = asyncio.ensure_future(repository.register([rec("x-new")], now=T0, mode=mode))
+    await asyncio.sleep(0.3)
+    assert not registering.done()  # it waits for the pause to commit
+    await run(raw_connection, "COMMIT")
+    assert await asyncio.wait_for(registering, 10) == [True]
+    assert await repository.claim("p", now=T0, limit=10, lease_until=T0 + LEASE, token="t") == []
+    rows = await query(raw_connection, f"SELECT name, paused FROM `{repository._table}` ORDER BY name")
+    assert rows == [("x-new", 1), ("x-old", 1)]
+
+
+async def test_pause_waits_for_a_record_being_inserted(repository: Repository, raw_connection: Any) -> None:
+    """A plain UPDATE in READ COMMITTED passes over a row another transaction is inserting; the pause's locking
+    read waits for it, so a record whose register checked the rules before the pause began is held too."""
+    assert isinstance(repository, MySQLRepository)
+    await repository.register([rec("x-old")], now=T0, mode=RegisterMode.CREATE)
+    await run(
+        raw_connection,
+        "SET SESSION tx_isolation = 'READ-COMMITTED'",
+        "START TRANSACTION",
+        f"INSERT INTO `{repository._table}` (`parent`, `name`, `spec`, `scheduled_at`) "
+        "VALUES ('p', 'x-new', '{}', '2030-01-01 00:00:00')",
+    )
+    pausing = asyncio.ensure_future(repository.pause(PauseRule("p", "x", True), now=T0))
+    await asyncio.sleep(0.3)
+    assert not pausing.done()
+    await run(raw_connection, "COMMIT")
+    assert await asyncio.wait_for(pausing, 10) == 2
+    assert await repository.claim("p", now=T0, limit=10, lease_until=T0 + LEASE, token="t") == []
+
+
+async def test_registering_while_pausing_and_resuming(options: dict[str, Any]) -> None:
+    """Instances register new records of a parent while another pauses and resumes a prefix of it: afterwards
+    exactly the records the remaining rule matches are held (deadlocks between them are retried)."""
+    async with open_repository(options) as control, open_repository(options) as other:
+
+        async def registering(repo: Repository, worker: int) -> None:
+            for batch in range(15):
+                records = [rec(f"{prefix}{worker}-{batch}-{i}") for prefix in ("x", "y") for i in range(5)]
+                mode = (RegisterMode.CREATE, RegisterMode.UPDATE, RegisterMode.FORCE)[batch % 3]
+                assert all(await repo.register(records, now=T0, mode=mode))
+
+        async def pausing() -> None:
+            for _ in range(5):
+                await control.pause(PauseRule("p", "x", True), now=T0)
+                await control.pause(PauseRule("p", "y", True), now=T0)
+                await control.resume("p", "y", prefix=True, now=T0)
+            await control.pause(PauseRule("p", "x", True), now=T0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(registering, control, 0)
+            tg.start_soon(registering, other, 1)
+            tg.start_soon(registering, other, 2)
+            tg.start_soon(pausing)
+        claimed = await other.claim("p", now=T0, limit=1000, lease_until=T0 + LEASE, token="t")
+        assert {r.name[0] for r in claimed} == {"y"}
+        assert len(claimed) == 3 * 15 * 5
+        assert await control.resume("p", "x", prefix=True, now=T0) is True
+        claimed = await other.claim("p", now=T0, limit=1000, lease_until=T0 + LEASE, token="t")
+        assert len(claimed) == 3 * 15 * 5 and {r.name[0] for r in claimed} == {"x"}
+
+
+async def test_pause_and_resume_are_one_round_trip_each(
+    repository: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyncette_mysql import _repository
+
+    await repository.register([rec(f"n{i}") for i in range(50)], now=T0, mode=RegisterMode.CREATE)
+    sent: list[tuple[str, ...]] = []
+
+    async def counting(conn: Any, *statements: str) -> Any:
+        sent.append(statements)
+        return await run(conn, *statements)
+
+    monkeypatch.setattr(_repository, "run", counting)
+    assert await repository.pause(PauseRule("p", "n", True), now=T0) == 50
+    assert await repository.resume("p", "n", prefix=True, now=T0) is True
+    assert [len(statements) for statements in sent] == [5, 5]  # START TRANSACTION ... COMMIT, one string each
+
+
+async def test_registering_reads_no_row_for_pauses_when_there_is_no_rule(
+    repository: Repository, raw_connection: Any
+) -> None:
+    """The hot path: with no rule for the parents, the statement that marks inserted records held is found empty
+    before any row is read; with a rule it reads just the inserted rows, by key range."""
+    assert isinstance(repository, MySQLRepository)
+    records = [rec(f"n{i:03d}") for i in range(100)] + [rec("n000", parent="q")]
+    await repository.register(records, now=T0, mode=RegisterMode.CREATE)
+    for batch in range(3):  # other records, so that reading by key is the cheaper plan
+        others = [rec(f"m{batch}-{i}", parent="z") for i in range(1000)]
+        await repository.register(others, now=T0, mode=RegisterMode.CREATE)
+    await query(raw_connection, f"ANALYZE TABLE `{repository._table}`")
+    _, update = repository._hold(raw_connection.escape, [(r.parent, r.name) for r in records])
+
+    async def plan() -> list[dict[str, Any]]:
+        async with raw_connection.cursor(aiomysql.DictCursor) as cursor:
+            await cursor.execute("EXPLAIN " + update)
+            return list(await cursor.fetchall())
+
+    assert [row["Extra"] for row in await plan()] == ["Impossible WHERE"]
+    await repository.pause(PauseRule("q", "x", False), now=T0)
+    outer = (await plan())[0]
+    assert (outer["table"], outer["key"], outer["type"]) == (repository._table, "PRIMARY", "range")

@@ -20,9 +20,9 @@ from typing import Any
 import aiomysql
 import pytest
 
-from pyncette.abc import Completion, Repository
+from pyncette.abc import Completion, PauseRule, Repository
 from pyncette_mysql import MySQLRepository, backend
-from pyncette_mysql._repository import claim_query, key_filters, list_query
+from pyncette_mysql._repository import claim_query, key_filters, list_query, rule_filter
 from pyncette_mysql._schema import DUE_INDEX
 
 pytestmark = pytest.mark.anyio
@@ -178,6 +178,48 @@ async def test_list_page_uses_the_primary_key(big: tuple[MySQLRepository, Any]) 
     assert "filesort" not in (plan["Extra"] or "")
 
 
+async def test_held_records_cost_a_claim_nothing(big: tuple[MySQLRepository, Any]) -> None:
+    """10,000 held records of parent-8, every due one among them: the claim's index range starts past them."""
+    repository, conn = big
+    assert await repository.pause(PauseRule("parent-8", "task-080", True), now=NOW) == 10_000
+    try:
+        plan = await explain(conn, claim_query(repository._table, conn.escape, "parent-8", NOW, 100))
+        assert (plan["key"], plan["type"]) == (DUE_INDEX, "range")
+        before = await status(conn)
+        await query(conn, "START TRANSACTION")
+        rows = await query(conn, claim_query(repository._table, conn.escape, "parent-8", NOW, 100))
+        await query(conn, "ROLLBACK")
+        after = await status(conn)
+        assert rows == []
+        assert sum(after[k] - before[k] for k in after) < 10
+    finally:
+        assert await repository.resume("parent-8", "task-080", prefix=True, now=NOW)
+    claimed = await repository.claim("parent-8", now=NOW, limit=2000, lease_until=NOW, token="x")
+    assert len(claimed) == 1001
+
+
+async def test_pause_reads_only_the_records_it_matches(big: tuple[MySQLRepository, Any]) -> None:
+    repository, conn = big
+    where = "`parent` = 'parent-9' AND " + rule_filter(conn.escape, "task-09005", prefix=True, ordered=True)
+    plan = await explain(conn, f"SELECT COUNT(*) FROM `{repository._table}` WHERE {where} FOR UPDATE")
+    assert (plan["key"], plan["type"]) == ("PRIMARY", "range")
+    assert int(plan["rows"]) < 300  # the 100 matching records, not the parent's 100,000
+
+
+async def test_parents_is_a_loose_index_scan(big: tuple[MySQLRepository, Any]) -> None:
+    repository, conn = big
+    plan = await explain(conn, f"SELECT DISTINCT `parent` FROM `{repository._table}` ORDER BY `parent` LIMIT 4")
+    assert "Using index for group-by" in (plan["Extra"] or "")
+    seen: list[str] = []
+    token = None
+    while True:
+        page, token = await repository.parents(limit=4, continuation=token)
+        seen.extend(page)
+        if token is None:
+            break
+    assert seen == [f"parent-{i}" for i in range(PARENTS)]
+
+
 async def _print_plans() -> None:
     options = {
         "mysql_host": os.environ.get("MYSQL_HOST", "127.0.0.1"),
@@ -196,6 +238,10 @@ async def _print_plans() -> None:
                 conn.escape, [("parent-1", "task-0100007"), ("parent-1", "task-0100042"), ("parent-4", "task-0400001")]
             )[0]
             + " FOR UPDATE",
+            "pause": f"SELECT COUNT(*) FROM `{repository._table}` WHERE `parent` = 'parent-9' AND "
+            + rule_filter(conn.escape, "task-09005", prefix=True, ordered=True)
+            + " FOR UPDATE",
+            "parents": f"SELECT DISTINCT `parent` FROM `{repository._table}` ORDER BY `parent` LIMIT 101",
         }
         for label, sql in statements.items():
             print(f"\n{label}: {sql.replace(repository._table, 'pyncette_tasks')}")

@@ -1,4 +1,4 @@
-"""The ``mysql`` backend descriptor: the option schema, server detection, table creation, the pool."""
+"""The ``mysql`` backend descriptor: the option schema, server detection, table creation and upgrade, the pool."""
 
 from __future__ import annotations
 
@@ -19,7 +19,24 @@ from pyncette.redaction import register_secret
 
 from ._legacy import MySQLLegacyStore
 from ._repository import ERRORS, MySQLRepository, QuietCursor, classify, error_code, run
-from ._schema import COLLATIONS, COLUMNS, STATE_COLUMN, Server, Upsert, add_state_sql, create_table_sql, quote_table
+from ._schema import (
+    CODE_POINT_ORDER,
+    COLLATIONS,
+    COLUMNS,
+    DUE_COLUMNS,
+    DUE_INDEX,
+    PAUSE_COLUMNS,
+    PAUSED_COLUMN,
+    STATE_COLUMN,
+    Server,
+    Upsert,
+    add_paused_sql,
+    add_state_sql,
+    create_pauses_sql,
+    create_table_sql,
+    pauses_table_name,
+    quote_table,
+)
 
 DEFAULT_TABLE = "pyncette_tasks"
 DEFAULT_PORT = 3306
@@ -38,6 +55,9 @@ _SETUP_ERRORS = {
 }
 #: ``innodb_lock_wait_timeout``'s range on both servers.
 _MAX_LOCK_WAIT = 1_073_741_824
+#: ALTER errors meaning another instance upgraded the table meanwhile: duplicate column, duplicate index name, no
+#: such index (it dropped the old one, in the same atomic ALTER that added the new one).
+_ALREADY_UPGRADED = frozenset({1060, 1061, 1091})
 
 
 def _ssl(value: object) -> bool | ssl.SSLContext:
@@ -126,10 +146,11 @@ async def _within_timeout(settings: Settings, connecting: Awaitable[Any]) -> Any
 
 
 class MySQLBackend(Backend):
-    """``mysql``: MySQL 8.0+ or MariaDB 10.6+ through ``aiomysql``; one InnoDB table per app."""
+    """``mysql``: MySQL 8.0+ or MariaDB 10.6+ through ``aiomysql``; per app, one InnoDB table of tasks and one of
+    pause rules."""
 
     name = "mysql"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
     options = Options(
         Option("mysql_host", Text(), "server host name or address", required=True),
         Option("mysql_port", Integer(1, 65535), "server TCP port", default=DEFAULT_PORT),
@@ -183,7 +204,7 @@ class MySQLBackend(Backend):
 
     @contextlib.asynccontextmanager
     async def open(self, settings: Settings) -> AsyncIterator[Repository]:
-        server = await self._prepare(settings)
+        server, collation = await self._prepare(settings)
         kwargs = connect_kwargs(settings)
         pool = await _within_timeout(
             settings,
@@ -207,6 +228,7 @@ class MySQLBackend(Backend):
                 _where(settings),
                 settings["mysql_command_timeout"],
                 connect,
+                ordered=collation in CODE_POINT_ORDER,
             )
         finally:
             with contextlib.suppress(Exception):
@@ -231,16 +253,23 @@ class MySQLBackend(Backend):
                 await conn.ensure_closed()
             conn.close()
 
-    async def _prepare(self, settings: Settings) -> Server:
-        """Identify the server and make sure the table exists with the expected columns."""
+    async def _prepare(self, settings: Settings) -> tuple[Server, str]:
+        """Identify the server and make sure the tables exist with the expected layout, upgrading one made by an
+        earlier 2.x version. Returns the server and the collation of the key columns."""
         table, where = settings["mysql_table_name"], _where(settings)
+        rules = pauses_table_name(table)
         async with self._connection(settings) as conn:
+            esc = conn.escape
             with map_exceptions(ERRORS, f"checking table {table!r} on {where}"):
-                version, columns, cipher = await run(
+                version, columns, rule_columns, due, cipher = await run(
                     conn,
                     "SELECT VERSION()",
+                    "SELECT COLUMN_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
+                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {esc(table)}",
                     "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {conn.escape(table)}",
+                    f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {esc(rules)}",
+                    "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+                    f"AND TABLE_NAME = {esc(table)} AND INDEX_NAME = {esc(DUE_INDEX)} ORDER BY SEQ_IN_INDEX",
                     "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
                 )
             if settings["mysql_ssl"] and not (cipher.rows and cipher.rows[0][1]):
@@ -250,7 +279,13 @@ class MySQLBackend(Backend):
                     "enable TLS on the server or unset mysql_ssl"
                 )
             server = Server.parse(str(version.rows[0][0]))
-            present = {str(row[0]).lower() for row in columns.rows}
+            present = {str(row[0]).lower(): row[1] for row in columns.rows}
+            found_rules = {str(row[0]).lower() for row in rule_columns.rows}
+            if found_rules and not found_rules >= set(PAUSE_COLUMNS):
+                raise ConfigurationError(
+                    f"table {rules!r} on {where}, where the pause rules of table {table!r} are kept, exists but is "
+                    "not a pause-rule table (other columns): rename or drop it, or choose another mysql_table_name"
+                )
             if not present:
                 if settings["mysql_skip_table_create"]:
                     raise ConfigurationError(
@@ -258,40 +293,64 @@ class MySQLBackend(Backend):
                         f"{settings['mysql_host']}:{settings['mysql_port']} and mysql_skip_table_create is set: "
                         "create it (see the pyncette-mysql README for the DDL) or unset mysql_skip_table_create"
                     )
-                await self._create_table(conn, table, where)
-            elif missing := [c for c in COLUMNS if c not in present]:
+                collation = await self._create_table(conn, table, where)
+                await self._create_pauses(conn, table, where, collation)
+                return server, collation
+            if missing := [c for c in COLUMNS if c not in present]:
                 raise ConfigurationError(
                     f"table {table!r} on {where} exists but lacks column(s) {', '.join(missing)} "
                     "(a table from another program or from Pyncette 1.x?): choose another mysql_table_name, or "
                     "migrate a 1.x table with 'pyncette migrate MODULE:APP --from-1x'"
                 )
-            elif STATE_COLUMN not in present:
-                if settings["mysql_skip_table_create"]:
-                    raise ConfigurationError(
-                        f"table {table!r} on {where} lacks column {STATE_COLUMN!r}, added in this version, and "
-                        f"mysql_skip_table_create is set: run {add_state_sql(table)!r} or unset "
-                        "mysql_skip_table_create"
-                    )
-                await self._add_state_column(conn, table, where, server)
-        return server
+            collation = str(present["name"])
+            index = tuple(str(row[0]).lower() for row in due.rows)
+            # (what is missing, the statement that adds it, the same for both servers to show in messages)
+            upgrades: list[tuple[str, str, str]] = []
+            if STATE_COLUMN not in present:
+                upgrades.append((f"column {STATE_COLUMN!r}", add_state_sql(table, server), add_state_sql(table)))
+            if PAUSED_COLUMN not in present or index != DUE_COLUMNS:
+                alter = add_paused_sql(table, add_column=PAUSED_COLUMN not in present, drop_index=bool(index))
+                upgrades.append(
+                    (f"column {PAUSED_COLUMN!r} and index {DUE_INDEX!r} ({', '.join(DUE_COLUMNS)})", alter, alter)
+                )
+            if not found_rules:
+                create = create_pauses_sql(table, collation)
+                upgrades.append((f"table {rules!r}", create, create))
+            if upgrades and settings["mysql_skip_table_create"]:
+                raise ConfigurationError(
+                    f"table {table!r} on {where} lacks {', '.join(what for what, _, _ in upgrades)}, added in this "
+                    "version, and mysql_skip_table_create is set: unset mysql_skip_table_create, or run\n"
+                    + ";\n".join(shown for _, _, shown in upgrades)
+                )
+            for what, statement, shown in upgrades:
+                await self._upgrade(conn, f"adding {what} for table {table!r} on {where}", statement, shown)
+        return server, collation
 
     @staticmethod
-    async def _add_state_column(conn: Any, table: str, where: str, server: Server) -> None:
-        what = f"adding column {STATE_COLUMN!r} to table {table!r} on {where}"
+    async def _upgrade(conn: Any, what: str, statement: str, shown: str | None = None) -> None:
+        """Run one upgrade statement; another instance running it meanwhile is not an error. A refusal for lack of
+        privilege names ``shown`` (default: the statement) for the user to run."""
         with map_exceptions(ERRORS, what):
             try:
-                await run(conn, add_state_sql(table, server))
+                await run(conn, statement)
             except aiomysql.MySQLError as exc:
-                if error_code(exc) == 1060:  # duplicate column: another instance added it meanwhile
+                if error_code(exc) in _ALREADY_UPGRADED:
                     return
-                if error_code(exc) == 1142:  # ALTER command denied
+                if error_code(exc) == 1142:  # ALTER / CREATE command denied
                     raise ConfigurationError(
-                        f"{what} failed: {exc}; run {add_state_sql(table)!r} as a user allowed to, then start again"
+                        f"{what} failed: {exc}; run {shown or statement!r} as a user allowed to, then start again"
                     ) from exc
                 raise
 
     @staticmethod
-    async def _create_table(conn: Any, table: str, where: str) -> None:
+    async def _create_pauses(conn: Any, table: str, where: str, collation: str) -> None:
+        await MySQLBackend._upgrade(
+            conn, f"creating table {pauses_table_name(table)!r} on {where}", create_pauses_sql(table, collation)
+        )
+
+    @staticmethod
+    async def _create_table(conn: Any, table: str, where: str) -> str:
+        """Create the task table with the best binary collation available; returns that collation."""
         what = f"creating table {table!r} on {where}"
         with map_exceptions(ERRORS, what):
             (available,) = await run(
@@ -310,6 +369,7 @@ class MySQLBackend(Backend):
                         "and set mysql_skip_table_create=True"
                     ) from exc
                 raise
+        return collation
 
     @contextlib.asynccontextmanager
     async def legacy(self, settings: Settings) -> AsyncIterator[LegacyStore]:
@@ -320,11 +380,11 @@ class MySQLBackend(Backend):
             )
 
     async def purge(self, settings: Settings) -> None:
-        """Drop the table."""
+        """Drop the table and its pause-rule table."""
         table = settings["mysql_table_name"]
         async with self._connection(settings) as conn:
             with map_exceptions(ERRORS, f"dropping table {table!r} on {_where(settings)}"):
-                await run(conn, f"DROP TABLE IF EXISTS {quote_table(table)}")
+                await run(conn, f"DROP TABLE IF EXISTS {quote_table(table)}, {quote_table(pauses_table_name(table))}")
 
 
 backend = MySQLBackend()

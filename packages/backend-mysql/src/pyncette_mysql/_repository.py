@@ -12,6 +12,14 @@ pattern before it got here. Times are written as UTC literals, and the pool's
 decoders read DATETIME columns back as aware UTC datetimes, or as the raw text
 when the stored value is not a valid date (a zero date written by a session
 without strict mode, say): such a record is returned with ``corrupt`` set.
+
+Pausing: rules live in ``<table>_pauses``; a record some rule matches has
+``paused = 1``, and claims walk the ``(parent, paused, scheduled_at)`` index at
+``paused = 0`` only, so a held record costs a claim nothing. ``pause`` stores
+its rule and marks the records it matches, ``resume`` deletes its rule and
+recomputes ``paused`` for the records it matched, each as one transaction in
+one round trip. ``register`` marks the records it inserts that a rule matches,
+in the transaction that inserts them (see :meth:`MySQLRepository._hold`).
 """
 
 from __future__ import annotations
@@ -26,11 +34,22 @@ from typing import Any, NamedTuple, TypeVar
 
 import aiomysql
 
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository, map_exceptions
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository, map_exceptions
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.redaction import get_logger
 
-from ._schema import MAX_KEY_CHARS, MAX_SPEC_BYTES, MAX_TOKEN_CHARS, Upsert, quote_table
+from ._schema import (
+    GUARD_ROW,
+    MAX_KEY_CHARS,
+    MAX_SPEC_BYTES,
+    MAX_TOKEN_CHARS,
+    NAME_RULE,
+    PREFIX_RULE,
+    Upsert,
+    pauses_table_name,
+    prefix_range,
+    quote_table,
+)
 
 T = TypeVar("T")
 
@@ -63,6 +82,7 @@ ERRORS: dict[type[BaseException], type[Exception]] = {
 
 _SELECT_COLUMNS = "`name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`, `state`"
 _ALL_COLUMNS = "`parent`, `name`, `spec`, `scheduled_at`, `locked_until`, `locked_by`, `state`"
+_RULE_COLUMNS = "`parent`, `kind`, `match`, `info`"
 
 Row = tuple[Any, ...]
 Escape = Callable[[Any], str]
@@ -168,11 +188,12 @@ def key_filters(esc: Escape, keys: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def claim_query(table: str, esc: Escape, parent: str, now: datetime, limit: int) -> str:
-    """The locking due-work query; it walks the ``(parent, scheduled_at)`` index from the oldest entry."""
+    """The locking due-work query; it walks the ``(parent, paused, scheduled_at)`` index from the oldest entry
+    among the records no pause holds."""
     at = time_literal(now)
     return (
         f"SELECT `name`, `spec`, `scheduled_at`, `state` FROM {quote_table(table)} "
-        f"WHERE `parent` = {esc(parent)} AND `scheduled_at` <= {at} "
+        f"WHERE `parent` = {esc(parent)} AND `paused` = 0 AND `scheduled_at` <= {at} "
         f"AND (`locked_until` IS NULL OR `locked_until` <= {at}) "
         f"ORDER BY `scheduled_at`, `name` LIMIT {int(limit)} FOR UPDATE SKIP LOCKED"
     )
@@ -184,6 +205,39 @@ def list_query(table: str, esc: Escape, parent: str, continuation: str | None, l
     return (
         f"SELECT {_SELECT_COLUMNS} FROM {quote_table(table)} WHERE `parent` = {esc(parent)}{after} "
         f"ORDER BY `name` LIMIT {int(limit)}"
+    )
+
+
+def rule_filter(esc: Escape, match: str, *, prefix: bool, ordered: bool) -> str:
+    """The condition on ``name`` that selects the records the rule ``(match, prefix)`` holds (within its parent).
+
+    Plain text: ``match`` is an escaped value, never a pattern. With a collation in code-point order (``ordered``)
+    a prefix also bounds the primary-key range, so the statement reads only the records it matches.
+    """
+    if not prefix:
+        return f"`name` = {esc(match)}"
+    if not match:
+        return "TRUE"
+    length = len(match)
+    bounds = []
+    if ordered:
+        low, high = prefix_range(match)
+        bounds.append(f"`name` >= {esc(low)}")
+        if high is not None:
+            bounds.append(f"`name` < {esc(high)}")
+    # The length test keeps a PAD SPACE collation from taking "a" for the prefix "a ".
+    return " AND ".join([*bounds, f"CHAR_LENGTH(`name`) >= {length}", f"LEFT(`name`, {length}) = {esc(match)}"])
+
+
+def held_condition(table: str, rules: str, parent: str) -> str:
+    """True for a row of ``table`` (quoted) that a rule in ``rules`` (quoted) holds; ``parent`` is the row's parent
+    as SQL (a column or an escaped value). One primary-key range of ``rules`` per row."""
+    name = f"{table}.`name`"
+    return (
+        f"EXISTS (SELECT 1 FROM {rules} AS `r` WHERE `r`.`parent` = {parent} AND ("
+        f"(`r`.`kind` = {NAME_RULE} AND `r`.`match` = {name}) OR "
+        f"(`r`.`kind` = {PREFIX_RULE} AND CHAR_LENGTH({name}) >= CHAR_LENGTH(`r`.`match`) "
+        f"AND LEFT({name}, CHAR_LENGTH(`r`.`match`)) = `r`.`match`)))"
     )
 
 
@@ -228,13 +282,17 @@ def _chunks(indexes: list[int], records: Sequence[Record]) -> Iterator[list[int]
         yield chunk
 
 
+def _check_key(what: str, value: str) -> None:
+    if len(value) > MAX_KEY_CHARS:
+        raise ConfigurationError(
+            f"{what} is {len(value)} characters long; the MySQL backend stores at most {MAX_KEY_CHARS}: "
+            f"{value[:40]!r}..."
+        )
+
+
 def _check_record(record: Record) -> None:
-    for what, value in (("parent", record.parent), ("name", record.name)):
-        if len(value) > MAX_KEY_CHARS:
-            raise ConfigurationError(
-                f"task {what} is {len(value)} characters long; the MySQL backend stores at most {MAX_KEY_CHARS}: "
-                f"{value[:40]!r}..."
-            )
+    _check_key("task parent", record.parent)
+    _check_key("task name", record.name)
     spec = record.spec
     if spec is not None and len(spec) * 4 > MAX_SPEC_BYTES and len(spec.encode("utf-8")) > MAX_SPEC_BYTES:
         raise ConfigurationError(
@@ -244,14 +302,27 @@ def _check_record(record: Record) -> None:
 
 
 class MySQLRepository(Repository):
-    """Records in one InnoDB table reached through an ``aiomysql`` connection pool."""
+    """Records in one InnoDB table (and pause rules in a second one) reached through an ``aiomysql`` pool.
+
+    ``ordered``: the key columns' collation orders strings by code point (see :func:`rule_filter`).
+    """
 
     def __init__(
-        self, pool: Any, table: str, upsert: Upsert, where: str, command_timeout: float, connect: Connect
+        self,
+        pool: Any,
+        table: str,
+        upsert: Upsert,
+        where: str,
+        command_timeout: float,
+        connect: Connect,
+        *,
+        ordered: bool = False,
     ) -> None:
         self._pool = pool
         self._table = table
         self._t = quote_table(table)
+        self._r = quote_table(pauses_table_name(table))
+        self._ordered = ordered
         self._upsert = upsert
         self._where = where
         self._timeout = command_timeout
@@ -319,6 +390,34 @@ class MySQLRepository(Repository):
         results = await run(conn, "START TRANSACTION", *statements)
         return {(row[0], row[1]): row[2:] for result in results[1:] for row in result.rows}
 
+    def _hold(self, esc: Escape, keys: Sequence[tuple[str, str]]) -> list[str]:
+        """Statements that mark the rows ``keys``, just written in this transaction, held when a rule matches them.
+
+        Run after the rows are written, never before: a pause locks the rows it matches with a locking read (which
+        waits for rows being inserted; a plain ``UPDATE`` in READ COMMITTED would pass over them), and this takes
+        a shared lock on the parents' rule rows (which waits for a pause or resume in progress: both write the
+        parent's guard row). Whichever of the two comes second sees the other's write, so a record inserted while
+        a pause commits is held all the same. With no rule for these parents the ``UPDATE`` reads nothing (its
+        uncorrelated ``EXISTS`` is false, which the server sees before touching a row).
+        """
+        parents = ", ".join(map(esc, sorted({parent for parent, _ in keys})))
+        gate = f"EXISTS (SELECT 1 FROM {self._r} AS `g` WHERE `g`.`parent` IN ({parents}) AND `g`.`kind` < {GUARD_ROW})"
+        held = held_condition(self._t, self._r, f"{self._t}.`parent`")
+        return [
+            f"SELECT COUNT(*) FROM {self._r} WHERE `parent` IN ({parents}) LOCK IN SHARE MODE",
+            *(
+                f"UPDATE {self._t} SET `paused` = 1 WHERE ({condition}) AND {gate} AND {held}"
+                for condition in key_filters(esc, keys)
+            ),
+        ]
+
+    def _guard(self, esc: Escape, parent: str, *rules: str) -> str:
+        """The upsert that writes the parent's guard row (and ``rules``, rendered rows), locking it: pause and
+        resume start with it, so the rule changes of one parent never interleave."""
+        new = self._upsert.new
+        rows = [f"({esc(parent)}, {GUARD_ROW}, '', NULL)", *rules]
+        return self._upsert.statement(self._r, _RULE_COLUMNS, rows, f"`info` = {new('info')}")
+
     # -- the contract --------------------------------------------------------------------------
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
@@ -356,7 +455,10 @@ class MySQLRepository(Repository):
         return self._upsert.statement(self._t, _ALL_COLUMNS, rows, assignments)
 
     async def _force(self, conn: Any, *, records: Sequence[Record], chunk: list[int]) -> None:
-        await run(conn, self._overwrite(conn.escape, [records[i] for i in chunk]))
+        esc = conn.escape
+        batch = [records[i] for i in chunk]
+        hold = self._hold(esc, [(r.parent, r.name) for r in batch])
+        await run(conn, "START TRANSACTION", self._overwrite(esc, batch), *hold, "COMMIT")
 
     async def _merge(
         self, conn: Any, *, records: Sequence[Record], chunk: list[int], now: datetime, mode: RegisterMode
@@ -416,6 +518,8 @@ class MySQLRepository(Repository):
             )
         if overwrites:
             statements.append(self._overwrite(esc, overwrites))
+        if inserts:
+            statements.extend(self._hold(esc, [(r.parent, r.name) for r in inserts]))
         await run(conn, *statements, "COMMIT")
         return written
 
@@ -559,6 +663,103 @@ class MySQLRepository(Repository):
         if len(records) > limit:
             return records[:limit], records[limit - 1].name
         return records, None
+
+    # -- the control plane ---------------------------------------------------------------------
+
+    def _pause_statements(self, esc: Escape, rule: PauseRule) -> list[str]:
+        """Pause's transaction without its COMMIT: write the guard and the rule, lock the matching rows (waiting for
+        any being inserted, see :meth:`_hold`) and count them, mark them held."""
+        kind = PREFIX_RULE if rule.prefix else NAME_RULE
+        where = f"`parent` = {esc(rule.parent)} AND " + rule_filter(
+            esc, rule.match, prefix=rule.prefix, ordered=self._ordered
+        )
+        return [
+            "START TRANSACTION",
+            self._guard(esc, rule.parent, f"({esc(rule.parent)}, {kind}, {esc(rule.match)}, {esc(rule.info)})"),
+            f"SELECT COUNT(*) FROM {self._t} WHERE {where} FOR UPDATE",
+            f"UPDATE {self._t} SET `paused` = 1 WHERE {where} AND `paused` = 0",
+        ]
+
+    async def pause(self, rule: PauseRule, *, now: datetime) -> int | None:
+        """One transaction in one round trip (see :meth:`_pause_statements`); returns the count it read."""
+        _check_key("pause parent", rule.parent)
+        _check_key("pause match", rule.match)
+
+        async def body(conn: Any) -> int:
+            results = await run(conn, *self._pause_statements(conn.escape, rule), "COMMIT")
+            return int(results[2].rows[0][0])
+
+        return await self._transaction("pause", body)
+
+    async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
+        """One transaction, one round trip: lock the guard, delete the rule, and set ``paused`` of the held rows
+        it matched from the rules that remain."""
+        if len(parent) > MAX_KEY_CHARS or len(match) > MAX_KEY_CHARS:
+            return False  # no such rule can have been stored
+        kind = PREFIX_RULE if prefix else NAME_RULE
+
+        async def body(conn: Any) -> bool:
+            esc = conn.escape
+            where = f"`parent` = {esc(parent)} AND " + rule_filter(esc, match, prefix=prefix, ordered=self._ordered)
+            results = await run(
+                conn,
+                "START TRANSACTION",
+                self._guard(esc, parent),
+                f"DELETE FROM {self._r} WHERE `parent` = {esc(parent)} AND `kind` = {kind} AND `match` = {esc(match)}",
+                f"UPDATE {self._t} SET `paused` = {held_condition(self._t, self._r, esc(parent))} "
+                f"WHERE {where} AND `paused` = 1",
+                "COMMIT",
+            )
+            return results[2].rowcount == 1
+
+        return await self._transaction("resume", body)
+
+    async def pauses(self, parent: str) -> list[PauseRule]:
+        async def body(conn: Any) -> list[PauseRule]:
+            (result,) = await run(
+                conn,
+                f"SELECT `kind`, `match`, `info` FROM {self._r} WHERE `parent` = {conn.escape(parent)} "
+                f"AND `kind` IN ({NAME_RULE}, {PREFIX_RULE})",
+            )
+            return [PauseRule(parent, match, kind == PREFIX_RULE, info) for kind, match, info in result.rows]
+
+        return await self._transaction("pauses", body)
+
+    async def reschedule(
+        self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
+    ) -> bool:
+        """One compare-and-set ``UPDATE`` on the primary key."""
+        at = time_literal(now)
+
+        async def body(conn: Any) -> bool:
+            esc = conn.escape
+            (result,) = await run(
+                conn,
+                f"UPDATE {self._t} SET `scheduled_at` = {time_literal(scheduled_at)}, "
+                f"`state` = COALESCE({esc(state)}, `state`) "
+                f"WHERE `parent` = {esc(parent)} AND `name` = {esc(name)} "
+                f"AND `scheduled_at` = {time_literal(expected)} AND (`locked_until` IS NULL OR `locked_until` <= {at})",
+            )
+            return result.rowcount == 1
+
+        return await self._transaction("reschedule", body)
+
+    async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
+        """Keyset pages of ``SELECT DISTINCT parent`` (a loose scan of the primary key)."""
+        if limit < 1:
+            raise ConfigurationError(f"invalid page limit {limit!r}: must be >= 1")
+
+        async def body(conn: Any) -> list[str]:
+            after = "" if continuation is None else f" WHERE `parent` > {conn.escape(continuation)}"
+            (result,) = await run(
+                conn, f"SELECT DISTINCT `parent` FROM {self._t}{after} ORDER BY `parent` LIMIT {int(limit) + 1}"
+            )
+            return [str(row[0]) for row in result.rows]
+
+        names = await self._transaction("parents", body)
+        if len(names) > limit:
+            return names[:limit], names[limit - 1]
+        return names, None
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         async def body(conn: Any) -> None:

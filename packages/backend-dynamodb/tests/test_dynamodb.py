@@ -21,13 +21,14 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 import pyncette_dynamodb._client as client_module
+import pyncette_dynamodb._repository as repository_module
 import pyncette_dynamodb._table as table_module
 from pyncette import backends
-from pyncette.abc import PARKED_AT, Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Option
 from pyncette_dynamodb import DynamoDBRepository, backend, dynamodb_repository
-from pyncette_dynamodb._codec import format_time, parse_time
+from pyncette_dynamodb._codec import format_time, parse_time, rule_key
 
 pytestmark = pytest.mark.anyio
 
@@ -98,8 +99,10 @@ def rec(name: str, at: datetime = T0, *, parent: str = "p", spec: str | None = '
     return Record(parent=parent, name=name, spec=spec, scheduled_at=at)
 
 
-async def claim(repo: Repository, parent: str = "p", *, limit: int = 100, token: str = "tok") -> list[Record]:
-    return await repo.claim(parent, now=T0, limit=limit, lease_until=T0 + LEASE, token=token)
+async def claim(
+    repo: Repository, parent: str = "p", *, limit: int = 100, token: str = "tok", now: datetime = T0
+) -> list[Record]:
+    return await repo.claim(parent, now=now, limit=limit, lease_until=now + LEASE, token=token)
 
 
 # -- descriptor and options -----------------------------------------------------------------------
@@ -335,11 +338,16 @@ async def test_purge_removes_only_its_prefix_and_drops_the_emptied_table(options
     other = {**options, "dynamodb_partition_prefix": unique()}
     async with opened(options) as mine, opened(other) as theirs:
         await mine.register([rec(f"m{i}") for i in range(30)], now=T0, mode=RegisterMode.CREATE)
+        await mine.pause(PauseRule("p", "m1", True), now=T0)
+        await mine.pause(PauseRule("rules-only", "", True), now=T0)
         await theirs.register([rec("kept")], now=T0, mode=RegisterMode.CREATE)
+        await theirs.pause(PauseRule("p", "", True), now=T0)
     await backend.purge(backend.settings(options))
     async with opened(options) as mine, opened(other) as theirs:
         assert (await mine.list_page("p", limit=100, continuation=None))[0] == []
+        assert await mine.pauses("p") == await mine.pauses("rules-only") == []
         assert await theirs.get("p", "kept") is not None
+        assert len(await theirs.pauses("p")) == 1
     await backend.purge(backend.settings({**other, "dynamodb_skip_table_create": True}))
     await raw.describe_table(TableName=options["dynamodb_table_name"])  # not ours to drop: kept
     await backend.purge(backend.settings(other))
@@ -1021,3 +1029,250 @@ async def test_oversized_state_is_refused_up_front(repository: DynamoDBRepositor
     await claim(repository)
     with pytest.raises(ConfigurationError, match="state of task 'a' is too large"):
         await repository.commit([Completion("p", "a", "tok", T0, state="x" * 20_000)])
+
+
+# --- pausing (the control plane, added after 2.0) ------------------------------------------------------------
+
+
+def counting(repo: DynamoDBRepository) -> Counter[str]:
+    """A counter of the API calls ``repo`` makes from now on, by operation name."""
+    calls: Counter[str] = Counter()
+
+    def count_call(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    repo.client.meta.events.register("before-call.dynamodb", count_call)
+    return calls
+
+
+async def test_pause_layout_and_request_costs(repository: DynamoDBRepository, options: dict[str, Any]) -> None:
+    """A pause is one rule item; pausing, listing, claiming a wholly paused parent and resuming it are one
+    request each, however many records the parent has."""
+    await repository.register([rec(f"r{i}") for i in range(20)], now=T0, mode=RegisterMode.CREATE)
+    calls = counting(repository)
+    assert await repository.pause(PauseRule("p", "", True, '{"note": "x"}'), now=T0) is None
+    assert dict(calls) == {"PutItem": 1}
+    key = rule_key(options["dynamodb_partition_prefix"], "p", "", is_prefix=True)
+    item = (await repository.client.get_item(TableName=repository.table_name, Key=key, ConsistentRead=True))["Item"]
+    assert item["task_id"]["S"].startswith("\x00pause:")
+    assert {k: v["S"] for k, v in item.items() if k not in key} == {
+        "ready_at": "\x00pause",
+        "pause_rule": "*",
+        "pause_info": '{"note": "x"}',
+    }
+    calls.clear()
+    assert await claim(repository, now=T0 + timedelta(days=1)) == []
+    assert dict(calls) == {"Query": 1}
+    calls.clear()
+    assert await repository.pauses("p") == [PauseRule("p", "", True, '{"note": "x"}')]
+    assert dict(calls) == {"Query": 1}
+    for name in ("r0", "r7"):  # nothing was set aside
+        assert "ready_at" in await stored_item(repository, options, name)
+    calls.clear()
+    assert await repository.resume("p", "", prefix=True, now=T0) is True
+    assert dict(calls) == {"DeleteItem": 1}
+    assert len(await claim(repository)) == 20
+
+
+async def test_held_records_are_set_aside_once_and_put_back_by_resume(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec(f"a{i}") for i in range(5)] + [rec("b")], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("p", "a", True), now=T0)
+    calls = counting(repository)
+    assert [r.name for r in await claim(repository)] == ["b"]
+    # One Query page, the lease of b, five set-asides and the check of the rules that follows them.
+    assert dict(calls) == {"Query": 2, "UpdateItem": 6}
+    held = await stored_item(repository, options, "a3")
+    assert "ready_at" not in held and held["held_at"] == {"S": format_time(T0)}
+    stored = await repository.get("p", "a3")
+    assert stored is not None and stored.corrupt is None and stored.scheduled_at == T0
+    assert [r.name for r in (await repository.list_page("p", limit=10, continuation=None))[0]] == [
+        *(f"a{i}" for i in range(5)),
+        "b",
+    ]
+    calls.clear()
+    # Set aside, the held records cost later claims nothing (b comes again: its lease has expired).
+    assert [r.name for r in await claim(repository, now=T0 + timedelta(hours=1), token="t2")] == ["b"]
+    assert dict(calls) == {"Query": 1, "UpdateItem": 1}
+    calls.clear()
+    assert await repository.resume("p", "a", prefix=True, now=T0) is True
+    assert dict(calls) == {"DeleteItem": 1, "Query": 2, "UpdateItem": 5}
+    item = await stored_item(repository, options, "a3")
+    assert "held_at" not in item and item["ready_at"] == {"S": format_time(T0)}
+    assert sorted(r.name for r in await claim(repository, token="t3")) == [f"a{i}" for i in range(5)]
+
+
+async def test_claim_pages_past_rules_and_remembers_how_many_there_are(repository: DynamoDBRepository) -> None:
+    await repository.register(
+        [rec(f"b{i}", T0 - timedelta(seconds=10 - i)) for i in range(5)], now=T0, mode=RegisterMode.CREATE
+    )
+    await repository.pause(PauseRule("p", "a", True), now=T0)
+    limits: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        limits.append(json.loads(params["body"])["Limit"])
+
+    repository.client.meta.events.register("before-call.dynamodb.Query", record)
+    assert [r.name for r in await claim(repository, limit=2)] == ["b0", "b1"]
+    assert limits == [2, 3]  # the rule took a place on the first page
+    limits.clear()
+    assert [r.name for r in await claim(repository, limit=2)] == ["b2", "b3"]
+    assert limits == [3]  # room made for the rule: one page again
+
+
+async def test_a_held_record_rewritten_reenters_the_index_and_the_claim_holds_it_again(
+    repository: DynamoDBRepository, options: dict[str, Any]
+) -> None:
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("p", "a", False), now=T0)
+    assert await claim(repository) == []
+    assert "ready_at" not in await stored_item(repository, options, "a")
+    await repository.register([rec("a", T0 - timedelta(minutes=1))], now=T0, mode=RegisterMode.FORCE)
+    assert "ready_at" in await stored_item(repository, options, "a")
+    assert await claim(repository) == []
+    assert "ready_at" not in await stored_item(repository, options, "a")
+    await repository.reschedule("p", "a", expected=T0 - timedelta(minutes=1), scheduled_at=T0, state=None, now=T0)
+    # A write to a set-aside record leaves a stale held_at beside the new ready_at: resume keeps the new one.
+    item = await stored_item(repository, options, "a")
+    assert item["ready_at"] == {"S": format_time(T0)} and "held_at" in item
+    assert await repository.resume("p", "a", prefix=False, now=T0)
+    item = await stored_item(repository, options, "a")
+    assert item["ready_at"] == {"S": format_time(T0)} and "held_at" not in item
+    assert [r.name for r in await claim(repository)] == ["a"]
+
+
+async def test_a_claim_racing_a_resume_puts_back_what_it_set_aside(
+    repository: DynamoDBRepository, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resume deletes the rule after the claim read it, and looks for set-aside records before the claim
+    sets this one aside: the claim, checking the rules again, puts it back."""
+    await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("p", "a", False), now=T0)
+    hold = repository._hold
+
+    async def racing(parent: str, item: dict[str, Any]) -> bool:
+        assert await repository.resume("p", "a", prefix=False, now=T0)
+        return await hold(parent, item)
+
+    monkeypatch.setattr(repository, "_hold", racing)
+    assert await claim(repository) == []
+    monkeypatch.undo()
+    item = await stored_item(repository, options, "a")
+    assert "held_at" not in item and item["ready_at"] == {"S": format_time(T0)}
+    assert [r.name for r in await claim(repository)] == ["a"]
+
+
+async def test_a_failed_check_after_setting_aside_is_retried_by_the_next_claim(
+    repository: DynamoDBRepository, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await repository.register([rec("a"), rec("b")], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("p", "a", False), now=T0)
+    pauses = repository.pauses
+
+    async def failing(parent: str) -> list[PauseRule]:
+        raise BackendError("dynamodb pauses failed: simulated")
+
+    monkeypatch.setattr(repository, "pauses", failing)
+    assert [r.name for r in await claim(repository)] == ["b"]  # returned, with a warning
+    monkeypatch.setattr(repository, "pauses", pauses)
+    # Removed behind the claim's back (resume would have put "a" back itself).
+    await repository.client.delete_item(
+        TableName=repository.table_name, Key=rule_key(options["dynamodb_partition_prefix"], "p", "a", is_prefix=False)
+    )
+    assert "ready_at" not in await stored_item(repository, options, "a")
+    assert await claim(repository) == []  # the check is made again, and puts "a" back
+    assert [r.name for r in await claim(repository)] == ["a"]
+
+
+async def test_rule_keys_are_reserved_and_invisible_as_records(repository: DynamoDBRepository) -> None:
+    with pytest.raises(ConfigurationError, match="leading NUL"):
+        await repository.register([rec("\x00pause:x")], now=T0, mode=RegisterMode.CREATE)
+    await repository.register([rec("\x01"), rec("a")], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("p", "zz", True), now=T0)
+    name = rule_key("x", "p", "zz", is_prefix=True)["task_id"]["S"]
+    assert await repository.get("p", name) is None
+    assert await repository.delete("p", name) is False
+    assert not await repository.reschedule("p", name, expected=T0, scheduled_at=T0, state=None, now=T0)
+    listed: list[str] = []
+    token = None
+    for _ in range(10):
+        page, token = await repository.list_page("p", limit=1, continuation=token)
+        listed.extend(r.name for r in page)
+        if token is None:
+            break
+    assert listed == ["\x01", "a"]
+    assert [rule.match for rule in await repository.pauses("p")] == ["zz"]
+
+
+async def test_parents_skip_rule_only_partitions_and_never_repeat(
+    repository: DynamoDBRepository, options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(repository_module, "_SCAN_PAGE", 3)  # partitions span scan pages
+    expected = {f"p{i}" for i in range(6)}
+    for i, parent in enumerate(sorted(expected)):
+        await repository.register([rec(f"r{j}", parent=parent) for j in range(i + 1)], now=T0, mode=RegisterMode.CREATE)
+    await repository.pause(PauseRule("ghost", "", True), now=T0)  # rules only: not a parent with records
+    await repository.pause(PauseRule("p3", "", True), now=T0)
+    other_options = {**options, "dynamodb_partition_prefix": unique()}
+    async with opened(other_options) as other:
+        await other.register([rec("x", parent="elsewhere")], now=T0, mode=RegisterMode.CREATE)
+    try:
+        for limit in (1, 2, 4, 10):
+            seen: list[str] = []
+            token = None
+            for _ in range(100):
+                page, token = await repository.parents(limit=limit, continuation=token)
+                assert len(page) <= limit
+                seen.extend(page)
+                if token is None:
+                    break
+            assert sorted(seen) == sorted(expected), limit
+    finally:
+        await backend.purge(backend.settings(other_options))
+    with pytest.raises(ConfigurationError):
+        await repository.parents(limit=1, continuation="not ours")
+
+
+async def test_a_store_written_before_the_control_plane_keeps_working(options: dict[str, Any], raw: Any) -> None:
+    """No schema change: a table and items as the previous 2.x layout wrote them are used as they are."""
+    table = options["dynamodb_table_name"]
+    await raw.create_table(TableName=table, BillingMode="PAY_PER_REQUEST", **SEED_SCHEMA)
+    before = (await raw.describe_table(TableName=table))["Table"]
+    partition = {"S": f"{options['dynamodb_partition_prefix']}:p"}
+    at, lease = format_time(T0), format_time(T0 + LEASE)
+    old_items = [
+        {"task_id": {"S": "a1"}, "scheduled_at": {"S": at}, "ready_at": {"S": at}, "spec": {"S": '{"v": 1}'}},
+        {"task_id": {"S": "a2"}, "scheduled_at": {"S": at}, "ready_at": {"S": at}, "state": {"S": '{"n": 3}'}},
+        {
+            "task_id": {"S": "a3"},
+            "scheduled_at": {"S": at},
+            "ready_at": {"S": lease},
+            "locked_until": {"S": lease},
+            "locked_by": {"S": "old"},
+        },
+        {"task_id": {"S": "b"}, "scheduled_at": {"S": at}, "ready_at": {"S": at}},
+    ]
+    for item in old_items:
+        await raw.put_item(TableName=table, Item={"partition_id": partition, **item})
+    async with opened(options) as repo:
+        assert (await raw.describe_table(TableName=table))["Table"]["LocalSecondaryIndexes"] == before[
+            "LocalSecondaryIndexes"
+        ]
+        a2 = await repo.get("p", "a2")
+        assert a2 is not None and a2.corrupt is None and a2.state == '{"n": 3}'
+        await repo.pause(PauseRule("p", "a", True), now=T0)
+        assert [r.name for r in await claim(repo)] == ["b"]
+        later = T0 + timedelta(days=10)
+        assert await repo.commit([Completion("p", "b", "tok", later), Completion("p", "a3", "old", T0 + LEASE)]) == [
+            True,
+            True,
+        ]
+        assert await claim(repo, now=T0 + timedelta(days=1), token="t2") == []
+        assert await repo.resume("p", "a", prefix=True, now=T0)
+        records = {r.name: r for r in await claim(repo, now=T0 + timedelta(days=1), token="t3")}
+        assert sorted(records) == ["a1", "a2", "a3"]
+        assert records["a1"].spec == '{"v": 1}' and records["a2"].state == '{"n": 3}'
+        assert records["a3"].scheduled_at == T0 + LEASE
+        stored = await repo.get("p", "b")
+        assert stored is not None and stored.scheduled_at == later

@@ -33,7 +33,7 @@ class DynamoDBBackend(Backend):
     """``dynamodb``: Amazon DynamoDB (or a compatible emulator) through aiobotocore."""
 
     name = "dynamodb"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
     options = OPTIONS
 
     @contextlib.asynccontextmanager

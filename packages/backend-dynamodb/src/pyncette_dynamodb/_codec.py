@@ -1,4 +1,4 @@
-"""How records map to DynamoDB items.
+"""How records and pause rules map to DynamoDB items.
 
 One item per record::
 
@@ -6,6 +6,8 @@ One item per record::
     task_id       S  record name                      table range key
     ready_at      S  when the record becomes claimable: max(scheduled_at, locked_until);
                      range key of the local secondary index "ready_at"
+    held_at       S  instead of ready_at while a pause holds the record and a claim has set it
+                     aside (the index is sparse: the record is then out of it); see _repository
     scheduled_at  S
     locked_until  S  only while leased
     locked_by     S  only while leased
@@ -13,16 +15,28 @@ One item per record::
     state         S  the runtime's bookkeeping (JSON text, verbatim), only when it has some;
                      items written before it existed have none and read as no state
 
-Times are fixed-width UTC strings (``2030-01-01T12:00:00.000000Z``), so string
-order is time order and ``ready_at <= :now`` selects exactly the claimable items.
+One item per pause rule, in the partition of the parent it holds::
+
+    partition_id  S  "<partition_prefix>:<parent>"
+    task_id       S  "\\x00pause:" + SHA-256 (hex) of the rule's kind and match
+    ready_at      S  "\\x00pause": before every time, so a claim's index Query returns rules first
+    pause_rule    S  "*" + prefix, or "=" + exact name
+    pause_info    S  the rule's info (JSON text, verbatim), only when it has some
+
+Record names starting with NUL are refused (the runtime never makes them: instance names
+cannot contain NUL), so no record can take a rule's sort key and every record sorts at or
+after ``"\\x01"``. Times are fixed-width UTC strings (``2030-01-01T12:00:00.000000Z``), so
+string order is time order and ``ready_at <= :now`` selects exactly the claimable items
+(and the rules).
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
-from pyncette.abc import PARKED_AT, Record
+from pyncette.abc import PARKED_AT, PauseRule, Record
 from pyncette.errors import ConfigurationError
 
 Item = dict[str, dict[str, Any]]
@@ -31,6 +45,17 @@ PARTITION_KEY = "partition_id"
 SORT_KEY = "task_id"
 READY_AT = "ready_at"
 INDEX_NAME = "ready_at"
+HELD_AT = "held_at"
+RULE = "pause_rule"
+RULE_INFO = "pause_info"
+#: Sort keys starting with this are not records (rule items); no record name may start with it.
+RESERVED = "\x00"
+#: The sort keys of rule items start with this.
+RULE_KEY = "\x00pause:"
+#: The ``ready_at`` of rule items: sorts before every time (and every other string but the empty one).
+RULE_READY = "\x00pause"
+#: The smallest sort key a record can have.
+FIRST_NAME = "\x01"
 
 # DynamoDB's limits: 2048 bytes for a partition key, 1024 for a sort key, 400 KB for an item.
 _MAX_PARTITION_BYTES = 2048
@@ -70,13 +95,27 @@ def check_storable(prefix: str, record: Record) -> None:
         raise ConfigurationError(
             f"task name {record.name[:50]!r} cannot be stored in DynamoDB: 1 to {_MAX_NAME_BYTES} bytes are allowed"
         )
-    if len(partition_id(prefix, record.parent).encode()) > _MAX_PARTITION_BYTES:
-        raise ConfigurationError(f"task parent {record.parent[:50]!r} is too long for a DynamoDB partition key")
+    if record.name.startswith(RESERVED):
+        raise ConfigurationError(
+            f"task name {record.name[:50]!r} cannot be stored in DynamoDB: a leading NUL is reserved (pause rules)"
+        )
+    check_parent(prefix, record.parent)
     if record.spec is not None and len(record.spec.encode()) > _MAX_SPEC_BYTES:
         raise ConfigurationError(
             f"spec of task {record.name[:50]!r} is too large for DynamoDB (at most {_MAX_SPEC_BYTES} bytes)"
         )
     check_state(record.name, record.state)
+
+
+def fits(prefix: str, parent: str) -> bool:
+    """Whether ``parent`` makes a partition key DynamoDB accepts."""
+    return len(partition_id(prefix, parent).encode()) <= _MAX_PARTITION_BYTES
+
+
+def check_parent(prefix: str, parent: str) -> None:
+    """Refuse, up front, a parent too long for a partition key."""
+    if not fits(prefix, parent):
+        raise ConfigurationError(f"task parent {parent[:50]!r} is too long for a DynamoDB partition key")
 
 
 def check_state(name: str, state: str | None) -> None:
@@ -98,6 +137,44 @@ def new_item(prefix: str, record: Record) -> Item:
     if record.state is not None:
         item["state"] = {"S": record.state}
     return item
+
+
+def is_rule(item: Item) -> bool:
+    """Whether ``item`` (of a parent's partition) is a pause rule rather than a record."""
+    return str(item[SORT_KEY]["S"]).startswith(RESERVED)
+
+
+def rule_key(prefix: str, parent: str, match: str, *, is_prefix: bool) -> Item:
+    """The primary key of the rule ``(parent, match, is_prefix)``: hashed, so any match fits in a sort key."""
+    digest = hashlib.sha256(_rule_text(match, is_prefix=is_prefix).encode("utf-8", "surrogatepass")).hexdigest()
+    return key(prefix, parent, RULE_KEY + digest)
+
+
+def _rule_text(match: str, *, is_prefix: bool) -> str:
+    return ("*" if is_prefix else "=") + match
+
+
+def rule_item(prefix: str, rule: PauseRule) -> Item:
+    """The item storing ``rule``."""
+    check_parent(prefix, rule.parent)
+    if rule.info is not None and len(rule.info.encode()) > _MAX_STATE_BYTES:
+        raise ConfigurationError(
+            f"info of pause {rule.match[:50]!r} is too large for DynamoDB (at most {_MAX_STATE_BYTES} bytes)"
+        )
+    item = rule_key(prefix, rule.parent, rule.match, is_prefix=rule.prefix)
+    item[READY_AT] = {"S": RULE_READY}
+    item[RULE] = {"S": _rule_text(rule.match, is_prefix=rule.prefix)}
+    if rule.info is not None:
+        item[RULE_INFO] = {"S": rule.info}
+    return item
+
+
+def decode_rule(parent: str, item: Item) -> PauseRule | None:
+    """The rule stored in a rule item; ``None`` when it is damaged (then it holds nothing)."""
+    value = text(item, RULE)
+    if not value or value[0] not in "*=":
+        return None
+    return PauseRule(parent=parent, match=value[1:], prefix=value[0] == "*", info=text(item, RULE_INFO))
 
 
 def text(item: Item, attribute: str) -> str | None:
@@ -142,8 +219,8 @@ def decode(parent: str, item: Item) -> Record:
         problems.append(f"scheduled_at {_describe(item, 'scheduled_at')}")
     if locked_until is None and "locked_until" in item:
         problems.append(f"locked_until {_describe(item, 'locked_until')}")
-    if stored_time(item, READY_AT) is None:
-        # Not (or wrongly) in the ready_at index: no claim would ever find it.
+    if stored_time(item, READY_AT) is None and (READY_AT in item or stored_time(item, HELD_AT) is None):
+        # Not (or wrongly) in the ready_at index, and not set aside by a pause either: no claim would find it.
         problems.append(f"ready_at {_describe(item, READY_AT)}")
     spec, locked_by, state = text(item, "spec"), text(item, "locked_by"), text(item, "state")
     for attribute, value in (("spec", spec), ("locked_by", locked_by), ("state", state)):

@@ -110,7 +110,8 @@ async def ensure_table(client: Client) -> None:
 
 
 async def purge(client: Client) -> None:
-    """Delete every item under the partition prefix; then drop the table if it is empty and ours to manage."""
+    """Delete every item under the partition prefix (records and pause rules); then drop the table if it is
+    empty and ours to manage."""
     config = client.config
     name = config.table_name
     start: Item | None = None

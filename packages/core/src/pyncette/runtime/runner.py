@@ -249,38 +249,11 @@ class Runner:
         # next run meanwhile; the outcome is stored (and the lease released) afterwards.
         guarded = policies.overlap != "allow" and next_at is not None
         stored_at, after = self._stored_form(run, next_at, state.starting(started))
-        stored, run.hold = await self._committer.finish(
-            run.lease, stored_at, run.record.locked_until, run.give_hold(), state=after, release=not guarded
-        )
-        if not stored:
-            logger.warning("Not running %r: its lease was lost before it started", task)
+        if not await self._store_start(run, stored_at, after, release=not guarded):
             return
-        if not guarded:
-            self._agenda.planned(task, stored_at)
-            if isinstance(task, StaticTask):
-                # Already rescheduled: the next run may start on time even while this one still runs.
-                self._agenda.static_running.pop(task.name, None)
-
-        async def heartbeat() -> None:
-            if guarded and not await self._repository.extend(
-                run.lease, lease_until=self._clock.now() + task.lease_duration
-            ):
-                raise LeaseLostException(task)
-
-        error: Exception | None = None
-        try:
-            await self._invoke(self._context(run, heartbeat, nominal, 1, state.origin), started)
-        except LeaseLostException:
-            self._lease_lost(task, nominal)
+        lost, error, finished = await self._single_try(run, nominal, state.origin, started, guarded, "at-most-once")
+        if lost:
             return
-        except Exception as exc:
-            error = exc
-            logger.error("Task %r failed (at-most-once: not retried)", task, exc_info=exc)
-            if self._listeners.wants(events.Failed):
-                self._listeners.emit(events.Failed(task, nominal, self._clock.now(), 1, exc))
-        finished = self._clock.now()
-        if error is None and self._on_succeeded:
-            self._listeners.emit(events.Succeeded(task, nominal, finished, 1, finished - started))
         if guarded:
             assert next_at is not None
             if next_at <= finished:
@@ -300,36 +273,11 @@ class Runner:
         guarded = task.execution_mode is ExecutionMode.AT_LEAST_ONCE or task.policies.overlap != "allow"
         if not guarded:
             begun = replace(kept, last_started=started, last_finished=None, last_outcome=None, last_error=None)
-            stored, run.hold = await self._committer.finish(
-                run.lease, regular, run.record.locked_until, run.give_hold(), state=self._counted(run, begun).encode()
-            )
-            if not stored:
-                logger.warning("Not running %r: its lease was lost before it started", task)
+            if not await self._store_start(run, regular, self._counted(run, begun).encode(), release=True):
                 return
-            self._agenda.planned(task, regular)
-            if isinstance(task, StaticTask):
-                self._agenda.static_running.pop(task.name, None)
-
-        async def heartbeat() -> None:
-            if guarded and not await self._repository.extend(
-                run.lease, lease_until=self._clock.now() + task.lease_duration
-            ):
-                raise LeaseLostException(task)
-
-        error: Exception | None = None
-        try:
-            await self._invoke(self._context(run, heartbeat, at, 1, kept.origin), started)
-        except LeaseLostException:
-            self._lease_lost(task, at)
+        lost, error, finished = await self._single_try(run, at, kept.origin, started, guarded, "a triggered run")
+        if lost:
             return
-        except Exception as exc:
-            error = exc
-            logger.error("Task %r failed (a triggered run: not retried)", task, exc_info=exc)
-            if self._listeners.wants(events.Failed):
-                self._listeners.emit(events.Failed(task, at, self._clock.now(), 1, exc))
-        finished = self._clock.now()
-        if error is None and self._on_succeeded:
-            self._listeners.emit(events.Succeeded(task, at, finished, 1, finished - started))
         if guarded:
             after = replace(
                 kept,
@@ -342,6 +290,52 @@ class Runner:
             self._submit(run, Pending(run.lease, regular, run.record.locked_until, owner=run, state=stored_state))
         if run.counted is not None:
             await self._remember(run, at, started, finished, 1, error)
+
+    async def _store_start(self, run: Run, next_at: datetime | None, state: str | None, *, release: bool) -> bool:
+        """Commit a run that is not retried before its body starts (at-most-once, triggered); ``False`` (and
+        nothing is to run) when the lease was lost meanwhile."""
+        task = run.task
+        stored, run.hold = await self._committer.finish(
+            run.lease, next_at, run.record.locked_until, run.give_hold(), state=state, release=release
+        )
+        if not stored:
+            logger.warning("Not running %r: its lease was lost before it started", task)
+            return False
+        if release:
+            self._agenda.planned(task, next_at)
+            if isinstance(task, StaticTask):
+                # Already rescheduled: the next run may start on time even while this one still runs.
+                self._agenda.static_running.pop(task.name, None)
+        return True
+
+    async def _single_try(
+        self, run: Run, scheduled: datetime, origin: dict[str, str] | None, started: datetime, guarded: bool, kind: str
+    ) -> tuple[bool, Exception | None, datetime]:
+        """Run the body once, not retried (``kind`` says why, for the log); heartbeats extend the lease only
+        while the run holds it (``guarded``). Returns whether the lease was lost, the error, the end time."""
+        task = run.task
+
+        async def heartbeat() -> None:
+            if guarded and not await self._repository.extend(
+                run.lease, lease_until=self._clock.now() + task.lease_duration
+            ):
+                raise LeaseLostException(task)
+
+        error: Exception | None = None
+        try:
+            await self._invoke(self._context(run, heartbeat, scheduled, 1, origin), started)
+        except LeaseLostException:
+            self._lease_lost(task, scheduled)
+            return True, None, self._clock.now()
+        except Exception as exc:
+            error = exc
+            logger.error("Task %r failed (%s: not retried)", task, kind, exc_info=exc)
+            if self._listeners.wants(events.Failed):
+                self._listeners.emit(events.Failed(task, scheduled, self._clock.now(), 1, exc))
+        finished = self._clock.now()
+        if error is None and self._on_succeeded:
+            self._listeners.emit(events.Succeeded(task, scheduled, finished, 1, finished - started))
+        return False, error, finished
 
     def _missed(self, task: StaticTask | Instance, first: datetime, now: datetime, count: int) -> None:
         logger.info("Task %r missed %d run(s) from %s (catch-up policy)", task, count, first.isoformat())

@@ -60,9 +60,9 @@ class Control:
     ) -> int | None:
         """Store a pause; return how many stored records it holds (``None`` when the backend cannot tell)."""
         if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
-            raise ConfigurationError(f"invalid note {str(note)[:40]!r}: must be text of at most {MAX_NOTE} characters")
+            raise ConfigurationError(f"invalid note {repr(note)[:40]}: must be text of at most {MAX_NOTE} characters")
         if by is not None and (not isinstance(by, str) or len(by) > 200):
-            raise ConfigurationError(f"invalid by {str(by)[:40]!r}: must be text of at most 200 characters")
+            raise ConfigurationError(f"invalid by {repr(by)[:40]}: must be text of at most 200 characters")
         now = self._clock.now()
         info = json.dumps({"note": note, "by": by, "at": now.isoformat()}, ensure_ascii=False)
         total: int | None = 0
@@ -228,7 +228,7 @@ def _targets(task: Task, instance_name: str | None, prefix: str | None) -> list[
         return [(parent, name, False)]
     if prefix is not None:
         if not isinstance(prefix, str) or not prefix or len(prefix) > 1000:
-            raise ConfigurationError(f"invalid prefix {str(prefix)[:40]!r}: must be text of 1 to 1000 characters")
+            raise ConfigurationError(f"invalid prefix {repr(prefix)[:40]}: must be text of 1 to 1000 characters")
         return [(parent, prefix, True) for parent in owner.all_parents()]
     return [(parent, "", True) for parent in owner.all_parents()]
 

@@ -13,6 +13,7 @@ from .control import ControlContract, ControlSuite
 from .coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from .faults import FaultPlan, FaultSuite, FaultyRepository
 from .harness import BackendUnderTest
+from .notifications import NotificationSuite
 from .policies import PolicySuite
 from .recovery import RecoverySuite, run_script_until_interrupted
 from .repository import RepositoryContract
@@ -25,6 +26,7 @@ ALL_SUITES = (
     PolicySuite,
     ControlContract,
     ControlSuite,
+    NotificationSuite,
     PersistenceSuite,
     IsolationSuite,
     CoordinationSuite,
@@ -45,6 +47,7 @@ __all__ = [
     "FaultSuite",
     "FaultyRepository",
     "IsolationSuite",
+    "NotificationSuite",
     "PersistenceSuite",
     "PolicySuite",
     "RecoverySuite",

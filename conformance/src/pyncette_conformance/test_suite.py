@@ -4,6 +4,7 @@ from pyncette_conformance.behaviour import BehaviourSuite
 from pyncette_conformance.control import ControlContract, ControlSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
+from pyncette_conformance.notifications import NotificationSuite
 from pyncette_conformance.policies import PolicySuite
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
@@ -24,6 +25,10 @@ class TestControlContract(ControlContract):
 
 class TestControl(ControlSuite):
     """Pause, resume, run now and prune through the API (skipped unless the backend declares ``control``)."""
+
+
+class TestNotifications(NotificationSuite):
+    """Wake-ups pushed between apps (skipped unless the backend declares ``notifications``)."""
 
 
 class TestPersistence(PersistenceSuite):

@@ -62,8 +62,9 @@ class Capabilities:
             conformance suite runs its multi-process tests only then).
         asyncio_only: the driver only works on asyncio (not trio); the app
             refuses to start on another event loop.
-        notifications: reserved for pushing wake-ups to other instances; no
-            backend sets it and nothing reads it yet.
+        notifications: the repository pushes wake-ups to other processes (see
+            :meth:`Repository.wakeups`): work another process registers starts in milliseconds instead of
+            at the next poll.
         control: the repository implements the control-plane methods (:meth:`Repository.pause`,
             :meth:`~Repository.resume`, :meth:`~Repository.pauses`, :meth:`~Repository.reschedule`
             and :meth:`~Repository.parents`), which pausing, run-now and pruning need. Without it those
@@ -338,6 +339,24 @@ class Repository(ABC):
         cost a scan of the storage.
         """
         raise NotImplementedError
+
+    # -- wake-ups: optional, declared by Capabilities.notifications ---------------------------------------
+
+    def wakeups(self) -> AbstractAsyncContextManager[AsyncIterator[datetime]] | None:
+        """Hints from other processes that work became due sooner than they may know; ``None`` (the default)
+        when the backend only polls.
+
+        The context manager connects (a dedicated connection where the storage needs one); iterating it
+        yields, for each hint, the time the work is due (aware UTC; often a time already past). A hint is
+        sent when a write commits that makes a record due sooner than others may know: ``register`` of a
+        record inserted or moved sooner, ``reschedule`` and ``resume``. Hints are best effort: they may be
+        lost, repeated or late, and nothing may depend on them (the runtime still polls every
+        ``poll_interval``). Iteration ends, or raises :class:`~pyncette.errors.BackendError`, when the
+        connection is lost; the runtime then opens it again after a short backoff. Hints must not cost a
+        round trip of their own on the writer's side (send them with the write: in the same script or
+        transaction).
+        """
+        return None
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         """Testing hook: store ``raw`` verbatim as the record's spec, bypassing validation.

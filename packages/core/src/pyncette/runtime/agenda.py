@@ -48,6 +48,14 @@ class Agenda:
         if deadline is not None and wake_at < deadline:
             self._alarm.ring()
 
+    def hinted(self, due: datetime) -> None:
+        """Note a hint from another process (:meth:`Repository.wakeups`) that work is due at ``due``."""
+        if len(self._hints) < MAX_HINTS:
+            heapq.heappush(self._hints, due)
+        deadline = self._alarm.deadline
+        if deadline is not None and due < deadline:
+            self._alarm.ring()
+
     def forget_dynamic(self, now: datetime) -> None:
         """Forget the upcoming dynamic runs due by ``now`` (the tick starting at ``now`` claims them)."""
         hints = self._hints

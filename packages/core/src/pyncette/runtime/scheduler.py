@@ -30,6 +30,7 @@ from .description import AppDescription
 from .retries import retrying
 from .runner import Runner
 from .slots import Slots
+from .wakeups import Listener
 from .workers import WorkerPool
 
 logger = get_logger("pyncette")
@@ -106,6 +107,9 @@ class Scheduler:
             with anyio.CancelScope() as self._scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._committer.run)
+                    wakeups = Listener(self._repository, self.agenda)
+                    if wakeups.available():
+                        tg.start_soon(wakeups.run)
                     self.claims.start = WorkerPool(tg, self.runner.execute).start
                     # A shutdown while storage is unavailable at start stops the retries: nothing was claimed yet.
                     with contextlib.suppress(_Stopping):

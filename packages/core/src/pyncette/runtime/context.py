@@ -20,6 +20,7 @@ from ..runstate import RunState, decode
 from ..task import DynamicTask, Instance, StaticTask, Task
 from .control import Control, RunNow
 from .description import AppDescription
+from .registrations import Registrations
 from .scheduler import Scheduler
 
 logger = get_logger("pyncette")
@@ -48,6 +49,7 @@ class PyncetteContext:
         self._values = values
         self._scheduler = Scheduler(self, description, repository, clock, values)
         self._control = Control(description, repository, clock, self._scheduler.agenda.planned)
+        self._registrations = Registrations(repository)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -102,9 +104,9 @@ class PyncetteContext:
     ) -> list[Instance]:
         """Bulk :meth:`schedule_task`: ``{instance_name: options}``, written in as few round trips as possible.
 
-        Every instance is validated before anything is written. Every instance that is not running is
-        written; if some were running (and ``force`` is false), :class:`TaskLockedException` is raised
-        afterwards, naming them.
+        Every instance is validated before anything is written. Concurrent calls share storage round trips
+        (see :mod:`pyncette.runtime.registrations`). Every instance that is not running is written; if some
+        were running (and ``force`` is false), :class:`TaskLockedException` is raised afterwards, naming them.
         """
         template = _template(task)
         now = self.clock.now()
@@ -132,7 +134,7 @@ class PyncetteContext:
         written_flags: list[bool] = []
         for start in range(0, len(records), REGISTER_CHUNK):
             chunk = records[start : start + REGISTER_CHUNK]
-            written = await self.repository.register(chunk, now=now, mode=mode)
+            written = await self._registrations.register(chunk, now=now, mode=mode)
             written_flags.extend(written)
             locked.extend(t for t, ok in zip(concrete[start : start + REGISTER_CHUNK], written, strict=True) if not ok)
         listeners = self.description.listeners

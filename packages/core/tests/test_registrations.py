@@ -1,0 +1,111 @@
+"""Concurrent ``schedule_task`` calls share ``register`` round trips; each caller gets its own outcome."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anyio
+import pytest
+
+from pyncette import Context, Pyncette
+from pyncette.abc import Record, RegisterMode, Repository
+from pyncette.errors import BackendError, TaskLockedException
+from pyncette.memory import MemoryRepository
+from pyncette.testing import VirtualClock
+
+START = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+pytestmark = pytest.mark.anyio
+
+
+class SlowRegister(MemoryRepository):
+    """Each register call takes a real moment (a round trip) and is recorded; names in ``failing`` fail it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.failing: set[str] = set()
+
+    async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        self.calls.append(len(records))
+        await anyio.sleep(0.01)
+        if any(r.name in self.failing for r in records):
+            raise BackendError("storage refused the batch")
+        return await super().register(records, now=now, mode=mode)
+
+
+def factory_for(repository: Repository) -> Any:
+    @contextlib.asynccontextmanager
+    async def factory(**options: Any) -> AsyncIterator[Repository]:
+        yield repository
+
+    return factory
+
+
+async def test_concurrent_calls_share_round_trips_and_get_their_own_instances() -> None:
+    repository = SlowRegister()
+    app = Pyncette(repository_factory=factory_for(repository))
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        pass
+
+    results: dict[str, str] = {}
+    async with app.create(clock=VirtualClock(START)) as ctx:
+        await ctx.schedule_task(job, "alone", interval=timedelta(minutes=1))
+        assert repository.calls == [1]  # alone: sent at once, by itself
+
+        async def one(n: int) -> None:
+            instance = await ctx.schedule_task(job, f"i{n}", interval=timedelta(minutes=n + 1))
+            results[instance.name] = str(instance.interval)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(50):
+                tg.start_soon(one, n)
+        assert sorted(results) == sorted(f"i{n}" for n in range(50))
+        assert results["i9"] == "0:10:00"
+        assert sum(repository.calls[1:]) == 50
+        assert len(repository.calls) <= 4  # the first call, then what queued behind it
+        for n in (0, 49):
+            state = await ctx.get_task(job, f"i{n}")
+            assert state is not None and state.task.interval == timedelta(minutes=n + 1)
+
+
+async def test_each_caller_gets_its_own_error() -> None:
+    repository = SlowRegister()
+    app = Pyncette(repository_factory=factory_for(repository))
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        pass
+
+    outcomes: dict[str, str] = {}
+    async with app.create(clock=VirtualClock(START)) as ctx:
+        await ctx.schedule_task(job, "busy", interval=timedelta(minutes=1))
+        [record] = await repository.claim(
+            "job", now=START + timedelta(minutes=1), limit=1, lease_until=START + timedelta(hours=1), token="t"
+        )
+        repository.failing.add("bad")
+
+        async def one(name: str, delay: float) -> None:
+            await anyio.sleep(delay)
+            try:
+                await ctx.schedule_task(job, name, interval=timedelta(minutes=2))
+                outcomes[name] = "ok"
+            except (BackendError, TaskLockedException) as exc:
+                outcomes[name] = type(exc).__name__
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "first", 0)
+            for name in ["bad", "with-bad", "busy"]:
+                tg.start_soon(one, name, 0.001)  # queued behind "first": sent together
+        assert record.locked_by == "t"
+        # "bad" failed the batch it shared with "with-bad" (and "busy"); "busy" alone would be locked.
+        assert outcomes["first"] == "ok"
+        assert outcomes["bad"] == outcomes["with-bad"] == "BackendError"
+        repository.failing.clear()
+        with pytest.raises(TaskLockedException):
+            await ctx.schedule_task(job, "busy", interval=timedelta(minutes=2))

@@ -17,6 +17,7 @@ from pyncette_conformance import (
     CoordinationSuite,
     FaultSuite,
     IsolationSuite,
+    NotificationSuite,
     PersistenceSuite,
     PolicySuite,
     RepositoryContract,
@@ -135,3 +136,7 @@ class TestSqliteFileControlContract(_SqliteFile, ControlContract):
 
 class TestSqliteFileControl(_SqliteFile, ControlSuite):
     pass
+
+
+class TestMemoryNotifications(_InMemory, NotificationSuite):
+    """Apps of one process sharing a store (``memory_namespace``) wake each other."""

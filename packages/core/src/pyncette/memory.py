@@ -20,6 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
 from .abc import Backend, Capabilities, Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from .options import Identifier, Option, Options, Settings
 
@@ -52,6 +55,27 @@ class MemoryRepository(Repository):
     def __init__(self) -> None:
         self._parents: dict[str, _Parent] = {}
         self._sequence = itertools.count()
+        # Wake-up subscribers (apps of this process sharing the store): best effort, a full one misses hints.
+        self._listeners: set[MemoryObjectSendStream[datetime]] = set()
+
+    def wakeups(self) -> AbstractAsyncContextManager[AsyncIterator[datetime]]:
+        return self._subscribe()
+
+    @contextlib.asynccontextmanager
+    async def _subscribe(self) -> AsyncIterator[AsyncIterator[datetime]]:
+        send, receive = anyio.create_memory_object_stream[datetime](1000)
+        self._listeners.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._listeners.discard(send)
+            send.close()
+
+    def _hint(self, due: datetime) -> None:
+        for listener in list(self._listeners):
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                listener.send_nowait(due)
 
     def _parent(self, parent: str) -> _Parent:
         group = self._parents.get(parent)
@@ -77,6 +101,14 @@ class MemoryRepository(Repository):
         group.held.discard(name)
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
+        results = self._register(records, now, mode)
+        if self._listeners:
+            written = [r.scheduled_at for r, ok in zip(records, results, strict=True) if ok]
+            if written:
+                self._hint(min(written))
+        return results
+
+    def _register(self, records: Sequence[Record], now: datetime, mode: RegisterMode) -> list[bool]:
         results = []
         for record in records:
             group = self._parent(record.parent)
@@ -193,6 +225,7 @@ class MemoryRepository(Repository):
         for name in [name for name in group.held if not group.paused(name)]:
             group.held.discard(name)
             self._store(group, group.records[name])
+        self._hint(now)
         return True
 
     async def pauses(self, parent: str) -> list[PauseRule]:
@@ -209,6 +242,7 @@ class MemoryRepository(Repository):
         if record.locked_until is not None and record.locked_until > now:
             return False
         self._store(group, replace(record, scheduled_at=scheduled_at, state=record.state if state is None else state))
+        self._hint(scheduled_at)
         return True
 
     async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
@@ -224,7 +258,7 @@ class MemoryBackend(Backend):
     """``memory``: records in this process only (the default backend)."""
 
     name = "memory"
-    capabilities = Capabilities(control=True)
+    capabilities = Capabilities(control=True, notifications=True)
     options = Options(
         Option(
             "memory_namespace",

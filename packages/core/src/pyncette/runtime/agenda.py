@@ -53,7 +53,8 @@ class Agenda:
         if len(self._hints) < MAX_HINTS:
             heapq.heappush(self._hints, due)
         deadline = self._alarm.deadline
-        if deadline is not None and due < deadline:
+        # Not asleep: the tick in progress may already have chosen when to wake; the ring makes it look again.
+        if deadline is None or due < deadline:
             self._alarm.ring()
 
     def forget_dynamic(self, now: datetime) -> None:

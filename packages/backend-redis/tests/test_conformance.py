@@ -11,6 +11,7 @@ from pyncette_conformance.control import ControlContract, ControlSuite
 from pyncette_conformance.coordination import CoordinationSuite, IsolationSuite, PersistenceSuite
 from pyncette_conformance.faults import FaultSuite
 from pyncette_conformance.harness import BackendUnderTest
+from pyncette_conformance.notifications import NotificationSuite
 from pyncette_conformance.policies import PolicySuite
 from pyncette_conformance.recovery import RecoverySuite
 from pyncette_conformance.repository import RepositoryContract
@@ -103,4 +104,12 @@ class TestRedisClusterValidation(RedisClusterMixin, ValidationSuite):
 
 
 class TestRedisFaults(RedisBackendMixin, FaultSuite):
+    pass
+
+
+class TestRedisNotifications(RedisBackendMixin, NotificationSuite):
+    """Wake-ups over pub/sub; the lost-connection test cuts the subscriber too (``kill_connections``)."""
+
+
+class TestRedisClusterNotifications(RedisClusterMixin, NotificationSuite):
     pass

@@ -96,6 +96,7 @@ def test_descriptor() -> None:
     assert redis_repository is backend
     caps = backend.capabilities
     assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.control) == (True, True, True, True)
+    assert caps.notifications
 
 
 def test_option_schema() -> None:
@@ -1052,3 +1053,145 @@ async def test_cluster_pauses_and_lists_parents_on_every_node(cluster_url: str, 
     finally:
         for node in nodes:
             await node.aclose()
+
+
+# --- wake-ups (pub/sub) ------------------------------------------------------------------------
+
+
+async def published(subscriber: redis.client.PubSub | Any, quiet: float = 0.3) -> list[str]:
+    """The messages received until none arrives for ``quiet`` seconds."""
+    found: list[str] = []
+    while (message := await subscriber.get_message(ignore_subscribe_messages=True, timeout=quiet)) is not None:
+        found.append(message["data"])
+    return found
+
+
+@pytest.fixture
+async def subscriber(repo: Repository, admin: redis.asyncio.Redis) -> AsyncIterator[Any]:
+    assert isinstance(repo, RedisRepository)
+    pubsub = admin.pubsub()
+    await pubsub.subscribe(repo.channel)
+    try:
+        assert await published(pubsub) == []  # subscribed (the confirmation is skipped)
+        yield pubsub
+    finally:
+        await pubsub.aclose()
+
+
+def at_text(value: datetime) -> str:
+    return repr(value.timestamp())
+
+
+def as_times(texts: list[str]) -> list[datetime]:
+    return [datetime.fromtimestamp(float(text), tz=timezone.utc) for text in texts]
+
+
+async def test_one_hint_per_register_call_and_none_for_lease_writes(repo: Repository, subscriber: Any) -> None:
+    soon, later = T0 - timedelta(hours=1), T0 + timedelta(hours=1)
+    records = [rec("a", at=later), rec("b", at=soon), rec("c", at=T0)]
+    assert all(await repo.register(records, now=T0, mode=RegisterMode.UPDATE))
+    assert await published(subscriber) == [at_text(soon)]
+    # Written but not moved sooner, or not written at all: no hint.
+    assert all(await repo.register(records, now=T0, mode=RegisterMode.UPDATE))
+    assert not any(await repo.register(records, now=T0, mode=RegisterMode.CREATE))
+    assert await published(subscriber) == []
+    # One call per parent: one hint each.
+    await repo.register(
+        [rec("x", "q1", at=later), rec("y", "q2", at=T0), rec("a", at=T0 - timedelta(days=1))],
+        now=T0,
+        mode=RegisterMode.UPDATE,
+    )
+    assert sorted(await published(subscriber)) == sorted([at_text(later), at_text(T0), at_text(T0 - timedelta(days=1))])
+    claimed = await repo.claim("p", now=T0, limit=10, lease_until=LEASE, token="t")
+    assert len(claimed) == 3
+    assert await repo.extend(Lease("p", "a", "t"), lease_until=LEASE + timedelta(seconds=1))
+    assert await repo.unlock([Lease("p", "b", "t")]) == [True]
+    assert await repo.commit([Completion("p", "a", "t", later), Completion("p", "c", "t", None)]) == [True, True]
+    await repo.delete("p", "b")
+    assert await published(subscriber) == []
+
+
+async def test_reschedule_and_resume_hint(repo: Repository, subscriber: Any) -> None:
+    later = T0 + timedelta(hours=1)
+    await repo.register([rec("a", at=later), rec("b", at=later + timedelta(hours=1))], now=T0, mode=RegisterMode.UPDATE)
+    assert await published(subscriber) == [at_text(later)]
+    assert await repo.reschedule("p", "a", expected=later, scheduled_at=T0, state=None, now=T0)
+    assert await published(subscriber) == [at_text(T0)]
+    # Held records: no hint while a rule holds them, one (the earliest released) when it goes.
+    await repo.pause(PauseRule("p", "", True, None), now=T0)
+    await repo.pause(PauseRule("p", "b", False, None), now=T0)
+    await repo.register([rec("b", at=T0 - timedelta(hours=1))], now=T0, mode=RegisterMode.UPDATE)
+    assert await published(subscriber) == []
+    assert await repo.resume("p", "b", prefix=False, now=T0)
+    assert await published(subscriber) == []  # the whole parent is still paused
+    # The whole parent resumed: the earliest claimable time in it (a stored score, as Redis writes it).
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    assert as_times(await published(subscriber)) == [T0 - timedelta(hours=1)]
+    await repo.pause(PauseRule("p", "", True, None), now=T0)
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    assert as_times(await published(subscriber)) == [T0 - timedelta(hours=1)]
+    # A prefix rule: the earliest claimable time it released.
+    await repo.pause(PauseRule("p", "", True, None), now=T0)
+    assert await repo.resume("p", "", prefix=True, now=T0)
+    assert len(await published(subscriber)) == 1
+    await repo.pause(PauseRule("p", "a", True, None), now=T0)
+    assert await repo.resume("p", "a", prefix=True, now=T0)
+    assert as_times(await published(subscriber)) == [T0]
+    # Nothing resumed, or nothing released: no hint.
+    assert not await repo.resume("p", "nothing", prefix=True, now=T0)
+    await repo.pause(PauseRule("p", "z", True, None), now=T0)
+    assert await repo.resume("p", "z", prefix=True, now=T0)
+    assert await published(subscriber) == []
+
+
+async def test_wakeups_yield_due_times_of_their_namespace_only(options: dict[str, Any], redis_url: str) -> None:
+    other = {"redis_url": redis_url, "redis_namespace": options["redis_namespace"] + "x"}
+    try:
+        async with opened(options) as mine, opened(other) as theirs:
+            source = mine.wakeups()
+            assert source is not None
+            async with source as hints:
+                due = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+                await theirs.register([rec("a", at=T0)], now=T0, mode=RegisterMode.UPDATE)
+                await mine.register([rec("a", at=due)], now=T0, mode=RegisterMode.UPDATE)
+                with anyio.fail_after(5):
+                    hint = await anext(aiter(hints))
+                assert hint == due and hint.tzinfo is not None
+    finally:
+        await purge(other)
+
+
+async def test_kill_connections_cuts_the_wakeup_connection(repo: Repository, admin: redis.asyncio.Redis) -> None:
+    assert isinstance(repo, RedisRepository)
+    source = repo.wakeups()
+    async with source as hints:
+        subscribers = [c for c in await admin.client_list(_type="pubsub") if c.get("name") == repo._client_name]
+        assert len(subscribers) == 1
+        assert await repo.kill_connections() >= 1
+        with anyio.fail_after(5), pytest.raises(BackendError):
+            await anext(aiter(hints))
+    # Closed with the context: nothing of the repository's is left subscribed (the server notices soon).
+    with anyio.fail_after(5):
+        while [c for c in await admin.client_list(_type="pubsub") if c.get("name") == repo._client_name]:
+            await anyio.sleep(0.02)
+
+
+async def test_cluster_hints_from_every_node_reach_one_subscriber(cluster_url: str, namespace: str) -> None:
+    options = {"redis_url": cluster_url, "redis_cluster": True, "redis_namespace": namespace}
+    async with opened(options) as repo:
+        source = repo.wakeups()
+        assert source is not None
+        async with source as hints:
+            parents = [f"template:{i}" for i in range(6)]
+            times = [T0 + timedelta(seconds=i) for i in range(6)]
+            await repo.register(
+                [rec("a", p, at=t) for p, t in zip(parents, times, strict=True)], now=T0, mode=RegisterMode.UPDATE
+            )
+            found: list[datetime] = []
+            with anyio.fail_after(5):
+                async for hint in hints:
+                    found.append(hint)
+                    if len(found) == len(times):
+                        break
+            assert sorted(found) == times
+    await purge(options)

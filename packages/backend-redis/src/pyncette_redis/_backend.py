@@ -173,7 +173,7 @@ class RedisBackend(Backend):
     """``redis``: Redis (or a protocol-compatible server) through ``redis.asyncio``."""
 
     name = "redis"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, notifications=True, control=True)
     options = Options(
         Option(
             "redis_url",

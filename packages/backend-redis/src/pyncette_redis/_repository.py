@@ -7,12 +7,14 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, NoScriptError, RedisClusterException, RedisError
 
@@ -41,6 +43,11 @@ _MODES = {RegisterMode.CREATE: "c", RegisterMode.UPDATE: "u", RegisterMode.FORCE
 _DELETE = ""
 _UNLOCK = "-"
 _KEY_CACHE_SIZE = 4096
+
+#: The pub/sub channel of a namespace's wake-ups is this followed by the namespace.
+CHANNEL_PREFIX = "pyncette:wake:"
+#: A wake-up connection quiet this many seconds is PINGed; one quiet twice as long counts as lost.
+HEARTBEAT = 30.0
 
 
 def parent_tag(namespace: str, parent: str) -> str:
@@ -174,11 +181,17 @@ class RedisRepository(Repository):
         self._namespace = namespace
         self._client_name = client_name
         self._keys: dict[str, tuple[str, str, str, str, str]] = {}
+        self._channel = CHANNEL_PREFIX + namespace
 
     @property
     def namespace(self) -> str:
         """The namespace whose keys this repository reads and writes."""
         return self._namespace
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel the scripts publish this namespace's wake-ups on."""
+        return self._channel
 
     def keys(self, parent: str) -> tuple[str, str, str, str, str]:
         """The ``due``, ``rec``, ``idx``, ``pause`` and ``held`` keys of ``parent``, in the order the scripts
@@ -263,7 +276,7 @@ class RedisRepository(Repository):
             batch = [
                 (records[i].name, _at(records[i].scheduled_at), records[i].spec, records[i].state) for i in indexes
             ]
-            calls.append((_scripts.REGISTER, self.keys(parent), (code, at_now, _json(batch))))
+            calls.append((_scripts.REGISTER, self.keys(parent), (code, at_now, _json(batch), self._channel)))
         with map_exceptions(ERRORS, "redis register"):
             results = await self._call_many(calls)
         return _scatter(len(records), by_parent.values(), results)
@@ -344,7 +357,7 @@ class RedisRepository(Repository):
 
     async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
         with map_exceptions(ERRORS, "redis resume"):
-            done = await self._call(_scripts.RESUME, self.keys(parent), ("p" if prefix else "n", match))
+            done = await self._call(_scripts.RESUME, self.keys(parent), ("p" if prefix else "n", match, self._channel))
         return bool(done)
 
     async def pauses(self, parent: str) -> list[PauseRule]:
@@ -365,7 +378,15 @@ class RedisRepository(Repository):
     async def reschedule(
         self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
     ) -> bool:
-        args = (name, _at(now), _at(expected), _at(scheduled_at), "0" if state is None else "1", state or "")
+        args = (
+            name,
+            _at(now),
+            _at(expected),
+            _at(scheduled_at),
+            "0" if state is None else "1",
+            state or "",
+            self._channel,
+        )
         with map_exceptions(ERRORS, "redis reschedule"):
             done = await self._call(_scripts.RESCHEDULE, self.keys(parent), args)
         return bool(done)
@@ -412,18 +433,51 @@ class RedisRepository(Repository):
             body["s"] = "garbage"
             await self._command("HSET", rec, name, _json(body))
 
+    def _targets(self) -> list[tuple[type[AbstractConnection], dict[str, Any]]]:
+        """How to connect to each node (one for a standalone server): connection class and arguments."""
+        if isinstance(self._client, RedisCluster):
+            return [(node.connection_class, node.connection_kwargs) for node in self._client.get_nodes()]
+        pool = self._client.connection_pool
+        return [(pool.connection_class, pool.connection_kwargs)]
+
+    def wakeups(self) -> AbstractAsyncContextManager[AsyncIterator[datetime]]:
+        """SUBSCRIBE to the namespace's channel on a dedicated connection (named as the repository's other
+        connections; on a cluster, to a random node: classic PUBLISH reaches every node's subscribers)."""
+        return self._listen()
+
+    @contextlib.asynccontextmanager
+    async def _listen(self) -> AsyncIterator[AsyncIterator[datetime]]:
+        connection_class: type[AbstractConnection]
+        if isinstance(self._client, RedisCluster):
+            node = self._client.get_random_node()
+            connection_class, kwargs = node.connection_class, node.connection_kwargs
+        else:
+            connection_class, kwargs = self._targets()[0]
+        client = Redis.from_pool(ConnectionPool(connection_class=connection_class, max_connections=1, **kwargs))
+        pubsub = client.pubsub()
+        try:
+            with map_exceptions(ERRORS, "redis wake-ups: subscribing"):
+                await pubsub.subscribe(self._channel)
+                # Entered means subscribed: wait for the confirmation.
+                wait = kwargs.get("socket_timeout") or HEARTBEAT
+                confirmed = await pubsub.get_message(timeout=wait)
+                if not (confirmed and confirmed.get("type") == "subscribe"):
+                    raise BackendError("redis wake-ups: the server did not confirm SUBSCRIBE")
+            yield _Hints(pubsub)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
     async def kill_connections(self) -> int:
-        """Testing hook: ``CLIENT KILL ID`` every connection named as this repository's, on every node.
+        """Testing hook: ``CLIENT KILL ID`` every connection named as this repository's (the wake-up
+        connection included), on every node.
 
         The kills go through a separate connection per node (named differently), so every one of
         the repository's connections is cut and no other client of the server is touched.
         """
-        targets: list[tuple[type[AbstractConnection], dict[str, Any]]]
-        if isinstance(self._client, RedisCluster):
-            targets = [(node.connection_class, node.connection_kwargs) for node in self._client.get_nodes()]
-        else:
-            pool = self._client.connection_pool
-            targets = [(pool.connection_class, pool.connection_kwargs)]
+        targets = self._targets()
         killed = 0
         with map_exceptions(ERRORS, "redis kill_connections"):
             for connection_class, kwargs in targets:
@@ -434,12 +488,45 @@ class RedisRepository(Repository):
                 )
                 admin = Redis.from_pool(pool)
                 try:
-                    for client in await admin.client_list(_type="normal"):
+                    for client in await admin.client_list():
                         if client.get("name") == self._client_name:
                             killed += int(await admin.client_kill_filter(_id=client["id"]))
                 finally:
                     await admin.aclose()
         return killed
+
+
+class _Hints:
+    """The wake-ups read from a subscribed connection: the due time each message carries (aware UTC).
+
+    Messages that are not a time (a foreign publisher) are skipped. Connection loss raises
+    :class:`~pyncette.errors.BackendError`; so does a connection that stays silent after a PING.
+    """
+
+    def __init__(self, pubsub: PubSub) -> None:
+        self._pubsub = pubsub
+        self._pinged = False
+
+    def __aiter__(self) -> _Hints:
+        return self
+
+    async def __anext__(self) -> datetime:
+        while True:
+            with map_exceptions(ERRORS, "redis wake-ups"):
+                message = await self._pubsub.get_message(timeout=HEARTBEAT)
+                if message is None:
+                    if self._pinged:
+                        raise BackendError(f"redis wake-ups: no answer to PING within {HEARTBEAT:g}s")
+                    await self._pubsub.ping()
+                    self._pinged = True
+                    continue
+            self._pinged = False
+            if message.get("type") != "message":
+                continue
+            try:
+                return _time(message.get("data"))
+            except ValueError:
+                continue
 
 
 def _scatter(size: int, groups: Iterable[Sequence[int]], results: Sequence[str]) -> list[bool]:

@@ -33,6 +33,12 @@ CLAIM quarantines such a due record (removes it from ``due``, keeps it in
 overwrites it as if it were missing; SETTLE, EXTEND and RESCHEDULE report the lease lost
 (RESCHEDULE: nothing written). A quarantined record is in neither ``due`` nor ``held``, so pausing and
 resuming leave it quarantined.
+
+Wake-ups. REGISTER, RESCHEDULE and RESUME take the namespace's pub/sub channel as their last ARGV and,
+when they made a record claimable sooner (inserted, moved sooner, rescheduled or released into ``due``),
+PUBLISH on it once per call the earliest claimable time they wrote, as the same decimal text of epoch
+seconds (``hint`` below). The channel is not a key, so this keeps the cluster's slot rules; classic
+PUBLISH reaches subscribers on every node. No other script publishes.
 """
 
 from __future__ import annotations
@@ -125,33 +131,54 @@ end
 local function placer(due, pause, held)
   local holds = holder(pause)
   if not holds then
-    return function(name, score) redis.call('ZADD', due, score, name) end
+    return function(name, score)
+      redis.call('ZADD', due, score, name)
+      return true
+    end
   end
   return function(name, score)
     if holds(name) then
       redis.call('ZADD', held, score, name)
       redis.call('ZREM', due, name)
+      return false
     else
       redis.call('ZADD', due, score, name)
       redis.call('ZREM', held, name)
+      return true
     end
   end
 end
 """
 
 
+# Shared by the scripts that send wake-ups: ``earliest(a, b)`` keeps the earlier of two times (decimal
+# text, ``b`` may be nil) and ``hint(channel, at)`` publishes ``at`` unless nothing was written (nil) or
+# the caller passed no channel.
+_HINT = """
+local function earliest(a, b)
+  if b == nil or tonumber(a) < tonumber(b) then return a end
+  return b
+end
+local function hint(channel, at)
+  if channel and channel ~= '' and at then redis.call('PUBLISH', channel, at) end
+end
+"""
+
+
 # ARGV: mode ('c' create, 'u' update, 'f' force), now, JSON list of [name, scheduled_at, spec or null,
-# state or null]. Update mode keeps the stored state.
+# state or null], wake-up channel. Update mode keeps the stored state. Publishes the earliest claimable
+# time of the records it inserted or moved sooner (into ``due``).
 # Returns a string of '1' (written) and '0' (left as it was), one per record.
 REGISTER = Script(
     "register",
     _LOAD
     + _RULES
+    + _HINT
     + """
 local due, rec, idx = KEYS[1], KEYS[2], KEYS[3]
 local mode, now = ARGV[1], tonumber(ARGV[2])
 local place = placer(due, KEYS[4], KEYS[5])
-local out = {}
+local out, soonest = {}, nil
 for i, item in ipairs(cjson.decode(ARGV[3])) do
   local name, at, spec, state = item[1], item[2], item[3], item[4]
   if spec == cjson.null then spec = nil end
@@ -164,21 +191,23 @@ for i, item in ipairs(cjson.decode(ARGV[3])) do
   elseif not r then
     -- Missing, forced, or unreadable (overwritten as if it were missing).
     redis.call('HSET', rec, name, cjson.encode({s = at, d = spec, x = state}))
-    place(name, at)
+    if place(name, at) then soonest = earliest(at, soonest) end
     redis.call('ZADD', idx, 0, name)
     out[i] = '1'
   elseif r.l and tonumber(r.l) > now then
     out[i] = '0'
   else
     r.d = spec
-    if tonumber(at) < tonumber(r.s) then r.s = at end
+    local sooner = tonumber(at) < tonumber(r.s)
+    if sooner then r.s = at end
     redis.call('HSET', rec, name, cjson.encode(r))
     local ready = r.s
     if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
-    place(name, ready)
+    if place(name, ready) and sooner then soonest = earliest(ready, soonest) end
     out[i] = '1'
   end
 end
+hint(ARGV[4], soonest)
 return table.concat(out)
 """,
 )
@@ -370,24 +399,32 @@ return under(idx, match, hold)
 """,
 )
 
-# ARGV: kind ('p' prefix, 'n' name), match. Removes the rule and moves the names it matched that no
-# remaining rule holds from ``held`` back to ``due``, with the score they had. Returns 0 when there was
-# no such rule (nothing changes), else 1.
+# ARGV: kind ('p' prefix, 'n' name), match, wake-up channel. Removes the rule and moves the names it
+# matched that no remaining rule holds from ``held`` back to ``due``, with the score they had, and
+# publishes the earliest score released (for the whole-parent flag: the earliest score in ``due``; nothing
+# while the whole-parent flag remains). Returns 0 when there was no such rule (nothing changes), else 1.
 RESUME = Script(
     "resume",
     _RULES
     + _UNDER
+    + _HINT
     + """
 local due, idx, pause, held = KEYS[1], KEYS[3], KEYS[4], KEYS[5]
-local kind, match = ARGV[1], ARGV[2]
+local kind, match, channel = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HDEL', pause, kind .. match) == 0 then return 0 end
-if kind == 'p' and match == '' then return 1 end
+local soonest = nil
+if kind == 'p' and match == '' then
+  soonest = redis.call('ZRANGE', due, 0, 0, 'WITHSCORES')[2]
+  hint(channel, soonest)
+  return 1
+end
 local holds = holder(pause)
 local function release(name)
   local score = redis.call('ZSCORE', held, name)
   if score and not (holds and holds(name)) then
     redis.call('ZADD', due, score, name)
     redis.call('ZREM', held, name)
+    soonest = earliest(score, soonest)
   end
 end
 if kind == 'n' then
@@ -395,11 +432,13 @@ if kind == 'n' then
 else
   under(idx, match, release)
 end
+if redis.call('HEXISTS', pause, 'p') == 0 then hint(channel, soonest) end
 return 1
 """,
 )
 
-# ARGV: name, now, expected (the stored scheduled_at), scheduled_at, '1' when a state follows, state.
+# ARGV: name, now, expected (the stored scheduled_at), scheduled_at, '1' when a state follows, state,
+# wake-up channel (published: the new claimable time, when it went to ``due``).
 # Compare and set, when the record is readable and not leased at ``now``. The stored time equals
 # ``expected`` when it is the same text (what Python wrote) or, for a number written otherwise, the same
 # count of microseconds. The claimable time goes to ``due`` or ``held`` as the rules say. Returns 1/0.
@@ -407,6 +446,7 @@ RESCHEDULE = Script(
     "reschedule",
     _LOAD
     + _RULES
+    + _HINT
     + """
 local due, rec = KEYS[1], KEYS[2]
 local name, expected = ARGV[1], ARGV[3]
@@ -422,7 +462,7 @@ if ARGV[5] == '1' then r.x = ARGV[6] end
 redis.call('HSET', rec, name, cjson.encode(r))
 local ready = r.s
 if r.l and tonumber(r.l) > tonumber(ready) then ready = r.l end
-placer(due, KEYS[4], KEYS[5])(name, ready)
+if placer(due, KEYS[4], KEYS[5])(name, ready) then hint(ARGV[7], ready) end
 return 1
 """,
 )

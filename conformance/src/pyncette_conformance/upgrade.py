@@ -311,10 +311,14 @@ async def check_runs_once(target: UpgradeTarget, expected: list[LegacyTask]) -> 
     async with app.create(clock=clock) as ctx, running(ctx):
         # A dynamic instance's run is noticed by the next poll after it is due.
         await clock.advance_to(max(want.values()) + 2 * poll)
-    counts = Counter(name for name, _ in runs)
-    assert {name: n for name, n in counts.items() if n != 1} == {}, "ran more than once"
-    assert set(counts) == set(want), f"never ran: {sorted(set(want) - set(counts))}"
-    assert {name: at for name, at in runs} == want
+    # A record whose schedule comes round again before the clock stops (a daily cron due within the hour when
+    # the test starts) runs a second time, legitimately: judge each scheduled time on its own.
+    twice = sorted(f"{name}@{at.isoformat()}" for (name, at), n in Counter(runs).items() if n > 1)
+    assert twice == [], "ran more than once"
+    ran = {name for name, at in runs if at == want.get(name)}
+    assert ran == set(want), f"never ran at the migrated time: {sorted(set(want) - ran)}"
+    early = sorted(name for name, at in runs if at < want[name])
+    assert early == [], f"ran before the migrated time: {early}"
 
 
 def _counts(report: dict[str, Any], key: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ from pyncette_conformance import (
     CoordinationSuite,
     FaultSuite,
     IsolationSuite,
+    NotificationSuite,
     PersistenceSuite,
     PolicySuite,
     RecoverySuite,
@@ -75,3 +76,7 @@ class TestPostgresValidation(PostgresBackendMixin, ValidationSuite):
 
 class TestPostgresFaults(PostgresBackendMixin, FaultSuite):
     pass
+
+
+class TestPostgresNotifications(PostgresBackendMixin, NotificationSuite):
+    """LISTEN/NOTIFY wake-ups; the listening connection is cut by ``Repository.kill_connections`` too."""

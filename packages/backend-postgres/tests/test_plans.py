@@ -224,7 +224,7 @@ async def test_pause_and_resume_read_only_the_matched_range(
     # "task-00123" matches the 10 records 12,300-12,399 of parent-6 (12,306, 12,316, ...), among 100,000.
     match, count = ("task-00123", 10) if prefix else ("task-0012306", 1)
     pattern = ("task-00123%",) if prefix else ()  # the LIKE pattern the repository sends with a prefix
-    pause, resume = ("parent-6", match, None, *pattern), ("parent-6", match, *pattern)
+    pause, resume = ("parent-6", match, None, *pattern), ("parent-6", match, *pattern, repository.channel)
     for statement, args in ((sql.pause[prefix], pause), (sql.resume[prefix], resume)):
         explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}"
         raw = await _rolled_back(connection, explain, *args)
@@ -297,8 +297,8 @@ async def test_batch_writes_use_the_primary_key(
     _assert_indexed(unlock, table, index=pkey)
     specs = ["{}"] * 100
     for mode, statement in sql.register.items():
-        args: list[Any] = [parents, names, specs, times, states]
-        if "$6" in statement:
+        args: list[Any] = [parents, names, specs, times, states, repository.channel]
+        if "$7" in statement:
             args.append(NOW)
         nodes = await _plan(connection, statement, *args, generic=generic)
         assert all(n["Node Type"] != "Seq Scan" for n in nodes if n.get("Relation Name") == table), mode

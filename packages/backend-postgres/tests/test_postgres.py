@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 
@@ -22,7 +24,15 @@ from pyncette import backends
 from pyncette.abc import Completion, Lease, PauseRule, Record, RegisterMode, Repository
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette_postgres import PostgresBackend, PostgresRepository, backend, postgres_repository
-from pyncette_postgres._schema import ddl, index_name, legacy_index_name, pauses_table_name, upgrade_ddl
+from pyncette_postgres._repository import Connections, parse_hint
+from pyncette_postgres._schema import (
+    channel_name,
+    ddl,
+    index_name,
+    legacy_index_name,
+    pauses_table_name,
+    upgrade_ddl,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +78,7 @@ def test_descriptor_and_entry_point() -> None:
     assert isinstance(backend, PostgresBackend)
     assert backend.name == "postgres"
     caps = backend.capabilities
-    assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.notifications) == (True, True, True, False)
+    assert (caps.persistent, caps.coordinated, caps.asyncio_only, caps.notifications) == (True, True, True, True)
     assert caps.control
 
 
@@ -494,7 +504,7 @@ async def test_a_registration_in_flight_when_a_pause_starts_is_held(
     await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
     async with admin.transaction():
         statement = repository._sql.register[RegisterMode.CREATE]
-        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None])) == 1
+        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None], repository.channel)) == 1
         pausing = asyncio.ensure_future(repository.pause(PauseRule("p", "", True), now=T0))
         await asyncio.sleep(0.3)
         assert not pausing.done()
@@ -521,7 +531,7 @@ async def test_a_resume_in_flight_does_not_strand_a_new_record(
     await repository.pause(PauseRule("p", "", True), now=T0)
     async with admin.transaction():
         statement = repository._sql.register[RegisterMode.CREATE]
-        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None])) == 1
+        assert len(await admin.fetch(statement, ["p"], ["b"], ["{}"], [T0], [None], repository.channel)) == 1
         resuming = asyncio.ensure_future(repository.resume("p", "", prefix=True, now=T0))
         await asyncio.sleep(0.3)
         assert not resuming.done()
@@ -571,3 +581,174 @@ async def test_parents_pages_in_key_order(repository: Repository) -> None:
     assert await repository.parents(limit=4, continuation="b") == (["é", "日"], None)
     with pytest.raises(ValueError, match="limit"):
         await repository.parents(limit=0, continuation=None)
+
+
+# --- wake-ups (LISTEN/NOTIFY) --------------------------------------------------------------------------
+
+
+class Heard:
+    """The payloads of the notifications an outside connection hears on one channel."""
+
+    def __init__(self, connection: asyncpg.Connection, channel: str) -> None:
+        self.connection, self.channel = connection, channel
+        self.payloads: list[str] = []
+        self._end = asyncio.Event()
+
+    def _received(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        if payload == "end":
+            self._end.set()
+        else:
+            self.payloads.append(str(payload))
+
+    async def __aenter__(self) -> Heard:
+        await self.connection.add_listener(self.channel, self._received)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.connection.remove_listener(self.channel, self._received)
+
+    async def take(self) -> list[str]:
+        """Everything sent on the channel by transactions committed so far (then forgotten)."""
+        self._end.clear()
+        # Delivered in commit order: once this one arrives, every earlier one has.
+        await self.connection.execute("SELECT pg_notify($1, 'end')", self.channel)
+        with anyio.fail_after(5):
+            await self._end.wait()
+        taken, self.payloads = self.payloads, []
+        return taken
+
+
+def as_times(payloads: list[str]) -> list[datetime | None]:
+    return [parse_hint(p) for p in payloads]
+
+
+def test_channel_names_fit_postgres_identifier_limit() -> None:
+    assert channel_name("public", "pyncette_tasks") == "pyncette:public.pyncette_tasks"
+    long_table = "a" * 63
+    names = {channel_name(schema, long_table) for schema in ("public", "other", "ü" * 30)}
+    assert len(names) == 3
+    assert all(len(name.encode()) <= 63 and long_table[:30] in name for name in names)
+    assert channel_name("s", "t") != channel_name("s", "u")
+
+
+def test_hint_payloads() -> None:
+    assert parse_hint("1893456000") == T0
+    assert parse_hint("1893456000.000001") == T0 + timedelta(microseconds=1)
+    assert parse_hint("-62135596800") == datetime(1, 1, 1, tzinfo=timezone.utc)
+    for unreadable in ("Infinity", "-Infinity", "NaN", "1e30", "-1e30", "", "x"):
+        assert parse_hint(unreadable) is None
+
+
+async def test_one_hint_per_register_and_none_for_the_runs_own_writes(
+    repository: PostgresRepository, admin: asyncpg.Connection
+) -> None:
+    async with Heard(admin, repository.channel) as heard:
+        later = T0 + timedelta(minutes=5)
+        batch = [rec("a", later), rec("b", T0), rec("c", later + timedelta(minutes=1))]
+        assert await repository.register(batch, now=T0, mode=RegisterMode.CREATE) == [True] * 3
+        assert as_times(await heard.take()) == [T0]
+        # Nothing written, nothing sooner, or a later time: no hint.
+        assert await repository.register(batch, now=T0, mode=RegisterMode.CREATE) == [False] * 3
+        assert await repository.register(batch, now=T0, mode=RegisterMode.UPDATE) == [True] * 3
+        assert await repository.register([rec("a", later + timedelta(hours=1))], now=T0, mode=RegisterMode.FORCE)
+        assert await heard.take() == []
+        # Moved sooner (one of them): one hint naming the earliest of the moved ones.
+        sooner = [rec("a", T0 - timedelta(minutes=1)), rec("b", T0), rec("c", T0 - timedelta(minutes=2))]
+        assert await repository.register(sooner, now=T0, mode=RegisterMode.UPDATE) == [True] * 3
+        assert as_times(await heard.take()) == [T0 - timedelta(minutes=2)]
+        # Claim, extend, commit and unlock never hint, even a commit moving the record sooner.
+        lease_until = T0 + timedelta(minutes=1)
+        claimed = await repository.claim("p", now=T0, limit=10, lease_until=lease_until, token="t")
+        assert [r.name for r in claimed] == ["c", "a", "b"]
+        assert await repository.extend(Lease("p", "a", "t"), lease_until=lease_until + timedelta(minutes=1))
+        assert await repository.commit([Completion("p", "a", "t", T0 - timedelta(hours=1))]) == [True]
+        assert await repository.commit([Completion("p", "b", "t", None)]) == [True]
+        assert await repository.unlock([Lease("p", "c", "t")]) == [True]
+        assert await heard.take() == []
+        # Run-now: one hint when it writes, none when it does not.
+        c = await repository.get("p", "c")
+        assert c is not None
+        args: dict[str, Any] = {"scheduled_at": T0 + timedelta(seconds=1), "state": None, "now": T0}
+        assert await repository.reschedule("p", "c", expected=c.scheduled_at, **args)
+        assert not await repository.reschedule("p", "c", expected=c.scheduled_at, **args)
+        assert as_times(await heard.take()) == [T0 + timedelta(seconds=1)]
+
+
+async def test_pausing_does_not_hint_and_resuming_does(
+    repository: PostgresRepository, admin: asyncpg.Connection
+) -> None:
+    async with Heard(admin, repository.channel) as heard:
+        assert await repository.pause(PauseRule("p", "job-", prefix=True), now=T0) == 0
+        held = [rec("job-1", T0 + timedelta(seconds=2)), rec("job-2", T0 + timedelta(seconds=1))]
+        await repository.register(held, now=T0, mode=RegisterMode.CREATE)  # held: nothing to wake for
+        assert await repository.pause(PauseRule("p", "job-2", prefix=False), now=T0) == 1
+        assert await heard.take() == []
+        assert await repository.resume("p", "job-", prefix=True, now=T0)
+        assert as_times(await heard.take()) == [T0 + timedelta(seconds=2)]  # job-2 is still held by its own rule
+        assert not await repository.resume("p", "job-", prefix=True, now=T0)  # no such rule: nothing released
+        assert await heard.take() == []
+        assert await repository.resume("p", "job-2", prefix=False, now=T0)
+        assert as_times(await heard.take()) == [T0 + timedelta(seconds=1)]
+
+
+async def test_a_failed_registration_sends_no_hint(repository: PostgresRepository, admin: asyncpg.Connection) -> None:
+    # A key too large for the primary key's index fails the whole statement after the first row is written.
+    too_large = os.urandom(8000).hex()  # incompressible
+    async with Heard(admin, repository.channel) as heard:
+        with pytest.raises(ConfigurationError):
+            await repository.register([rec("a"), rec(too_large)], now=T0, mode=RegisterMode.CREATE)
+        assert await repository.get("p", "a") is None
+        assert await heard.take() == []
+
+
+async def test_wakeups_hear_their_own_table_only(postgres_url: str, repository: PostgresRepository) -> None:
+    other_table = unique_table()
+    try:
+        async with open_repository(postgres_url=postgres_url, postgres_table_name=other_table) as other:
+            assert isinstance(other, PostgresRepository)
+            assert other.channel != repository.channel
+            async with repository.wakeups() as hints:
+                await other.register([rec("a", T0 - timedelta(days=1))], now=T0, mode=RegisterMode.CREATE)
+                await repository.register([rec("a", T0)], now=T0, mode=RegisterMode.CREATE)
+                with anyio.fail_after(5):
+                    # The other table's hint was committed first: it would have come first.
+                    assert await anext(aiter(hints)) == T0
+    finally:
+        await purge(postgres_url=postgres_url, postgres_table_name=other_table)
+
+
+async def test_wakeups_use_their_own_connection_which_kill_connections_cuts(
+    repository: PostgresRepository, admin: asyncpg.Connection
+) -> None:
+    async def listening() -> int:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pyncette' AND query = $1"
+        count: int = await admin.fetchval(query, f'LISTEN "{repository.channel}"')
+        return count
+
+    async with repository.wakeups() as hints:
+        assert await listening() == 1
+        await repository.register([rec("a")], now=T0, mode=RegisterMode.CREATE)
+        with anyio.fail_after(5):
+            assert await anext(aiter(hints)) == T0
+        assert await repository.kill_connections() == 2  # the pool's one and the listener
+        with anyio.fail_after(5), pytest.raises(BackendError, match="listening connection was lost"):
+            await anext(aiter(hints))
+    assert await listening() == 0
+    # Opened again, it works again (as does the pool).
+    async with repository.wakeups() as hints:
+        await repository.register([rec("b", T0 + timedelta(seconds=1))], now=T0, mode=RegisterMode.CREATE)
+        with anyio.fail_after(5):
+            assert await anext(aiter(hints)) == T0 + timedelta(seconds=1)
+    assert await listening() == 0
+
+
+async def test_wakeups_to_an_unreachable_server_fail_without_secrets(table: str) -> None:
+    url = "postgres://user:s3cret-pw@127.0.0.1:1/test"
+    settings = backend.settings({"postgres_url": url, "postgres_table_name": table, "postgres_connect_timeout": 2})
+    repository = PostgresRepository(None, table, Connections(settings), channel_name("public", table))
+    with pytest.raises(BackendError) as raised:
+        async with repository.wakeups():
+            pass
+    assert "127.0.0.1:1" in str(raised.value)
+    assert "s3cret-pw" not in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__

@@ -18,7 +18,7 @@ from pyncette.redaction import get_logger
 from ._config import OPTIONS, connect_arguments, describe_server
 from ._legacy import PostgresLegacyStore
 from ._repository import DRIVER_ERRORS, Connections, PostgresRepository
-from ._schema import ensure_table, pauses_table_name, quote
+from ._schema import channel_name, ensure_table, pauses_table_name, quote, table_schema
 
 logger = get_logger(__name__)
 
@@ -68,17 +68,18 @@ async def _keep_session(connection: Any) -> None:
     """Pool ``reset`` hook that does nothing.
 
     The repository leaves no session state behind (no SET, LISTEN, cursors or
-    session advisory locks; open transactions are still rolled back by
-    asyncpg), so the default ``RESET ALL; ...`` round trip on every release is
+    session advisory locks: wake-ups LISTEN on a connection of their own; open
+    transactions are still rolled back by asyncpg), so the default ``RESET ALL; ...`` round trip on every release is
     pure overhead.
     """
 
 
 class PostgresBackend(Backend):
-    """``postgres``: records and pause rules in two PostgreSQL tables, shared by every instance of the app."""
+    """``postgres``: records and pause rules in two PostgreSQL tables, shared by every instance of the app;
+    wake-ups by LISTEN/NOTIFY on a channel of the records table."""
 
     name = "postgres"
-    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, control=True)
+    capabilities = Capabilities(persistent=True, coordinated=True, asyncio_only=True, notifications=True, control=True)
     options = OPTIONS
 
     @contextlib.asynccontextmanager
@@ -107,7 +108,8 @@ class PostgresBackend(Backend):
             with _connection_errors(settings, f"set up table {table!r}"):
                 async with pool.acquire(timeout=timeout) as connection:
                     await ensure_table(connection, table, create=not settings["postgres_skip_table_create"])
-            yield PostgresRepository(pool, table, connections)
+                    channel = channel_name(await table_schema(connection, table), table)
+            yield PostgresRepository(pool, table, connections, channel)
         finally:
             await _close(pool, timeout, settings)
 

@@ -10,10 +10,14 @@ statement then sees its record) or starts after (and sees the new rules).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
+import anyio
 import asyncpg
 import asyncpg.exceptions
 
@@ -21,7 +25,7 @@ from pyncette.abc import PARKED_AT, Completion, Lease, PauseRule, Record, Regist
 from pyncette.errors import BackendError, ConfigurationError
 from pyncette.options import Settings
 
-from ._config import connect_arguments
+from ._config import connect_arguments, describe_server
 from ._schema import CLAIMABLE_AT, pauses_table_name, quote
 
 #: Driver exceptions and what they become, the first match winning. A data error (SQLSTATE class 22:
@@ -145,6 +149,81 @@ class Connections:
         return sorted({c.get_server_pid() for c in list(self.live) if not c.is_closed()})
 
 
+# --- wake-ups --------------------------------------------------------------------------------------
+
+#: Seconds without a hint after which the listening connection is checked with a ``SELECT 1``: a connection
+#: a network failure cut without a word is noticed within this plus ``postgres_command_timeout``.
+KEEPALIVE = 30.0
+#: Hints waiting for the reader at most; more are dropped (hints are best effort: polling finds the work).
+MAX_PENDING = 1000
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_hint(payload: str) -> datetime | None:
+    """The due time a hint's payload (epoch seconds, as text) names; ``None`` when it names none Python can hold."""
+    try:
+        return _UNIX_EPOCH + timedelta(microseconds=int(Decimal(payload) * 1_000_000))
+    except (ArithmeticError, ValueError):  # not a number, infinite, or outside years 1-9999 (OverflowError)
+        return None
+
+
+class _Hints:
+    """The hints arriving on one listening connection, as an async iterator of due times."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+        self._queue: asyncio.Queue[datetime | None] = asyncio.Queue()
+        self._lost = False
+
+    def received(self, connection: object, pid: int, channel: str, payload: object) -> None:
+        """asyncpg's notification callback."""
+        due = parse_hint(str(payload))
+        if due is not None and self._queue.qsize() < MAX_PENDING:
+            self._queue.put_nowait(due)
+
+    def terminated(self, connection: object) -> None:
+        """asyncpg's termination callback: the connection closed (or was cut)."""
+        self._lost = True
+        self._queue.put_nowait(None)
+
+    def __aiter__(self) -> _Hints:
+        return self
+
+    async def __anext__(self) -> datetime:
+        while True:
+            if self._lost or self._connection.is_closed():
+                raise BackendError("postgres wakeups failed: the listening connection was lost")
+            try:
+                due = await asyncio.wait_for(self._queue.get(), KEEPALIVE)
+            except TimeoutError:
+                with map_exceptions(DRIVER_ERRORS, "postgres wakeups"):
+                    await self._connection.execute("SELECT 1")
+                continue
+            if due is not None:
+                return due
+
+
+async def _connect(settings: Settings, what: str) -> asyncpg.Connection:
+    """A connection outside the pool, with the pool's arguments; a failure is reported without the driver's
+    exception (its text or arguments could hold the URL), redacted."""
+    try:
+        return await asyncpg.connect(**connect_arguments(settings))
+    except Exception as exc:
+        server = settings.redact(describe_server(settings["postgres_url"]))
+        detail = settings.redact(f"{type(exc).__name__}: {exc}")
+        raise BackendError(f"postgres {what}: cannot connect to PostgreSQL at {server}: {detail}") from None
+
+
+async def _close_connection(connection: asyncpg.Connection, within: float) -> None:
+    """Close gracefully, even while being cancelled, for at most ``within`` seconds; then terminate."""
+    with anyio.move_on_after(within, shield=True):
+        with contextlib.suppress(Exception):  # closing is best effort: the connection is gone either way
+            await connection.close()
+    if not connection.is_closed():
+        connection.terminate()
+
+
 # --- statements ------------------------------------------------------------------------------------
 
 
@@ -173,6 +252,46 @@ def _matching(prefix: bool, pattern: str) -> str:
     return f"name LIKE {pattern} AND starts_with(name, $2)" if prefix else "name = $2"
 
 
+def _notify(channel: str, due_at: str) -> str:
+    """SQL: send the wake-up hint ``due_at`` (a timestamptz expression) on the channel parameter ``channel``.
+
+    The payload is the time as epoch seconds in text: never an error, even for a time Python cannot hold.
+    """
+    return f"pg_notify({channel}::text, extract(epoch FROM {due_at})::text)"
+
+
+#: SQL: a condition that is always true and makes the statement run its ``hint`` part (a part of a WITH
+#: that only reads, as ``hint`` does, runs only when something refers to it).
+_SENT = "(SELECT count(*) FROM hint) >= 0"
+
+
+def _register(source: str, table: str, upsert: str, *, compare: bool) -> str:
+    """SQL: a registration (``upsert`` reading the batch ``i``) that sends one hint on channel ``$6``.
+
+    The hint carries the earliest claimable time of the written records that are not held and either new
+    or, with ``compare``, claimable sooner than before (``prior`` reads them as they were: every part of
+    the statement shares one snapshot); none is sent when no record is such. Without ``compare`` (records
+    only ever inserted) every written record is new.
+    """
+    if not compare:
+        return f"""
+            WITH i AS (SELECT * FROM {source}), written AS ({upsert}), hint AS (
+                SELECT {_notify("$6", "min(due_at)")} FROM written WHERE NOT paused HAVING count(*) > 0
+            )
+            SELECT parent, name FROM written WHERE {_SENT}"""
+    return f"""
+        WITH i AS (SELECT * FROM {source}), prior AS (
+            SELECT t.parent, t.name, GREATEST(t.scheduled_at, t.locked_until) AS due_at FROM {table} AS t
+            JOIN i ON t.parent = i.parent AND t.name = i.name
+        ), written AS ({upsert}), hint AS (
+            SELECT {_notify("$6", "min(w.due_at)")}
+            FROM written AS w LEFT JOIN prior AS p ON p.parent = w.parent AND p.name = w.name
+            WHERE NOT w.paused AND (p.due_at IS NULL OR w.due_at < p.due_at)
+            HAVING count(*) > 0
+        )
+        SELECT parent, name FROM written WHERE {_SENT}"""
+
+
 class _Statements:
     """The SQL of one table, built once from its validated, quoted name."""
 
@@ -193,11 +312,12 @@ class _Statements:
             " ELSE false END"
         )
         insert = (
-            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at, state, paused) SELECT i.*, {held} FROM {source}"
+            f"INSERT INTO {t} AS t (parent, name, spec, scheduled_at, state, paused) SELECT i.*, {held} FROM i"
             " ON CONFLICT (parent, name)"
         )
-        self.register = {
-            RegisterMode.CREATE: f"{insert} DO NOTHING RETURNING t.parent, t.name",
+        returning = " RETURNING t.parent, t.name, GREATEST(t.scheduled_at, t.locked_until) AS due_at, t.paused"
+        upserts = {
+            RegisterMode.CREATE: f"{insert} DO NOTHING{returning}",
             # A stored record with a time Python cannot hold is overwritten as if it were missing.
             RegisterMode.UPDATE: (
                 f"{insert} DO UPDATE SET spec = EXCLUDED.spec,"
@@ -206,14 +326,16 @@ class _Statements:
                 f" locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_until END,"
                 f" locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE t.locked_by END,"
                 f" state = CASE WHEN {_CORRUPT} THEN EXCLUDED.state ELSE t.state END"
-                f" WHERE t.locked_until IS NULL OR t.locked_until <= $6 OR {_CORRUPT}"
-                " RETURNING t.parent, t.name"
+                f" WHERE t.locked_until IS NULL OR t.locked_until <= $7 OR {_CORRUPT}{returning}"
             ),
             RegisterMode.FORCE: (
                 f"{insert} DO UPDATE SET spec = EXCLUDED.spec, scheduled_at = EXCLUDED.scheduled_at,"
-                " locked_until = NULL, locked_by = NULL, state = EXCLUDED.state"
-                " RETURNING t.parent, t.name"
+                f" locked_until = NULL, locked_by = NULL, state = EXCLUDED.state{returning}"
             ),
+        }
+        self.register = {
+            mode: _register(source, t, upsert, compare=mode is not RegisterMode.CREATE)
+            for mode, upsert in upserts.items()
         }
         # The inner SELECT walks the (parent, claimable_at) index from the oldest
         # due entry and stops after $3 rows it could lock, so its cost depends on
@@ -300,13 +422,21 @@ class _Statements:
                             WHERE r.parent = $1 AND NOT (r.match = $2 AND r.prefix = {flag})
                                 AND starts_with(t.name, r.match) AND (r.prefix OR r.match = t.name)
                         )
+                    RETURNING {CLAIMABLE_AT} AS due_at
+                ), hint AS (
+                    SELECT {_notify("$4" if prefix else "$3", "min(due_at)")} FROM released HAVING count(*) > 0
                 )
-                SELECT count(*) FROM rule"""
+                SELECT count(*) FROM rule WHERE {_SENT}"""
         self.pauses = f"SELECT match, prefix, info FROM {r} WHERE parent = $1 ORDER BY match, prefix"
         self.reschedule = f"""
-            UPDATE {t} SET scheduled_at = $3, state = COALESCE($4, state)
-            WHERE parent = $1 AND name = $2 AND scheduled_at = $6 AND (locked_until IS NULL OR locked_until <= $5)
-            RETURNING true"""
+            WITH written AS (
+                UPDATE {t} SET scheduled_at = $3, state = COALESCE($4, state)
+                WHERE parent = $1 AND name = $2 AND scheduled_at = $6 AND (locked_until IS NULL OR locked_until <= $5)
+                RETURNING {CLAIMABLE_AT} AS due_at, paused
+            ), hint AS (
+                SELECT {_notify("$7", "min(due_at)")} FROM written WHERE NOT paused HAVING count(*) > 0
+            )
+            SELECT true FROM written WHERE {_SENT}"""
         # A loose index scan of the primary key: one descent per parent, however many records each holds.
         walk = f"""
             UNION ALL
@@ -323,10 +453,12 @@ class _Statements:
 class PostgresRepository(Repository):
     """Task records in one PostgreSQL table, reached through an asyncpg connection pool."""
 
-    def __init__(self, pool: Any, table_name: str, connections: Connections) -> None:
+    def __init__(self, pool: Any, table_name: str, connections: Connections, channel: str) -> None:
         self._pool = pool
         self._connections = connections
         self.table_name = table_name
+        #: The wake-up channel of the table (see :func:`~pyncette_postgres._schema.channel_name`).
+        self.channel = channel
         self._sql = _Statements(table_name)
 
     async def _call(self, what: str, method: str, sql: str, *args: Any) -> Any:
@@ -354,6 +486,7 @@ class PostgresRepository(Repository):
                 [r.spec for r in chosen],
                 [r.scheduled_at for r in chosen],
                 [r.state for r in chosen],
+                self.channel,
             ]
             if mode is RegisterMode.UPDATE:
                 args.append(now)
@@ -446,7 +579,7 @@ class PostgresRepository(Repository):
         return int(await self._under_rules_lock("pause", self._sql.pause[rule.prefix], *args))
 
     async def resume(self, parent: str, match: str, *, prefix: bool, now: datetime) -> bool:
-        args = [parent, match] + ([_like_prefix(match)] if prefix else [])
+        args = [parent, match] + ([_like_prefix(match)] if prefix else []) + [self.channel]
         return bool(await self._under_rules_lock("resume", self._sql.resume[prefix], *args))
 
     async def pauses(self, parent: str) -> list[PauseRule]:
@@ -456,7 +589,7 @@ class PostgresRepository(Repository):
     async def reschedule(
         self, parent: str, name: str, *, expected: datetime, scheduled_at: datetime, state: str | None, now: datetime
     ) -> bool:
-        args = (parent, name, scheduled_at, state, now, expected)
+        args = (parent, name, scheduled_at, state, now, expected, self.channel)
         return await self._call("reschedule", "fetchval", self._sql.reschedule, *args) is not None
 
     async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
@@ -468,6 +601,31 @@ class PostgresRepository(Repository):
             rows = await self._call("parents", "fetch", self._sql.next_parents, limit + 1, continuation)
         page = [row["parent"] for row in rows[:limit]]
         return page, (page[-1] if len(rows) > limit else None)
+
+    def wakeups(self) -> AbstractAsyncContextManager[AsyncIterator[datetime]]:
+        """Hints sent by ``register``, ``reschedule`` and ``resume`` of any process on this table, received
+        on a dedicated connection (not from the pool) that LISTENs on :attr:`channel`.
+
+        Iteration raises :class:`~pyncette.errors.BackendError` when that connection is lost (noticed at
+        once when the server closes it, within :data:`KEEPALIVE` plus the command timeout otherwise).
+        """
+        return self._listen()
+
+    @contextlib.asynccontextmanager
+    async def _listen(self) -> AsyncIterator[AsyncIterator[datetime]]:
+        settings = self._connections.settings
+        connection = await _connect(settings, "wakeups")
+        # Known to kill_connections as the pool's are (and, like them, forgotten once gone).
+        self._connections.live.add(connection)
+        try:
+            hints = _Hints(connection)
+            connection.add_termination_listener(hints.terminated)
+            with map_exceptions(DRIVER_ERRORS, "postgres wakeups"):
+                await connection.add_listener(self.channel, hints.received)
+            yield hints
+        finally:
+            self._connections.live.discard(connection)
+            await _close_connection(connection, settings["postgres_connect_timeout"])
 
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         await self._call("write_raw_spec", "execute", self._sql.write_raw_spec, parent, name, raw)

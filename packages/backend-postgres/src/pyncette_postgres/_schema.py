@@ -69,6 +69,26 @@ def pauses_table_name(table: str) -> str:
     return _derived_name(table, "pauses")
 
 
+def channel_name(schema: str, table: str) -> str:
+    """The wake-up channel of ``schema.table``: ``pyncette:<schema>.<table>``, or, beyond PostgreSQL's
+    63 bytes, a hash of both followed by as much of the table name as fits."""
+    name = f"pyncette:{schema}.{table}"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(f"{schema}.{table}".encode()).hexdigest()[:12]
+    return f"pyncette:{digest}:{table[: 63 - 22]}"
+
+
+async def table_schema(connection: Any, table: str) -> str:
+    """The schema ``table`` resolves to on this connection (its ``search_path``); the table must exist."""
+    schema: str = await connection.fetchval(
+        "SELECT n.nspname::text FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+        " WHERE c.oid = to_regclass($1)",
+        quote(table),
+    )
+    return schema
+
+
 def lock_key(table: str) -> int:
     """A stable signed 64-bit advisory-lock key for creating ``table``."""
     digest = hashlib.sha256(f"pyncette_postgres:create:{table}".encode()).digest()

@@ -164,8 +164,15 @@ async def test_task_disabled_before_run_never_runs() -> None:
     assert seen == []
 
 
+class PollingOnly(MemoryRepository):
+    """The in-memory store without its wake-ups: other apps find new work by polling only."""
+
+    def wakeups(self) -> None:
+        return None
+
+
 async def test_dynamic_instance_scheduled_elsewhere_is_found_within_poll_interval() -> None:
-    repository = MemoryRepository()
+    repository = PollingOnly()
     poll = timedelta(seconds=10)
     runner = Pyncette(repository_factory=factory_for(repository), poll_interval=poll)
     other = Pyncette(repository_factory=factory_for(repository), poll_interval=poll)

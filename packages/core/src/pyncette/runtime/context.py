@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -50,6 +50,8 @@ class PyncetteContext:
         self._scheduler = Scheduler(self, description, repository, clock, values)
         self._control = Control(description, repository, clock, self._scheduler.agenda.planned)
         self._registrations = Registrations(repository)
+        #: Per template, the options, instance and spec last built by schedule_tasks (reused for equal options).
+        self._prototypes: dict[DynamicTask, tuple[dict[str, Any], Instance, str]] = {}
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -119,11 +121,19 @@ class PyncetteContext:
         capture = self.description.capture_origin
         origin = capture() if capture is not None else None
         state = RunState(origin=origin).encode() if origin else None
+        last = self._prototypes.get(template)  # what the previous call built, for calls one instance at a time
         for instance_name, options in instances.items():
             if prototype is None or options != previous:
-                prototype = instance = template.instantiate(instance_name, **dict(options))
-                assert instance.schedule is not None
-                spec, first, previous = instance.to_spec(), instance.schedule.first(now), options
+                if last is not None and options == last[0]:
+                    prototype, spec = last[1], last[2]
+                    instance = prototype.renamed(instance_name)
+                else:
+                    prototype = instance = template.instantiate(instance_name, **dict(options))
+                    spec = instance.to_spec()
+                    if _immutable(options):
+                        last = self._prototypes[template] = (dict(options), prototype, spec)
+                assert prototype.schedule is not None
+                first, previous = prototype.schedule.first(now), options
             else:
                 instance = prototype.renamed(instance_name)
             parent, name = instance.storage_key()
@@ -278,6 +288,14 @@ class PyncetteContext:
                 index += 1
         token = json.dumps([index, inner]) if index < len(parents) else None
         return ListTasksResponse(states, token)
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), datetime, timedelta)
+
+
+def _immutable(options: Mapping[str, Any]) -> bool:
+    """Whether ``options`` cannot change behind our back (so an instance built from them may be reused)."""
+    return all(isinstance(value, _IMMUTABLE) for value in options.values())
 
 
 def _template(task: Task, action: str = "scheduled") -> DynamicTask:

@@ -17,8 +17,8 @@ from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
 from ..model import HistoryEntry, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState, validate_context_names
 from ..redaction import get_logger
 from ..runstate import RunState, decode
-from ..task import DynamicTask, Instance, StaticTask, Task
-from .control import Control, RunNow
+from ..task import DynamicTask, Instance, Task
+from .control import Control, RunNow, record_key
 from .description import AppDescription
 from .registrations import Registrations
 from .scheduler import Scheduler
@@ -162,7 +162,7 @@ class PyncetteContext:
         """Remove a dynamic instance (pass the instance, or the template and the instance name)."""
         if not task.dynamic:
             raise ConfigurationError(f"{task!r} is a static task; only dynamic instances can be unscheduled")
-        parent, name = _key(task, instance_name)
+        parent, name = record_key(task, instance_name)
         await self.repository.delete(parent, name)
 
     async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
@@ -175,7 +175,7 @@ class PyncetteContext:
 
     async def _read(self, task: Task, instance_name: str | None) -> tuple[Record, TaskState] | None:
         """The stored record of a static task or an instance and its state (the instance decoded)."""
-        parent, name = _key(task, instance_name)
+        parent, name = record_key(task, instance_name)
         record = await self.repository.get(parent, name)
         if record is None:
             return None
@@ -202,9 +202,7 @@ class PyncetteContext:
         while moment is not None and len(upcoming) < next_runs and moment < PARKED_AT:
             upcoming.append(moment.astimezone(state.task.tz))
             moment = schedule.next_after(moment)
-        owner = task.template if isinstance(task, Instance) else task
-        assert isinstance(owner, (StaticTask, DynamicTask))
-        paused = await self._control.pause_of(record.parent, record.name, owner)
+        paused = await self._control.pause_of(task, record.parent, record.name)
         return TaskDescription(state, upcoming, paused)
 
     # -- the control plane (stored: every process sharing the storage obeys) -------------------------
@@ -302,17 +300,6 @@ def _template(task: Task, action: str = "scheduled") -> DynamicTask:
     if not isinstance(task, DynamicTask):
         raise ConfigurationError(f"{task!r} is not a dynamic task; only dynamic tasks have instances {action}")
     return task
-
-
-def _key(task: Task, instance_name: str | None) -> tuple[str, str]:
-    """The record of a static task, an instance, or a template's named instance."""
-    if instance_name is None:
-        if isinstance(task, DynamicTask):
-            raise ConfigurationError(f"{task!r} is a dynamic template: pass the instance name too")
-        return task.storage_key()
-    if not isinstance(task, DynamicTask):
-        raise ConfigurationError(f"{task!r} is not a dynamic template; it has no instance {instance_name!r}")
-    return task.instance_key(instance_name)
 
 
 def _state(task: Task, record: Record) -> TaskState:

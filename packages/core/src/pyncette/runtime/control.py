@@ -92,9 +92,9 @@ class Control:
                 found.setdefault((rule.match, rule.prefix), _pause(owner, rule))
         return sorted(found.values(), key=lambda p: (p.scope != "task", p.match, p.scope))
 
-    async def pause_of(self, parent: str, name: str, owner: StaticTask | DynamicTask) -> Pause | None:
-        """The widest pause holding the record ``(parent, name)``, ``None`` when none does (or the backend has
-        no control plane)."""
+    async def pause_of(self, task: Task, parent: str, name: str) -> Pause | None:
+        """The widest pause holding the record ``(parent, name)`` of ``task``, ``None`` when none does (or the
+        backend has no control plane)."""
         try:
             stored = await self._repository.pauses(parent)
         except NotImplementedError:
@@ -103,16 +103,16 @@ class Control:
         if not rules:
             return None
         widest = min(rules, key=lambda r: (not r.prefix, len(r.match)))
-        return _pause(owner, widest)
+        return _pause(_owner(task), widest)
 
     async def run_now(self, task: Task, instance_name: str | None = None) -> RunNow:
         """Store one extra run of a static task or an instance as due now, keeping its regular next run."""
-        concrete, parent, name = _record_of(task, instance_name)
+        parent, name = record_key(task, instance_name)
         for _ in range(10):  # a run committed between our read and write makes us read again
             now = self._clock.now()
             record = await self._repository.get(parent, name)
             if record is None:
-                raise ConfigurationError(f"{concrete!r} is not stored: nothing to run (is the app registered?)")
+                raise ConfigurationError(f"{task!r} is not stored: nothing to run (is the app registered?)")
             if record.locked_until is not None and record.locked_until > now:
                 return "running"
             if record.scheduled_at <= now:
@@ -125,19 +125,19 @@ class Control:
                 ),
             )
             if written:
-                self._planned(concrete, now)
+                self._planned(task, now)
                 return "queued"
-        raise ConfigurationError(f"{concrete!r} kept changing while being triggered; try again")
+        raise ConfigurationError(f"{task!r} kept changing while being triggered; try again")
 
     async def history(self, task: Task, instance_name: str | None = None) -> list[HistoryEntry]:
         """The last runs of a static task or an instance, newest first (``[]`` without ``history=``)."""
-        concrete, parent, name = _record_of(task, instance_name)
+        parent, name = record_key(task, instance_name)
         record = await self._repository.get(parent, name)
         if record is None:
             return []
-        policies = concrete.policies
-        if isinstance(concrete, DynamicTask) and record.spec is not None:  # the instance's own options
-            policies = concrete.from_spec(name, record.spec).policies
+        policies = task.policies
+        if isinstance(task, DynamicTask) and record.spec is not None:  # the instance's own options
+            policies = task.from_spec(name, record.spec).policies
         if not policies.history:
             return []
         runs = decode(record.state).runs
@@ -233,21 +233,16 @@ def _targets(task: Task, instance_name: str | None, prefix: str | None) -> list[
     return [(parent, "", True) for parent in owner.all_parents()]
 
 
-def _record_of(task: Task, instance_name: str | None) -> tuple[Task, str, str]:
-    """The task to run and the ``(parent, name)`` of its record."""
-    if isinstance(task, Instance):
-        if instance_name is not None:
-            raise ConfigurationError(f"{task!r} is an instance: do not pass instance_name")
-        return (task, *task.storage_key())
-    if isinstance(task, StaticTask):
-        if instance_name is not None:
-            raise ConfigurationError(f"{task!r} is a static task: it has no instance {instance_name!r}")
-        return (task, *task.storage_key())
+def record_key(task: Task, instance_name: str | None) -> tuple[str, str]:
+    """Where the record of a static task, an instance, or a template's named instance lives: (parent, name)."""
     if isinstance(task, DynamicTask):
         if instance_name is None:
             raise ConfigurationError(f"{task!r} is a dynamic template: pass the instance name too")
-        return (task, *task.instance_key(instance_name))
-    raise ConfigurationError(f"invalid task {task!r}: pass a task, a dynamic template or an instance")
+        return task.instance_key(instance_name)
+    if instance_name is not None:
+        kind = "an instance" if isinstance(task, Instance) else "a static task"
+        raise ConfigurationError(f"{task!r} is {kind}: it has no instance {instance_name!r}")
+    return task.storage_key()
 
 
 def _pause(owner: StaticTask | DynamicTask, rule: PauseRule) -> Pause:
@@ -267,4 +262,4 @@ def _pause(owner: StaticTask | DynamicTask, rule: PauseRule) -> Pause:
     return Pause(owner.name, scope, rule.match, note, by, at)
 
 
-__all__ = ["Control", "RunNow"]
+__all__ = ["Control", "RunNow", "record_key"]

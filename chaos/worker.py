@@ -178,6 +178,9 @@ class Tracer(Repository):
     async def delete(self, parent: str, name: str) -> Any:
         return await self.inner.delete(parent, name)
 
+    async def delete_many(self, keys: Any) -> Any:
+        return await self.inner.delete_many(keys)
+
     async def get(self, parent: str, name: str) -> Any:
         return await self._call(f"get {parent} {name}", "/" in parent, self.inner.get(parent, name))
 

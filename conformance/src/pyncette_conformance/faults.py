@@ -97,6 +97,9 @@ class FaultyRepository(Repository):
     async def delete(self, parent: str, name: str) -> bool:
         return await self._call("delete", lambda: self.inner.delete(parent, name))
 
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        return await self._call("delete", lambda: self.inner.delete_many(keys))
+
     async def get(self, parent: str, name: str) -> Record | None:
         return await self._call("get", lambda: self.inner.get(parent, name))
 

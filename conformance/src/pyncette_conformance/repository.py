@@ -152,6 +152,23 @@ class RepositoryContract(ConformanceBase):
         assert await repository.get("one", "a") is not None
         assert await claim(repository, "two") == []
 
+    async def test_delete_many_reports_each_key(self, repository: Repository) -> None:
+        early = T0 - timedelta(minutes=1)
+        records = [
+            rec("a", parent="one"),
+            rec("b", parent="one"),
+            rec("a", parent="two"),
+            rec("x", early, parent="one"),
+        ]
+        await repository.register(records, now=T0, mode=RegisterMode.UPDATE)
+        assert [r.name for r in await claim(repository, "one", limit=1)] == ["x"]  # deleted whatever its lease
+        keys = [("one", "a"), ("two", "a"), ("one", "missing"), ("one", "a"), ("one", "x")]
+        assert await repository.delete_many(keys) == [True, True, False, False, True]
+        assert await repository.get("one", "b") is not None
+        for parent, name in keys:
+            assert await repository.get(parent, name) is None
+        assert await repository.delete_many([]) == []
+
     async def test_list_pages_cover_every_record_once(self, repository: Repository) -> None:
         names = [f"instance-{i:05d}" for i in range(1050)]
         for start in range(0, len(names), 500):

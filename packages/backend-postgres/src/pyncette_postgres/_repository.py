@@ -383,6 +383,10 @@ class _Statements:
             f"UPDATE {t} SET locked_until = $4 WHERE parent = $1 AND name = $2 AND locked_by = $3 RETURNING true"
         )
         self.delete = f"DELETE FROM {t} WHERE parent = $1 AND name = $2 RETURNING true"
+        self.delete_many = (
+            f"DELETE FROM {t} AS t USING unnest($1::text[], $2::text[]) AS k(parent, name)"
+            " WHERE t.parent = k.parent AND t.name = k.name RETURNING t.parent, t.name"
+        )
         self.get = f"SELECT {columns} FROM {t} WHERE parent = $1 AND name = $2"
         self.first_page = f"SELECT {columns} FROM {t} WHERE parent = $1 ORDER BY name LIMIT $2"
         self.next_page = f"SELECT {columns} FROM {t} WHERE parent = $1 AND name > $3 ORDER BY name LIMIT $2"
@@ -547,6 +551,19 @@ class PostgresRepository(Repository):
 
     async def delete(self, parent: str, name: str) -> bool:
         return await self._call("delete", "fetchval", self._sql.delete, parent, name) is not None
+
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        if not keys:
+            return []
+        rows = await self._call(
+            "delete", "fetch", self._sql.delete_many, [parent for parent, _ in keys], [name for _, name in keys]
+        )
+        deleted = {(row["parent"], row["name"]) for row in rows}
+        flags = []
+        for key in keys:
+            flags.append(key in deleted)
+            deleted.discard(key)  # a key given twice was deleted once
+        return flags
 
     async def get(self, parent: str, name: str) -> Record | None:
         row = await self._call("get", "fetchrow", self._sql.get, parent, name)

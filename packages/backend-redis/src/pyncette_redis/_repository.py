@@ -336,6 +336,13 @@ class RedisRepository(Repository):
             done = await self._call(_scripts.DELETE, self.keys(parent), (name,))
         return bool(done)
 
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        if not keys:
+            return []
+        calls = [(_scripts.DELETE, self.keys(parent), (name,)) for parent, name in keys]
+        with map_exceptions(ERRORS, "redis delete"):
+            return [bool(done) for done in await self._call_many(calls)]
+
     async def get(self, parent: str, name: str) -> Record | None:
         with map_exceptions(ERRORS, "redis get"):
             raw = await self._command("HGET", self.keys(parent)[1], name)

@@ -269,6 +269,15 @@ class Repository(ABC):
     async def delete(self, parent: str, name: str) -> bool:
         """Remove a record whatever its lease; ``False`` when it did not exist."""
 
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        """:meth:`delete` for each ``(parent, name)`` key, in as few round trips as the storage allows.
+
+        Returns one flag per key, in order (a key given twice is ``True`` at most once). Each deletion is
+        atomic on its own; the batch as a whole need not be. The runtime sends concurrent
+        ``unschedule_task`` calls through it. Optional: the default deletes the keys one by one.
+        """
+        return [await self.delete(parent, name) for parent, name in keys]
+
     @abstractmethod
     async def get(self, parent: str, name: str) -> Record | None:
         """Read one record (its ``state`` included), or ``None``. A record that cannot be decoded is returned

@@ -295,6 +295,9 @@ class InstrumentedRepository(Repository):
     async def delete(self, parent: str, name: str) -> bool:
         return await self._timed("delete", [parent], self.inner.delete(parent, name))
 
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        return await self._timed("delete", (parent for parent, _ in keys), self.inner.delete_many(keys))
+
     async def get(self, parent: str, name: str) -> Record | None:
         return await self._timed("get", [parent], self.inner.get(parent, name))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,9 +18,9 @@ from ..model import HistoryEntry, ListTasksResponse, Orphan, Pause, TaskDescript
 from ..redaction import get_logger
 from ..runstate import RunState, decode
 from ..task import DynamicTask, Instance, Task
+from .batching import GroupCommit
 from .control import Control, RunNow, record_key
 from .description import AppDescription
-from .registrations import Registrations
 from .scheduler import Scheduler
 
 logger = get_logger("pyncette")
@@ -49,7 +49,13 @@ class PyncetteContext:
         self._values = values
         self._scheduler = Scheduler(self, description, repository, clock, values)
         self._control = Control(description, repository, clock, self._scheduler.agenda.planned)
-        self._registrations = Registrations(repository)
+        # Concurrent calls share round trips (see pyncette.runtime.batching).
+        self._registrations: GroupCommit[Record, RegisterMode] = GroupCommit(
+            lambda mode, records, now: repository.register(records, now=now, mode=mode)
+        )
+        self._deletions: GroupCommit[tuple[str, str], None] = GroupCommit(
+            lambda _, keys, now: repository.delete_many(keys)
+        )
         #: Per template, the options, instance and spec last built by schedule_tasks (reused for equal options).
         self._prototypes: dict[DynamicTask, tuple[dict[str, Any], Instance, str]] = {}
 
@@ -97,8 +103,17 @@ class PyncetteContext:
         An existing instance keeps the sooner of its stored and its new next run.
         Raises :class:`TaskLockedException` while the instance is running, unless
         ``force=True``, which overwrites it and its lease (the running one then cannot commit).
+        Concurrent calls share storage round trips (see :mod:`pyncette.runtime.batching`).
         """
-        [instance] = await self.schedule_tasks(task, {instance_name: options}, force=force)
+        template = _template(task)
+        now = self.clock.now()
+        instance, spec, first = self._prototype(template, instance_name, options, now)
+        parent, name = instance.storage_key()
+        record = Record(parent, name, spec, first, state=self._origin_state())
+        [written] = await self._registrations.submit((record,), kind=_mode(force), now=now)
+        self._announce(((instance, record, written),), now)
+        if not written:
+            raise TaskLockedException(instance, f"1 instance(s) of {task.name!r} are running: {instance.name}")
         return instance
 
     async def schedule_tasks(
@@ -106,64 +121,81 @@ class PyncetteContext:
     ) -> list[Instance]:
         """Bulk :meth:`schedule_task`: ``{instance_name: options}``, written in as few round trips as possible.
 
-        Every instance is validated before anything is written. Concurrent calls share storage round trips
-        (see :mod:`pyncette.runtime.registrations`). Every instance that is not running is written; if some
-        were running (and ``force`` is false), :class:`TaskLockedException` is raised afterwards, naming them.
+        Every instance is validated before anything is written. Every instance that is not running is
+        written; if some were running (and ``force`` is false), :class:`TaskLockedException` is raised
+        afterwards, naming them.
         """
         template = _template(task)
         now = self.clock.now()
         concrete: list[Instance] = []
         records: list[Record] = []
+        state = self._origin_state()
         # Bulk callers usually give many instances the same options: build and encode those once.
         previous: Mapping[str, Any] | None = None
         prototype: Instance | None = None
         spec, first = "", now
-        capture = self.description.capture_origin
-        origin = capture() if capture is not None else None
-        state = RunState(origin=origin).encode() if origin else None
-        last = self._prototypes.get(template)  # what the previous call built, for calls one instance at a time
         for instance_name, options in instances.items():
             if prototype is None or options != previous:
-                if last is not None and options == last[0]:
-                    prototype, spec = last[1], last[2]
-                    instance = prototype.renamed(instance_name)
-                else:
-                    prototype = instance = template.instantiate(instance_name, **dict(options))
-                    spec = instance.to_spec()
-                    if _immutable(options):
-                        last = self._prototypes[template] = (dict(options), prototype, spec)
-                assert prototype.schedule is not None
-                first, previous = prototype.schedule.first(now), options
+                instance, spec, first = self._prototype(template, instance_name, options, now)
+                prototype, previous = instance, options
             else:
                 instance = prototype.renamed(instance_name)
             parent, name = instance.storage_key()
             concrete.append(instance)
             records.append(Record(parent, name, spec, first, state=state))
-        mode = RegisterMode.FORCE if force else RegisterMode.UPDATE
-        locked: list[Instance] = []
-        written_flags: list[bool] = []
+        mode = _mode(force)
+        written: list[bool] = []
         for start in range(0, len(records), REGISTER_CHUNK):
-            chunk = records[start : start + REGISTER_CHUNK]
-            written = await self._registrations.register(chunk, now=now, mode=mode)
-            written_flags.extend(written)
-            locked.extend(t for t, ok in zip(concrete[start : start + REGISTER_CHUNK], written, strict=True) if not ok)
-        listeners = self.description.listeners
-        announce = listeners.wants(events.Scheduled)
-        for instance, record, ok in zip(concrete, records, written_flags, strict=True):
-            self._scheduler.agenda.planned(instance, record.scheduled_at)
-            if announce and ok:
-                listeners.emit(events.Scheduled(instance, record.scheduled_at, now))
+            written.extend(
+                await self._registrations.submit(records[start : start + REGISTER_CHUNK], kind=mode, now=now)
+            )
+        self._announce(zip(concrete, records, written, strict=True), now)
+        locked = [t for t, ok in zip(concrete, written, strict=True) if not ok]
         if locked:
             names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
             raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
         return concrete
 
+    def _prototype(
+        self, template: DynamicTask, instance_name: str, options: Mapping[str, Any], now: datetime
+    ) -> tuple[Instance, str, datetime]:
+        """The instance, its encoded spec and its first run; reuses what the previous call built from equal
+        (immutable) options, as web apps registering one instance per request mostly pass."""
+        last = self._prototypes.get(template)
+        if last is not None and options == last[0]:
+            instance, spec = last[1].renamed(instance_name), last[2]
+        else:
+            instance = template.instantiate(instance_name, **dict(options))
+            spec = instance.to_spec()
+            if _immutable(options):
+                self._prototypes[template] = (dict(options), instance, spec)
+        assert instance.schedule is not None
+        return instance, spec, instance.schedule.first(now)
+
+    def _origin_state(self) -> str | None:
+        """The record state naming where the registration came from, when the app captures that."""
+        capture = self.description.capture_origin
+        origin = capture() if capture is not None else None
+        return RunState(origin=origin).encode() if origin else None
+
+    def _announce(self, registered: Iterable[tuple[Instance, Record, bool]], now: datetime) -> None:
+        """Tell the loop about the registered instances, and listeners about the ones written."""
+        planned = self._scheduler.agenda.planned
+        listeners = self.description.listeners
+        announce = listeners.wants(events.Scheduled)
+        for instance, record, written in registered:
+            planned(instance, record.scheduled_at)
+            if announce and written:
+                listeners.emit(events.Scheduled(instance, record.scheduled_at, now))
+
     async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
-        """Remove a dynamic instance (pass the instance, or the template and the instance name)."""
+        """Remove a dynamic instance (pass the instance, or the template and the instance name).
+
+        Concurrent calls share storage round trips, as :meth:`schedule_task` calls do.
+        """
         if not task.dynamic:
             raise ConfigurationError(f"{task!r} is a static task; only dynamic instances can be unscheduled")
-        parent, name = record_key(task, instance_name)
-        await self.repository.delete(parent, name)
+        await self._deletions.submit((record_key(task, instance_name),), kind=None, now=self.clock.now())
 
     async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
         """The stored state of a static task or a dynamic instance, or ``None``.
@@ -294,6 +326,10 @@ _IMMUTABLE = (str, int, float, bool, type(None), datetime, timedelta)
 def _immutable(options: Mapping[str, Any]) -> bool:
     """Whether ``options`` cannot change behind our back (so an instance built from them may be reused)."""
     return all(isinstance(value, _IMMUTABLE) for value in options.values())
+
+
+def _mode(force: bool) -> RegisterMode:
+    return RegisterMode.FORCE if force else RegisterMode.UPDATE
 
 
 def _template(task: Task, action: str = "scheduled") -> DynamicTask:

@@ -1,4 +1,4 @@
-"""Concurrent ``schedule_task`` calls share ``register`` round trips; each caller gets its own outcome."""
+"""Concurrent ``schedule_task`` / ``unschedule_task`` calls share round trips; each caller gets its own outcome."""
 
 from __future__ import annotations
 
@@ -22,12 +22,21 @@ pytestmark = pytest.mark.anyio
 
 
 class SlowRegister(MemoryRepository):
-    """Each register call takes a real moment (a round trip) and is recorded; names in ``failing`` fail it."""
+    """Each register or delete_many call takes a real moment (a round trip) and is recorded; names in
+    ``failing`` fail it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[int] = []
+        self.deletes: list[int] = []
         self.failing: set[str] = set()
+
+    async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
+        self.deletes.append(len(keys))
+        await anyio.sleep(0.01)
+        if any(name in self.failing for _, name in keys):
+            raise BackendError("storage refused the batch")
+        return await super().delete_many(keys)
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         self.calls.append(len(records))
@@ -109,3 +118,62 @@ async def test_each_caller_gets_its_own_error() -> None:
         repository.failing.clear()
         with pytest.raises(TaskLockedException):
             await ctx.schedule_task(job, "busy", interval=timedelta(minutes=2))
+
+
+async def test_a_cancelled_caller_does_not_strand_the_calls_queued_with_it() -> None:
+    repository = SlowRegister()
+    app = Pyncette(repository_factory=factory_for(repository))
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        pass
+
+    async with app.create(clock=VirtualClock(START)) as ctx:
+
+        async def schedule(name: str) -> None:
+            await ctx.schedule_task(job, name, interval=timedelta(minutes=1))
+
+        async def given_up(name: str) -> None:
+            with anyio.move_on_after(0.001):  # cancelled while queued behind "first" (a 10 ms round trip)
+                await schedule(name)
+
+        with anyio.fail_after(5):  # a stranded queue hangs instead
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(schedule, "first")
+                tg.start_soon(given_up, "leader")  # the first call of the queued group sends it
+                tg.start_soon(schedule, "member")
+        assert repository.calls == [1, 2]
+        for name in ("first", "leader", "member"):
+            assert await ctx.get_task(job, name) is not None
+
+
+async def test_concurrent_unschedules_share_round_trips() -> None:
+    repository = SlowRegister()
+    app = Pyncette(repository_factory=factory_for(repository))
+
+    @app.dynamic_task()
+    async def job(context: Context) -> None:
+        pass
+
+    outcomes: dict[str, str] = {}
+    async with app.create(clock=VirtualClock(START)) as ctx:
+        await ctx.schedule_tasks(job, {f"i{n}": {"interval": timedelta(minutes=1)} for n in range(40)})
+        await ctx.unschedule_task(job, "i0")
+        assert repository.deletes == [1]  # alone: sent at once, by itself
+        repository.failing.add("i7")
+
+        async def one(n: int) -> None:
+            try:
+                await ctx.unschedule_task(job, f"i{n}")
+                outcomes[f"i{n}"] = "ok"
+            except BackendError:
+                outcomes[f"i{n}"] = "error"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 1)
+            for n in range(2, 40):
+                tg.start_soon(one, n)  # queued behind i1, sent together
+        assert repository.deletes == [1, 1, 38]
+        assert outcomes["i1"] == "ok" and outcomes["i2"] == outcomes["i7"] == "error"
+        assert await ctx.get_task(job, "i1") is None
+        assert await ctx.get_task(job, "i2") is not None  # the refused batch deleted nothing

@@ -41,10 +41,15 @@ else:
 print("core-only wheel: OK", names)
 PY
 )
+# The dashboard is a separate distribution: without it, the command names the extra.
+status=0
+"$work/core/bin/pyncette" dashboard nowhere.py 2>"$work/dashboard.err" || status=$?
+[ "$status" -eq 2 ] && grep -q 'pip install "pyncette\[dashboard\]"' "$work/dashboard.err" \
+    || { echo "pyncette dashboard without pyncette-dashboard: status $status, $(cat "$work/dashboard.err")" >&2; exit 1; }
 
 # Everything through the extras: pip must resolve each sibling at exactly this version from the built wheels.
 python3 -m venv "$work/all"
-"$work/all/bin/pip" install --quiet --find-links "$work/dist" "pyncette[all]==$version" "pyncette-conformance==$version"
+"$work/all/bin/pip" install --quiet --find-links "$work/dist" "pyncette[all,dashboard]==$version" "pyncette-conformance==$version"
 "$work/all/bin/pip" check
 (cd "$work" && "$work/all/bin/python" - "$version" $backends <<'PY'
 import importlib
@@ -59,8 +64,16 @@ for name in ("redis", "postgres", "mysql", "dynamodb"):  # Pyncette 1.x import p
     assert module.backend.name == name, module
 infos = pyncette.backends.available()
 assert [b.name for b in infos] == sorted([*backends, "memory", "sqlite"]), infos
-for dist in ("pyncette", "pyncette-conformance", *(f"pyncette-{name}" for name in backends)):
+for dist in ("pyncette", "pyncette-conformance", "pyncette-dashboard", *(f"pyncette-{name}" for name in backends)):
     assert version(dist) == expected, (dist, version(dist))
+pin = f"pyncette-dashboard=={expected}; extra == 'dashboard'"
+assert pin in (requires("pyncette") or []), (pin, requires("pyncette"))
+import pyncette_dashboard  # the static page ships inside the wheel
+from importlib.resources import files
+
+for name in ("index.html", "app.js", "style.css"):
+    assert (files("pyncette_dashboard") / "static" / name).is_file(), name
+assert (files("pyncette_dashboard") / "py.typed").is_file()
 for extra in backends:
     pin = f"pyncette-{extra}=={expected}; extra == '{extra}'"
     assert pin in (requires("pyncette") or []), (pin, requires("pyncette"))

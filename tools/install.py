@@ -4,6 +4,7 @@
     python tools/install.py redis postgres      # + those backends (also: mysql, dynamodb)
     python tools/install.py all                 # every backend, prometheus and otel
     python tools/install.py prometheus -e       # editable install (for working on Pyncette)
+    python tools/install.py dashboard           # + the web dashboard (pyncette-dashboard)
 
 Run it with the Python of the environment to install into (e.g. ``.venv/bin/python tools/install.py
 redis``). Any argument after ``--`` goes to pip. The packages of this checkout are not on the package
@@ -37,13 +38,14 @@ def backends() -> list[str]:
 def pip_command(
     python: str, parts: Sequence[str], *, editable: bool = False, pip_args: Sequence[str] = ()
 ) -> list[str]:
-    """The pip command installing the core and ``parts`` (backend names, ``prometheus``, ``otel``, ``all``).
+    """The pip command installing the core and ``parts`` (backend names, ``prometheus``, ``otel``, ``dashboard``,
+    ``all``).
 
     Raises ValueError naming unknown parts and the allowed ones.
     """
     known = backends()
     extras = ["prometheus", "otel"]
-    allowed = [*known, *extras, "all"]
+    allowed = [*known, *extras, "dashboard", "all"]
     unknown = [part for part in parts if part not in allowed]
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; choose from: {', '.join(allowed)}")
@@ -51,6 +53,8 @@ def pip_command(
     wanted = [extra for extra in extras if extra in chosen]
     core = str(PACKAGES / "core") + (f"[{','.join(wanted)}]" if wanted else "")
     folders = [core, *(str(PACKAGES / f"backend-{name}") for name in known if name in chosen)]
+    if "dashboard" in parts:
+        folders.append(str(PACKAGES / "dashboard"))
     command = [python, "-m", "pip", "install", *pip_args]
     for folder in folders:
         command += ["-e", folder] if editable else [folder]

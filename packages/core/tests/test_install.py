@@ -88,7 +88,8 @@ def test_script_refuses_unknown_parts() -> None:
     done = run_script("redis", "mongodb", "--dry-run")
     assert done.returncode == 2
     assert (
-        "unknown part(s) mongodb; choose from: dynamodb, mysql, postgres, redis, prometheus, otel, all" in done.stderr
+        "unknown part(s) mongodb; choose from: dynamodb, mysql, postgres, redis, prometheus, otel, dashboard, all"
+        in done.stderr
     )
 
 

@@ -38,10 +38,13 @@ def _first_party_extras() -> dict[str, str]:
     found = {}
     for requirement in requirements:
         match = _EXTRA_REQUIREMENT.match(requirement)
-        if match and match["backend"] == match["extra"]:
+        if match and match["backend"] == match["extra"] and match["backend"] not in NOT_BACKENDS:
             found[match["backend"]] = match["extra"]
     return found
 
+
+#: First-party distributions named ``pyncette-<name>`` with an extra of that name that are not backends.
+NOT_BACKENDS = frozenset({"dashboard"})
 
 _EXTRA_REQUIREMENT = re.compile(r"""^pyncette-(?P<backend>[a-z0-9]+)\b.*extra\s*==\s*["'](?P<extra>[a-z0-9]+)["']""")
 

@@ -3,6 +3,8 @@
 Commands::
 
     pyncette run MODULE:APP [--backend NAME] [-o KEY=VALUE ...] [--log-level LEVEL] [--seconds N]
+                            [--dashboard [HOST:PORT] [--dashboard-actions] [--token-env NAME]]
+    pyncette dashboard MODULE:APP [--bind HOST:PORT] [--actions] [--token-env NAME] [--title TEXT]
     pyncette backends [--json]
     pyncette tasks MODULE:APP list TEMPLATE [--limit N] [--json]
     pyncette tasks MODULE:APP show TEMPLATE INSTANCE [--json]
@@ -49,6 +51,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 
 from . import __version__, backends
+from ._install import install_command, installed_version, is_release
 from .abc import Backend
 from .app import Pyncette
 from .errors import (
@@ -62,7 +65,7 @@ from .errors import (
 from .migration import MigrationReport, migrate
 from .model import Pause, TaskState
 from .options import ENV_PREFIX
-from .process import configure_logging
+from .process import configure_logging, run_until_signalled
 from .redaction import redact
 from .runtime import PyncetteContext
 from .task import DynamicTask, Task
@@ -299,14 +302,72 @@ def _configure_logging(level: str | None, stream: TextIO = sys.stdout) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the app until SIGINT/SIGTERM (or ``--seconds``), like ``app.main()``."""
+    """Run the app until SIGINT/SIGTERM (or ``--seconds``), like ``app.main()``; ``--dashboard`` serves the
+    dashboard beside it, on the same storage connection."""
     _configure_logging(args.log_level)
     if args.seconds is not None and args.seconds <= 0:
         raise CliError(f"invalid --seconds {args.seconds:g}: must be positive", EXIT_USAGE)
+    if args.dashboard is None and (args.dashboard_actions or args.token_env is not None):
+        raise CliError("--dashboard-actions and --token-env need --dashboard", EXIT_USAGE)
+    board = None
+    if args.dashboard is not None:
+        if args.event_loop != "asyncio":
+            raise CliError("--dashboard runs on asyncio only (uvicorn): leave out --event-loop trio", EXIT_USAGE)
+        board = _dashboard_module()
+        token = _dashboard_token(board, args.token_env, args.dashboard_actions)
     app = load_app(args.app)
     backend = configure_app(app, args.backend, args.option or [])
     logging.getLogger("pyncette").info("Running %s on backend %r", args.app, backend)
-    anyio.run(app.run_until_signalled, args.seconds, backend=args.event_loop)
+    if board is None:
+        anyio.run(app.run_until_signalled, args.seconds, backend=args.event_loop)
+        return EXIT_OK
+    host, port = board.parse_bind(args.dashboard)
+    sock = board.bind(host, port)
+
+    async def serve(ctx: PyncetteContext) -> None:
+        await board.serve_alongside(board.dashboard(ctx, actions=args.dashboard_actions, token=token), sock)
+
+    try:
+        anyio.run(run_until_signalled, app.create, args.seconds, serve, backend="asyncio")
+    finally:
+        sock.close()
+    return EXIT_OK
+
+
+def _dashboard_module() -> Any:
+    """``pyncette_dashboard``, imported only when asked for (it is a separate distribution)."""
+    try:
+        return importlib.import_module("pyncette_dashboard")
+    except ImportError as exc:
+        if exc.name not in ("pyncette_dashboard", "starlette", "uvicorn"):
+            raise
+        message = f'the dashboard is not installed (no module named {exc.name!r}): pip install "pyncette[dashboard]"'
+        release = installed_version()
+        if is_release(release):
+            message += f" (this version: {install_command('dashboard', release)})"
+        else:
+            message += f" (from this development build's checkout: {install_command('dashboard', release)})"
+        raise CliError(message, EXIT_USAGE) from None
+
+
+def _dashboard_token(board: Any, env: str | None, actions: bool) -> str | None:
+    """The actions token, from an environment variable (never the command line: it would show in ``ps``)."""
+    name = env or board.TOKEN_ENV
+    token = os.environ.get(name) or None
+    if actions and token is None:
+        raise CliError(f"dashboard actions need a token: set the environment variable {name}", EXIT_USAGE)
+    return token if actions else None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard of an app (its storage opened without running it) until SIGINT/SIGTERM."""
+    _configure_logging(args.log_level)
+    board = _dashboard_module()
+    token = _dashboard_token(board, args.token_env, args.actions)
+    host, port = board.parse_bind(args.bind)
+    app = load_app(args.app)
+    configure_app(app, args.backend, args.option or [])
+    board.run(board.dashboard(app, actions=args.actions, token=token, title=args.title), host, port)
     return EXIT_OK
 
 
@@ -747,6 +808,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backends(commands)
     _add_tasks(commands)
     _add_migrate(commands)
+    _add_dashboard(commands)
     return parser
 
 
@@ -766,7 +828,48 @@ def _add_run(commands: Commands) -> None:
         "--log-level", metavar="LEVEL", default=None, help="DEBUG, INFO, WARNING, ... (default: $LOG_LEVEL or INFO)"
     )
     run.add_argument("--seconds", type=float, metavar="N", default=None, help="stop gracefully after N seconds")
+    run.add_argument(
+        "--dashboard",
+        metavar="HOST:PORT",
+        nargs="?",
+        const="127.0.0.1:8765",
+        default=None,
+        help="also serve the dashboard (pyncette[dashboard]) on HOST:PORT (default 127.0.0.1:8765)",
+    )
+    run.add_argument(
+        "--dashboard-actions", action="store_true", help="allow pause, resume, run now and unschedule from the page"
+    )
+    run.add_argument(
+        "--token-env",
+        metavar="NAME",
+        default=None,
+        help="environment variable holding the actions token (default: PYNCETTE_DASHBOARD_TOKEN)",
+    )
     run.set_defaults(handler=cmd_run)
+
+
+def _add_dashboard(commands: Commands) -> None:
+    board = commands.add_parser(
+        "dashboard",
+        help="serve the web dashboard of an app",
+        description="Serve the web dashboard of an app (pyncette[dashboard]): its storage is opened without "
+        "running the app. Read-only unless --actions; actions need a token in an environment variable.",
+    )
+    board.add_argument("app", metavar="MODULE:APP", help="module (or .py file) and app object")
+    board.add_argument(
+        "--bind", metavar="HOST:PORT", default="127.0.0.1:8765", help="address to listen on (default 127.0.0.1:8765)"
+    )
+    board.add_argument("--actions", action="store_true", help="allow pause, resume, run now and unschedule")
+    board.add_argument(
+        "--token-env",
+        metavar="NAME",
+        default=None,
+        help="environment variable holding the actions token (default: PYNCETTE_DASHBOARD_TOKEN)",
+    )
+    board.add_argument("--title", metavar="TEXT", default=None, help="shown in the page header")
+    _backend_arguments(board, suppress=False)
+    board.add_argument("--log-level", metavar="LEVEL", default=None, help="DEBUG, INFO, WARNING, ... (default: INFO)")
+    board.set_defaults(handler=cmd_dashboard)
 
 
 def _add_backends(commands: Commands) -> None:

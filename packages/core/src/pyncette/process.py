@@ -6,9 +6,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -42,10 +42,16 @@ def main(run: Callable[[], Awaitable[None]]) -> None:
 
 
 async def run_until_signalled(
-    create: Callable[[], AbstractAsyncContextManager[PyncetteContext]], seconds: float | None = None
+    create: Callable[[], AbstractAsyncContextManager[PyncetteContext]],
+    seconds: float | None = None,
+    alongside: Callable[[PyncetteContext], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run the app ``create()`` opens until SIGINT/SIGTERM (or ``seconds`` elapse): the first stops
-    gracefully, the second cancels running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`."""
+    gracefully, the second cancels running tasks and makes this raise :class:`~pyncette.errors.ForcedShutdown`.
+
+    ``alongside(ctx)`` (the dashboard of ``pyncette run --dashboard``) runs beside the app from when its
+    context is open, and is cancelled once the app has stopped.
+    """
     async with create() as ctx, anyio.create_task_group() as tg:
 
         async def watch_signals() -> None:
@@ -63,6 +69,8 @@ async def run_until_signalled(
             ctx.shutdown()
 
         tg.start_soon(watch_signals)
+        if alongside is not None:
+            tg.start_soon(alongside, ctx)
         if seconds is not None:
             tg.start_soon(stop_later, seconds)
         await ctx.run()

@@ -164,6 +164,10 @@ class Runner:
         if lost:
             self._lease_lost(task, nominal)
             return
+        if error is None and run.counted is None and not self._on_succeeded and type(task.schedule) is OnceSchedule:
+            # A once-off run that succeeded is deleted: nothing else to work out, store or tell.
+            self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
+            return
         finished = self._clock.now()
         if error is None:
             if self._on_succeeded:

@@ -38,7 +38,9 @@ class Slots:
     def body_done(self) -> None:
         """A run's body is over; its commit is on its way."""
         self.committing += 1
-        self._freed()
+        if self.starved:  # (inlined here and below: these run once per run)
+            self.starved = False
+            self._on_freed()
 
     def settled(self, *, committing: bool) -> None:
         """A run is over for good (``committing``: it had reached :meth:`body_done`)."""
@@ -47,17 +49,14 @@ class Slots:
             self.committing -= 1
         if self.running == 0:
             self._idle.set()
-        self._freed()
+        if self.starved:
+            self.starved = False
+            self._on_freed()
 
     async def wait_idle(self) -> None:
         """Wait until no run is left."""
         if self.running:
             await self._idle.wait()
-
-    def _freed(self) -> None:
-        if self.starved:
-            self.starved = False
-            self._on_freed()
 
 
 __all__ = ["Slots"]

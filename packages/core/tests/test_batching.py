@@ -30,17 +30,27 @@ class SlowRegister(MemoryRepository):
         self.calls: list[int] = []
         self.deletes: list[int] = []
         self.failing: set[str] = set()
+        #: Set when a call reaches storage (replace it to wait for the next one).
+        self.reached = anyio.Event()
+        #: When given, calls wait for it to be set before their round trip (the test decides when they end).
+        self.gate: anyio.Event | None = None
+
+    async def _round_trip(self) -> None:
+        self.reached.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        await anyio.sleep(0.01)
 
     async def delete_many(self, keys: Sequence[tuple[str, str]]) -> list[bool]:
         self.deletes.append(len(keys))
-        await anyio.sleep(0.01)
+        await self._round_trip()
         if any(name in self.failing for _, name in keys):
             raise BackendError("storage refused the batch")
         return await super().delete_many(keys)
 
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
         self.calls.append(len(records))
-        await anyio.sleep(0.01)
+        await self._round_trip()
         if any(r.name in self.failing for r in records):
             raise BackendError("storage refused the batch")
         return await super().register(records, now=now, mode=mode)
@@ -133,15 +143,24 @@ async def test_a_cancelled_caller_does_not_strand_the_calls_queued_with_it() -> 
         async def schedule(name: str) -> None:
             await ctx.schedule_task(job, name, interval=timedelta(minutes=1))
 
-        async def given_up(name: str) -> None:
-            with anyio.move_on_after(0.001):  # cancelled while queued behind "first" (a 10 ms round trip)
-                await schedule(name)
+        given_up = anyio.CancelScope()
 
+        async def leader() -> None:
+            with given_up:
+                await schedule("leader")
+
+        repository.gate = anyio.Event()
         with anyio.fail_after(5):  # a stranded queue hangs instead
             async with anyio.create_task_group() as tg:
                 tg.start_soon(schedule, "first")
-                tg.start_soon(given_up, "leader")  # the first call of the queued group sends it
+                await repository.reached.wait()  # "first" is in flight: the next calls queue behind it
+                tg.start_soon(leader)  # the first call of the queued group: it is to send the group
+                await anyio.wait_all_tasks_blocked()
                 tg.start_soon(schedule, "member")
+                await anyio.wait_all_tasks_blocked()
+                given_up.cancel()  # the leader's caller gives up while it waits for its turn
+                await anyio.wait_all_tasks_blocked()
+                repository.gate.set()
         assert repository.calls == [1, 2]
         for name in ("first", "leader", "member"):
             assert await ctx.get_task(job, name) is not None
@@ -169,10 +188,14 @@ async def test_concurrent_unschedules_share_round_trips() -> None:
             except BackendError:
                 outcomes[f"i{n}"] = "error"
 
+        repository.reached, repository.gate = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, 1)
+            await repository.reached.wait()  # i1 is in flight
             for n in range(2, 40):
                 tg.start_soon(one, n)  # queued behind i1, sent together
+            await anyio.wait_all_tasks_blocked()
+            repository.gate.set()
         assert repository.deletes == [1, 1, 38]
         assert outcomes["i1"] == "ok" and outcomes["i2"] == outcomes["i7"] == "error"
         assert await ctx.get_task(job, "i1") is None

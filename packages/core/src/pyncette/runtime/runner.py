@@ -402,7 +402,9 @@ class Runner:
         # this worker moves on.
         run.committing = True
         self._slots.body_done()
-        self._committer.submit(pending, run.give_hold())
+        hold, run.hold = run.hold, None  # handed to the committer (give_hold, inlined on the hot path)
+        assert hold is not None
+        self._committer.submit(pending, hold)
 
     def _context(
         self,
@@ -430,9 +432,11 @@ class Runner:
     def _invoke(self, context: Context, started: datetime) -> Awaitable[None]:
         """Call the body through the middlewares; cancel it after the task's ``timeout`` (on the app's clock)."""
         timeout = context.task.policies.timeout
-        if timeout is None:
-            return self._call(context)  # returned, not awaited here: one coroutine less per run
-        return self._call_with_timeout(context, started, timeout)
+        if timeout is not None:
+            return self._call_with_timeout(context, started, timeout)
+        if not self._description.middlewares:
+            return context.task.func(context)  # returned, not awaited here: no coroutine of ours per run
+        return self._call(context)
 
     async def _call_with_timeout(self, context: Context, started: datetime, limit: timedelta) -> None:
         timed_out = done = False

@@ -12,7 +12,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
-from .abc import Lease
+from . import runstate
+from .abc import Lease, Record
 from .clock import Clock
 from .errors import ConfigurationError
 from .modes import ExecutionMode, FailureMode
@@ -45,6 +46,22 @@ class TaskState:
     last_started: datetime | None = None
     last_finished: datetime | None = None
     last_error: str | None = None
+
+    @classmethod
+    def from_record(cls, task: Task, record: Record) -> TaskState:
+        """The state ``record`` stores for ``task`` (a static task, or the instance the record decodes to)."""
+        state = runstate.decode(record.state)
+        return cls(
+            task,
+            record.scheduled_at.astimezone(task.tz),
+            record.locked_until,
+            record.locked_by,
+            attempt=state.attempt,
+            last_outcome=state.last_outcome,
+            last_started=state.last_started,
+            last_finished=state.last_finished,
+            last_error=state.last_error,
+        )
 
 
 @dataclass(frozen=True)

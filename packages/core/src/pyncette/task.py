@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 
+from .abc import Record
 from .errors import ConfigurationError, RecordDecodeError
 from .modes import ExecutionMode, FailureMode
 from .policies import Policies, pop_policies
@@ -369,6 +370,15 @@ class DynamicTask(Task):
         if self.fast_forward and options["coalesce"] == "earliest":
             options["coalesce"] = "all"  # inherited as fast_forward=True, which implies it
         return options
+
+    def from_record(self, record: Record) -> Instance:
+        """The instance a stored record of this template describes; :class:`RecordDecodeError` when the record
+        cannot be decoded (the backend marked it corrupt, it has no spec, or its spec is unreadable)."""
+        if record.corrupt:
+            raise RecordDecodeError(f"record {record.parent}/{record.name} cannot be decoded: {record.corrupt}")
+        if record.spec is None:
+            raise RecordDecodeError(f"record {record.parent}/{record.name} of a dynamic task has no spec")
+        return self.from_spec(record.name, record.spec)
 
     def from_spec(self, name: str, spec: str) -> Instance:
         """Rebuild an instance from its stored JSON; :class:`RecordDecodeError` if it cannot be decoded.

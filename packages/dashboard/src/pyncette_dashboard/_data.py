@@ -17,10 +17,9 @@ from typing import Any
 
 from pyncette import PyncetteContext
 from pyncette.abc import Backend, PauseRule, Record
-from pyncette.errors import ConfigurationError, RecordDecodeError
+from pyncette.errors import ConfigurationError
 from pyncette.model import HistoryEntry, Pause, TaskState
 from pyncette.redaction import MASK, is_secret_name, redact
-from pyncette.runstate import decode
 from pyncette.schedule import parse_timezone, timezone_name
 from pyncette.task import DynamicTask, Instance, StaticTask, Task
 
@@ -185,26 +184,7 @@ def history_info(entries: Sequence[HistoryEntry], tz: tzinfo) -> list[dict[str, 
 
 def decode_record(template: DynamicTask, record: Record) -> TaskState:
     """An instance's record as a state; :class:`RecordDecodeError` when it cannot be decoded."""
-    if record.corrupt:
-        raise RecordDecodeError(f"record {record.parent}/{record.name} cannot be decoded: {record.corrupt}")
-    if record.spec is None:
-        raise RecordDecodeError(f"record {record.parent}/{record.name} of a dynamic task has no spec")
-    instance = template.from_spec(record.name, record.spec)
-    try:
-        stored = decode(record.state)
-    except Exception as exc:  # the runtime's own bookkeeping, unreadable
-        raise RecordDecodeError(f"record {record.parent}/{record.name}: unreadable state: {exc}") from exc
-    return TaskState(
-        instance,
-        record.scheduled_at.astimezone(instance.tz),
-        record.locked_until,
-        record.locked_by,
-        attempt=stored.attempt,
-        last_outcome=stored.last_outcome,
-        last_started=stored.last_started,
-        last_finished=stored.last_finished,
-        last_error=stored.last_error,
-    )
+    return TaskState.from_record(template.from_record(record), record)
 
 
 def undecodable_info(record: Record, reason: str, now: datetime) -> dict[str, Any]:

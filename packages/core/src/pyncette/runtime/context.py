@@ -211,8 +211,8 @@ class PyncetteContext:
         record = await self.repository.get(parent, name)
         if record is None:
             return None
-        concrete = task if not task.dynamic else _decode(record, task.template or _template(task))
-        return record, _state(concrete, record)
+        concrete = task if not task.dynamic else (task.template or _template(task)).from_record(record)
+        return record, TaskState.from_record(concrete, record)
 
     async def describe_task(
         self, task: Task, instance_name: str | None = None, *, next_runs: int = 5
@@ -311,7 +311,7 @@ class PyncetteContext:
             )
             for record in records:
                 try:
-                    states.append(_state(_decode(record, template), record))
+                    states.append(TaskState.from_record(template.from_record(record), record))
                 except RecordDecodeError as exc:
                     logger.warning("Listing %r: skipping a record that cannot be decoded: %s", template.name, exc)
             if inner is None:
@@ -336,29 +336,6 @@ def _template(task: Task, action: str = "scheduled") -> DynamicTask:
     if not isinstance(task, DynamicTask):
         raise ConfigurationError(f"{task!r} is not a dynamic task; only dynamic tasks have instances {action}")
     return task
-
-
-def _state(task: Task, record: Record) -> TaskState:
-    state = decode(record.state)
-    return TaskState(
-        task,
-        record.scheduled_at.astimezone(task.tz),
-        record.locked_until,
-        record.locked_by,
-        attempt=state.attempt,
-        last_outcome=state.last_outcome,
-        last_started=state.last_started,
-        last_finished=state.last_finished,
-        last_error=state.last_error,
-    )
-
-
-def _decode(record: Record, template: DynamicTask) -> Instance:
-    if record.corrupt:
-        raise RecordDecodeError(f"record {record.parent}/{record.name} cannot be decoded: {record.corrupt}")
-    if record.spec is None:
-        raise RecordDecodeError(f"record {record.parent}/{record.name} of a dynamic task has no spec")
-    return template.from_spec(record.name, record.spec)
 
 
 __all__ = ["PyncetteContext"]

@@ -839,13 +839,17 @@ def _add_run(commands: Commands) -> None:
     run.add_argument(
         "--dashboard-actions", action="store_true", help="allow pause, resume, run now and unschedule from the page"
     )
-    run.add_argument(
+    _token_env_argument(run)
+    run.set_defaults(handler=cmd_run)
+
+
+def _token_env_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--token-env",
         metavar="NAME",
         default=None,
         help="environment variable holding the actions token (default: PYNCETTE_DASHBOARD_TOKEN)",
     )
-    run.set_defaults(handler=cmd_run)
 
 
 def _add_dashboard(commands: Commands) -> None:
@@ -860,12 +864,7 @@ def _add_dashboard(commands: Commands) -> None:
         "--bind", metavar="HOST:PORT", default="127.0.0.1:8765", help="address to listen on (default 127.0.0.1:8765)"
     )
     board.add_argument("--actions", action="store_true", help="allow pause, resume, run now and unschedule")
-    board.add_argument(
-        "--token-env",
-        metavar="NAME",
-        default=None,
-        help="environment variable holding the actions token (default: PYNCETTE_DASHBOARD_TOKEN)",
-    )
+    _token_env_argument(board)
     board.add_argument("--title", metavar="TEXT", default=None, help="shown in the page header")
     _backend_arguments(board, suppress=False)
     board.add_argument("--log-level", metavar="LEVEL", default=None, help="DEBUG, INFO, WARNING, ... (default: INFO)")

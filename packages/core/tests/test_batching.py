@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import anyio
 import pytest
 
 from pyncette import Context, Pyncette
-from pyncette.abc import Record, RegisterMode, Repository
+from pyncette.abc import Record, RegisterMode
 from pyncette.errors import BackendError, TaskLockedException
 from pyncette.memory import MemoryRepository
-from pyncette.testing import VirtualClock
+from pyncette.testing import VirtualClock, shared_repository
 
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -56,17 +54,9 @@ class SlowRegister(MemoryRepository):
         return await super().register(records, now=now, mode=mode)
 
 
-def factory_for(repository: Repository) -> Any:
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[Repository]:
-        yield repository
-
-    return factory
-
-
 async def test_concurrent_calls_share_round_trips_and_get_their_own_instances() -> None:
     repository = SlowRegister()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
 
     @app.dynamic_task()
     async def job(context: Context) -> None:
@@ -95,7 +85,7 @@ async def test_concurrent_calls_share_round_trips_and_get_their_own_instances() 
 
 async def test_each_caller_gets_its_own_error() -> None:
     repository = SlowRegister()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
 
     @app.dynamic_task()
     async def job(context: Context) -> None:
@@ -132,7 +122,7 @@ async def test_each_caller_gets_its_own_error() -> None:
 
 async def test_a_cancelled_caller_does_not_strand_the_calls_queued_with_it() -> None:
     repository = SlowRegister()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
 
     @app.dynamic_task()
     async def job(context: Context) -> None:
@@ -168,7 +158,7 @@ async def test_a_cancelled_caller_does_not_strand_the_calls_queued_with_it() -> 
 
 async def test_concurrent_unschedules_share_round_trips() -> None:
     repository = SlowRegister()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
 
     @app.dynamic_task()
     async def job(context: Context) -> None:

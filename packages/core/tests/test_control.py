@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from pyncette import Context, Pyncette
-from pyncette.abc import PauseRule, Repository
+from pyncette.abc import PauseRule
 from pyncette.errors import ConfigurationError
 from pyncette.memory import MemoryRepository
-from pyncette.testing import VirtualClock, running
+from pyncette.testing import VirtualClock, running, shared_repository
 
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
@@ -39,14 +37,6 @@ class WithoutControl(MemoryRepository):
 
     async def parents(self, *, limit: int, continuation: str | None) -> tuple[list[str], str | None]:
         raise NotImplementedError
-
-
-def factory_for(repository: Repository) -> Any:
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[Repository]:
-        yield repository
-
-    return factory
 
 
 async def test_pausing_a_partitioned_template_holds_every_partition() -> None:
@@ -106,7 +96,7 @@ async def test_bad_arguments_are_refused_before_storage_is_touched() -> None:
 
 
 async def test_a_backend_without_the_control_plane_says_so() -> None:
-    app = Pyncette(repository_factory=factory_for(WithoutControl()))
+    app = Pyncette(repository_factory=shared_repository(WithoutControl()))
 
     @app.task(interval=timedelta(minutes=1))
     async def tick(context: Context) -> None:

@@ -6,7 +6,6 @@ that fault injection found").
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -14,34 +13,25 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 import pyncette
 from pyncette import Context, ExecutionMode, Pyncette
-from pyncette.abc import Completion, Record, Repository
+from pyncette.abc import Completion, Record
 from pyncette.errors import BackendError, ConfigurationError, leaf_exception
 from pyncette.healthcheck import use_healthcheck_server
 from pyncette.memory import MemoryRepository
 from pyncette.runtime import ShutdownTimeout
-from pyncette.testing import VirtualClock, running
+from pyncette.testing import VirtualClock, running, shared_repository
 
 pytestmark = pytest.mark.anyio
 
 START = datetime(2030, 1, 1, tzinfo=timezone.utc)
-
-
-def factory_for(repository: Repository) -> Any:
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[Repository]:
-        yield repository
-
-    return factory
 
 
 class BuggyClaims(MemoryRepository):
@@ -63,7 +53,7 @@ async def test_a_backend_bug_is_logged_not_retried_as_an_outage_and_other_work_g
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     repository = BuggyClaims("broken")
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=1))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
     clock = VirtualClock(START)
     ran: Counter[str] = Counter()
 
@@ -103,7 +93,7 @@ class BuggyCommits(MemoryRepository):
 
 async def test_a_commit_bug_fails_only_the_record_at_fault(caplog: pytest.LogCaptureFixture) -> None:
     repository = BuggyCommits()
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=1))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
     clock = VirtualClock(START)
     ran: Counter[str] = Counter()
 
@@ -138,7 +128,7 @@ class LostCommitAnswer(MemoryRepository):
 
 async def test_at_most_once_runs_even_when_the_answer_of_its_commit_was_lost(caplog: pytest.LogCaptureFixture) -> None:
     repository = LostCommitAnswer()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
     clock = VirtualClock(START)
     ran: list[datetime] = []
 
@@ -176,7 +166,7 @@ class LostAnswerWhileOthersMoveOn(MemoryRepository):
 
 
 async def test_at_most_once_runs_when_its_lost_commit_answer_is_followed_by_other_instances() -> None:
-    app = Pyncette(repository_factory=factory_for(LostAnswerWhileOthersMoveOn()))
+    app = Pyncette(repository_factory=shared_repository(LostAnswerWhileOthersMoveOn()))
     clock = VirtualClock(START)
     ran: list[float] = []
 

@@ -19,11 +19,11 @@ from trio.testing import MockClock
 
 import pyncette
 from pyncette import Context, Pyncette, PyncetteContext
-from pyncette.abc import Completion, Lease, Record, RegisterMode, Repository
+from pyncette.abc import Completion, Lease, Record, RegisterMode
 from pyncette.clock import Clock, current_clock
 from pyncette.errors import BackendError, TaskLockedException
 from pyncette.memory import MemoryRepository
-from pyncette.testing import VirtualClock, running
+from pyncette.testing import VirtualClock, running, shared_repository
 
 pytestmark = pytest.mark.anyio
 
@@ -70,16 +70,6 @@ class CountingRepository(MemoryRepository):
         return await super().get(parent, name)
 
 
-def factory_for(repository: Repository) -> Any:
-    """A 1.x-style repository_factory that always yields ``repository`` (so several apps can share it)."""
-
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[Repository]:
-        yield repository
-
-    return factory
-
-
 @contextlib.asynccontextmanager
 async def in_background(ctx: PyncetteContext) -> AsyncIterator[PyncetteContext]:
     """Like ``running``, without waiting for ``run()`` to start (its start-up may need the clock to move)."""
@@ -102,7 +92,7 @@ async def started(app: Pyncette, clock: VirtualClock) -> AsyncIterator[PyncetteC
 
 async def test_loop_sleeps_until_the_next_static_run() -> None:
     repository = CountingRepository()
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(hours=1))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(hours=1))
     clock = VirtualClock(START)
     starts: list[datetime] = []
 
@@ -128,7 +118,7 @@ async def test_loop_sleeps_until_the_next_static_run() -> None:
 
 async def test_static_task_whose_record_was_deleted_is_recreated(caplog: pytest.LogCaptureFixture) -> None:
     repository = MemoryRepository()
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=5))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=5))
     clock = VirtualClock(START)
     starts: list[datetime] = []
 
@@ -174,8 +164,8 @@ class PollingOnly(MemoryRepository):
 async def test_dynamic_instance_scheduled_elsewhere_is_found_within_poll_interval() -> None:
     repository = PollingOnly()
     poll = timedelta(seconds=10)
-    runner = Pyncette(repository_factory=factory_for(repository), poll_interval=poll)
-    other = Pyncette(repository_factory=factory_for(repository), poll_interval=poll)
+    runner = Pyncette(repository_factory=shared_repository(repository), poll_interval=poll)
+    other = Pyncette(repository_factory=shared_repository(repository), poll_interval=poll)
     clock = VirtualClock(START)
     starts: dict[str, datetime] = {}
 
@@ -260,7 +250,7 @@ def cadence(times: Sequence[datetime]) -> list[float]:
 @on_trio_mock_time()
 async def test_backend_errors_are_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
     repository = CountingRepository({"register": 2, "claim": 3, "commit": 2})
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=5))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=5))
     seen: list[datetime] = []
 
     @app.task(interval=timedelta(seconds=10))
@@ -288,7 +278,7 @@ async def test_backend_errors_are_logged_and_retried(caplog: pytest.LogCaptureFi
 @on_trio_mock_time()
 async def test_commit_outage_does_not_run_a_task_twice() -> None:
     repository = CountingRepository({"commit": 6})  # 0.2 + 0.4 + ... + 6.4 s of backoff, inside the lease
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S)
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=S)
     seen: list[datetime] = []
 
     @app.task(interval=timedelta(seconds=10), lease_duration=timedelta(seconds=60))
@@ -318,7 +308,7 @@ class LostAnswerRepository(MemoryRepository):
 @on_trio_mock_time()
 async def test_commit_whose_answer_was_lost_is_not_reported_as_a_lost_lease(caplog: pytest.LogCaptureFixture) -> None:
     repository = LostAnswerRepository(lose=2)
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S)
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=S)
     seen: list[str] = []
 
     @app.dynamic_task()
@@ -353,7 +343,7 @@ class SlowCommitRepository(MemoryRepository):
 
 @on_trio_mock_time()
 async def test_slow_commit_does_not_stall_a_static_task() -> None:
-    app = Pyncette(repository_factory=factory_for(SlowCommitRepository()), poll_interval=S)
+    app = Pyncette(repository_factory=shared_repository(SlowCommitRepository()), poll_interval=S)
     seen: list[datetime] = []
     started: list[datetime] = []
 
@@ -388,7 +378,7 @@ class SlowClaimRepository(MemoryRepository):
 async def test_slow_claims_neither_shorten_leases_nor_starve_static_tasks() -> None:
     clock = LoopClock()
     repository = SlowClaimRepository(clock)
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S, batch_size=1)
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=S, batch_size=1)
     dynamic_runs: list[str] = []
     static_runs: list[datetime] = []
 
@@ -427,7 +417,7 @@ class RoundTripRepository(MemoryRepository):
 @on_trio_mock_time()
 async def test_static_runs_are_claimed_ahead_and_start_on_time() -> None:
     clock = LoopClock()
-    app = Pyncette(repository_factory=factory_for(RoundTripRepository()), poll_interval=S)
+    app = Pyncette(repository_factory=shared_repository(RoundTripRepository()), poll_interval=S)
     lags: list[float] = []
 
     @app.task(schedule="* * * * * *")
@@ -445,7 +435,7 @@ async def test_static_runs_are_claimed_ahead_and_start_on_time() -> None:
 @on_trio_mock_time()
 async def test_graceful_shutdown_while_storage_is_down() -> None:
     repository = CountingRepository()
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=S)
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=S)
     stopped = anyio.Event()
 
     @app.task(interval=timedelta(seconds=10))
@@ -474,7 +464,7 @@ async def test_graceful_shutdown_while_storage_is_down() -> None:
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_storage_failure_does_not_freeze_the_virtual_clock(method: str) -> None:
     repository = CountingRepository({method: 1})
-    app = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=5))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=5))
     clock = VirtualClock(START)
     seen: list[datetime] = []
 
@@ -576,7 +566,7 @@ async def test_cancel_cancels_running_tasks() -> None:
 
 async def test_schedule_tasks_registers_many() -> None:
     repository = CountingRepository()
-    app = Pyncette(repository_factory=factory_for(repository))
+    app = Pyncette(repository_factory=shared_repository(repository))
     clock = VirtualClock(START)
     seen: dict[str, int] = {}
 

@@ -16,22 +16,14 @@ from pyncette import Context, Pyncette
 from pyncette.abc import Repository
 from pyncette.errors import BackendError
 from pyncette.memory import MemoryRepository
-from pyncette.testing import running
+from pyncette.testing import running, shared_repository
 
 pytestmark = [pytest.mark.anyio, pytest.mark.realtime]
 
 
-def factory_for(repository: Repository) -> Any:
-    @contextlib.asynccontextmanager
-    async def factory(**options: Any) -> AsyncIterator[Repository]:
-        yield repository
-
-    return factory
-
-
 def pair(repository: Repository, ticks: list[float]) -> tuple[Pyncette, Pyncette, list[str], Any]:
-    worker = Pyncette(repository_factory=factory_for(repository), poll_interval=timedelta(seconds=60))
-    registrar = Pyncette(repository_factory=factory_for(repository))
+    worker = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=60))
+    registrar = Pyncette(repository_factory=shared_repository(repository))
     ran: list[str] = []
 
     @worker.dynamic_task(name="job")

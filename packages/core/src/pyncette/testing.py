@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
+from .abc import Repository
 from .clock import Clock, Hold
 
 if TYPE_CHECKING:
@@ -149,4 +151,16 @@ async def running(ctx: PyncetteContext) -> AsyncIterator[PyncetteContext]:
         raise AssertionError(f"clock holds never released after the app stopped: {clock.outstanding(ctx)}")
 
 
-__all__ = ["VirtualClock", "running"]
+def shared_repository(repository: Repository) -> Callable[..., AbstractAsyncContextManager[Repository]]:
+    """A ``repository_factory`` for :class:`~pyncette.Pyncette` that hands every app the same open
+    ``repository`` (and never closes it): several apps, as several processes would, on one store, or an app
+    on a repository the test wraps to observe or break it."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**options: Any) -> AsyncIterator[Repository]:
+        yield repository
+
+    return factory
+
+
+__all__ = ["VirtualClock", "running", "shared_repository"]

@@ -166,17 +166,15 @@ class Runner:
             return
         if error is None and run.counted is None and not self._on_succeeded and type(task.schedule) is OnceSchedule:
             # A once-off run that succeeded is deleted: nothing else to work out, store or tell.
-            self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
+            self._commit(run, None, EMPTY)
             return
         finished = self._clock.now()
         if error is None:
             if self._on_succeeded:
                 self._listeners.emit(events.Succeeded(task, nominal, finished, attempt, finished - started))
-            next_at = self._following(task, nominal, finished)
-            if next_at is None:
-                self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
-            else:
-                self._commit(run, next_at, RunState(0, None, started, finished, "succeeded"))
+            self._commit(
+                run, self._following(task, nominal, finished), RunState(0, None, started, finished, "succeeded")
+            )
         else:
             await self._failed(run, state, nominal, error, started, finished)
         if run.counted is not None:
@@ -402,9 +400,7 @@ class Runner:
         # this worker moves on.
         run.committing = True
         self._slots.body_done()
-        hold, run.hold = run.hold, None  # handed to the committer (give_hold, inlined on the hot path)
-        assert hold is not None
-        self._committer.submit(pending, hold)
+        self._committer.submit(pending, run.give_hold())
 
     def _context(
         self,

@@ -38,9 +38,7 @@ class Slots:
     def body_done(self) -> None:
         """A run's body is over; its commit is on its way."""
         self.committing += 1
-        if self.starved:  # (inlined here and below: these run once per run)
-            self.starved = False
-            self._on_freed()
+        self._freed()
 
     def settled(self, *, committing: bool) -> None:
         """A run is over for good (``committing``: it had reached :meth:`body_done`)."""
@@ -49,14 +47,17 @@ class Slots:
             self.committing -= 1
         if self.running == 0:
             self._idle.set()
-        if self.starved:
-            self.starved = False
-            self._on_freed()
+        self._freed()
 
     async def wait_idle(self) -> None:
         """Wait until no run is left."""
         if self.running:
             await self._idle.wait()
+
+    def _freed(self) -> None:
+        if self.starved:
+            self.starved = False
+            self._on_freed()
 
 
 __all__ = ["Slots"]

@@ -113,7 +113,7 @@ class PyncetteContext:
         [written] = await self._registrations.submit((record,), kind=_mode(force), now=now)
         self._announce(((instance, record, written),), now)
         if not written:
-            raise TaskLockedException(instance, f"1 instance(s) of {task.name!r} are running: {instance.name}")
+            raise _locked(task, [instance])
         return instance
 
     async def schedule_tasks(
@@ -152,8 +152,7 @@ class PyncetteContext:
         self._announce(zip(concrete, records, written, strict=True), now)
         locked = [t for t, ok in zip(concrete, written, strict=True) if not ok]
         if locked:
-            names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
-            raise TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
+            raise _locked(task, locked)
         return concrete
 
     def _prototype(
@@ -297,27 +296,53 @@ class PyncetteContext:
         page_size = limit if limit is not None else self.description.batch_size
         if not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"invalid limit {limit!r}: must be an integer >= 1")
-        parents = template.all_parents()
-        index, inner = 0, None
-        if continuation_token is not None:
-            try:
-                index, inner = json.loads(continuation_token)
-            except (ValueError, TypeError) as exc:
-                raise ConfigurationError(f"invalid continuation_token {continuation_token!r}") from exc
         states: list[TaskState] = []
-        while index < len(parents) and len(states) < page_size:
-            records, inner = await self.repository.list_page(
-                parents[index], limit=page_size - len(states), continuation=inner
-            )
+        token = continuation_token
+        while len(states) < page_size:
+            records, token = await self.list_records(template, page_size - len(states), token)
             for record in records:
                 try:
                     states.append(TaskState.from_record(template.from_record(record), record))
                 except RecordDecodeError as exc:
                     logger.warning("Listing %r: skipping a record that cannot be decoded: %s", template.name, exc)
+            if token is None:
+                break
+        return ListTasksResponse(states, token)
+
+    async def list_records(
+        self, task: Task, limit: int, continuation_token: str | None = None
+    ) -> tuple[list[Record], str | None]:
+        """Page through the stored records of a dynamic task's instances as they are stored, undecodable ones
+        included (with :attr:`~pyncette.abc.Record.corrupt` set): at most ``limit`` (every partition in
+        turn), and the token of the next page, ``None`` after the last. Tokens are those of :meth:`list_tasks`.
+        """
+        template = _template(task, "listed")
+        if not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"invalid limit {limit!r}: must be an integer >= 1")
+        parents = template.all_parents()
+        index, inner = _position(continuation_token, len(parents))
+        records: list[Record] = []
+        while index < len(parents) and len(records) < limit:
+            page, inner = await self.repository.list_page(
+                parents[index], limit=limit - len(records), continuation=inner
+            )
+            records.extend(page)
             if inner is None:
                 index += 1
-        token = json.dumps([index, inner]) if index < len(parents) else None
-        return ListTasksResponse(states, token)
+        return records, (json.dumps([index, inner]) if index < len(parents) else None)
+
+
+def _position(token: str | None, parents: int) -> tuple[int, str | None]:
+    """Where a :meth:`PyncetteContext.list_records` token resumes: (index of the parent, its continuation)."""
+    if token is None:
+        return 0, None
+    try:
+        index, inner = json.loads(token)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid continuation_token {token!r}") from exc
+    if not isinstance(index, int) or not 0 <= index < parents or not (inner is None or isinstance(inner, str)):
+        raise ConfigurationError(f"invalid continuation_token {token!r}: not a position of this task")
+    return index, inner
 
 
 _IMMUTABLE = (str, int, float, bool, type(None), datetime, timedelta)
@@ -326,6 +351,12 @@ _IMMUTABLE = (str, int, float, bool, type(None), datetime, timedelta)
 def _immutable(options: Mapping[str, Any]) -> bool:
     """Whether ``options`` cannot change behind our back (so an instance built from them may be reused)."""
     return all(isinstance(value, _IMMUTABLE) for value in options.values())
+
+
+def _locked(task: Task, locked: list[Instance]) -> TaskLockedException:
+    """The error for instances that were not written because they are running."""
+    names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
+    return TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
 
 
 def _mode(force: bool) -> RegisterMode:

@@ -327,6 +327,9 @@ Call = Callable[[PyncetteContext, Task, Task], Any]
         (lambda ctx, t, s: ctx.get_task(s, "i"), "no instance 'i'"),
         (lambda ctx, t, s: ctx.list_tasks(t, limit=0), "invalid limit 0"),
         (lambda ctx, t, s: ctx.list_tasks(t, continuation_token="garbage"), "'garbage'"),
+        (lambda ctx, t, s: ctx.list_tasks(t, continuation_token="[7, null]"), "'[7, null]'"),
+        (lambda ctx, t, s: ctx.list_records(t, 0), "invalid limit 0"),
+        (lambda ctx, t, s: ctx.list_records(s, 10), "'static'> is not a dynamic task"),
     ],
 )
 async def test_bad_dynamic_calls(dynamic_app: tuple[Pyncette, Task, Task], call: Call, named: str) -> None:

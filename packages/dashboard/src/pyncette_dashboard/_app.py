@@ -232,10 +232,10 @@ class Dashboard:
 
     async def _scan_summary(self, ctx: PyncetteContext, template: DynamicTask, now: datetime) -> dict[str, Any]:
         """What the first ``overview_scan`` instances of a template say: counts over those only."""
-        found = await data.read_slice(ctx, template, 0, None, self.overview_scan)
+        records, following = await data.read_records(ctx, template, None, self.overview_scan)
         failing = late = undecodable = 0
         soonest: datetime | None = None
-        for record in found.records:
+        for record in records:
             try:
                 state = data.decode_record(template, record)
             except RecordDecodeError:
@@ -246,8 +246,8 @@ class Dashboard:
             if soonest is None or state.scheduled_at < soonest:
                 soonest = state.scheduled_at  # kept in the instance's own zone
         return {
-            "scanned": len(found.records),
-            "complete": found.done,
+            "scanned": len(records),
+            "complete": following is None,
             "failing": failing,
             "late": late,
             "undecodable": undecodable,
@@ -280,14 +280,12 @@ class Dashboard:
         """One keyset page of a template's instances (``list_page``; never a count)."""
         limit = _int(request, "limit", self.page_size, 1, MAX_PAGE)
         token = request.query_params.get("continuation") or None
-        index, inner = 0, None
-        if token is not None:
-            index, inner = _position(data.decode_token(token, "page", template.name))
-        found = await data.read_slice(ctx, template, index, inner, limit)
+        position = None if token is None else _position(data.decode_token(token, "page", template.name))
+        records, following = await data.read_records(ctx, template, position, limit)
         rules = await data.pause_rules(ctx, template)
         now = ctx.clock.now()
         rows = []
-        for record in found.records:
+        for record in records:
             try:
                 row = data.state_info(data.decode_record(template, record), now)
             except RecordDecodeError as exc:
@@ -295,7 +293,7 @@ class Dashboard:
             row["paused_by"] = data.held(rules, record)
             row["paused"] = row["paused_by"] is not None
             rows.append(row)
-        following = None if found.done else data.encode_token("page", template.name, found.index, found.inner)
+        following = None if following is None else data.encode_token("page", template.name, following)
         return {"items": rows, "limit": limit, "continuation": following}
 
     async def _instance(self, request: Request) -> dict[str, Any]:
@@ -336,11 +334,11 @@ class Dashboard:
         started = time.perf_counter()
         tasks = data.all_tasks(ctx)
         token = request.query_params.get("continuation") or None
-        position = data.decode_token(token, "scan", "*") if token else [0, 0, None]
-        if len(position) != 3 or not isinstance(position[0], int) or not 0 <= position[0] <= len(tasks):
+        position = data.decode_token(token, "scan", "*") if token else [0, None]
+        if len(position) != 2 or not isinstance(position[0], int) or not 0 <= position[0] <= len(tasks):
             raise BadValue("continuation", token, "position out of range (start from the first page)")
         task_index = position[0]
-        index, inner = _position(position[1:])
+        inner = _position(position[1:]) if position[1] is not None else None
         budget = self.scan_limit
         scanned = 0
         items: list[dict[str, Any]] = []
@@ -354,11 +352,11 @@ class Dashboard:
                     kinds = _kinds(described.state, now, described.paused is not None)
                     if kinds:
                         items.append({"task": task.name, "problems": kinds, **data.state_info(described.state, now)})
-                task_index, index, inner = task_index + 1, 0, None
+                task_index, inner = task_index + 1, None
                 continue
-            found = await data.read_slice(ctx, task, index, inner, budget)
-            rules = await data.pause_rules(ctx, task) if found.records else {}
-            for record in found.records:
+            records, inner = await data.read_records(ctx, task, inner, budget)
+            rules = await data.pause_rules(ctx, task) if records else {}
+            for record in records:
                 try:
                     state = data.decode_record(task, record)
                 except RecordDecodeError as exc:
@@ -368,19 +366,17 @@ class Dashboard:
                 kinds = _kinds(state, now, data.held(rules, record) is not None)
                 if kinds:
                     items.append({"task": task.name, "problems": kinds, **data.state_info(state, now)})
-            scanned += len(found.records)
-            budget -= len(found.records)
-            if found.done:
-                task_index, index, inner = task_index + 1, 0, None
-            else:
-                index, inner = found.index, found.inner
+            scanned += len(records)
+            budget -= len(records)
+            if inner is None:
+                task_index += 1
         done = task_index >= len(tasks)
         return {
             "now": now.isoformat(),
             "scanned": scanned,
             "scan_limit": self.scan_limit,
             "complete": done,
-            "continuation": None if done else data.encode_token("scan", "*", task_index, index, inner),
+            "continuation": None if done else data.encode_token("scan", "*", task_index, inner),
             "seconds": time.perf_counter() - started,
             "items": items,
         }
@@ -450,10 +446,11 @@ async def _pauses(ctx: PyncetteContext, task: StaticTask | DynamicTask) -> list[
         return []
 
 
-def _position(value: list[Any]) -> tuple[int, str | None]:
-    if len(value) != 2 or not isinstance(value[0], int) or not (value[1] is None or isinstance(value[1], str)):
+def _position(value: list[Any]) -> str:
+    """The :meth:`PyncetteContext.list_records` token inside a dashboard token."""
+    if len(value) != 1 or not isinstance(value[0], str):
         raise BadValue("continuation", value, "not a page position (start from the first page)")
-    return value[0], value[1]
+    return value[0]
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:

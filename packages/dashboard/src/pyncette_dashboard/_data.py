@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -241,32 +240,15 @@ def decode_token(token: str, kind: str, owner: str, parameter: str = "continuati
 # -- templates: keyset pages and bounded scans -------------------------------------------------------------
 
 
-@dataclass
-class Slice:
-    """Records of one template read from a position: ``(parent index, backend continuation)``."""
-
-    records: list[Record]
-    index: int
-    inner: str | None
-
-    @property
-    def done(self) -> bool:
-        return self.index < 0
-
-
-async def read_slice(ctx: PyncetteContext, template: DynamicTask, index: int, inner: str | None, limit: int) -> Slice:
-    """Up to ``limit`` records of ``template`` from the position ``(index, inner)``, through ``list_page``;
-    the returned position is where the next read starts (``index`` -1 when the template is exhausted)."""
-    parents = template.all_parents()
-    if not isinstance(index, int) or not 0 <= index < len(parents) or not (inner is None or isinstance(inner, str)):
-        raise BadValue("continuation", [index, inner], "position out of range (start from the first page)")
-    records: list[Record] = []
-    while index < len(parents) and len(records) < limit:
-        page, inner = await ctx.repository.list_page(parents[index], limit=limit - len(records), continuation=inner)
-        records.extend(page)
-        if inner is None:
-            index += 1
-    return Slice(records, index if index < len(parents) else -1, inner)
+async def read_records(
+    ctx: PyncetteContext, template: DynamicTask, position: str | None, limit: int
+) -> tuple[list[Record], str | None]:
+    """Up to ``limit`` records of ``template`` from ``position`` (a :meth:`PyncetteContext.list_records` token;
+    ``None``: the start), and where the next read starts (``None``: the template is exhausted)."""
+    try:
+        return await ctx.list_records(template, limit, position)
+    except ConfigurationError:
+        raise BadValue("continuation", position, "position out of range (start from the first page)") from None
 
 
 async def pause_rules(ctx: PyncetteContext, template: DynamicTask) -> dict[str, list[PauseRule]]:
@@ -320,7 +302,6 @@ def check_config(**values: int) -> None:
 __all__ = [
     "BadValue",
     "NotFound",
-    "Slice",
     "all_tasks",
     "backend_info",
     "decode_record",
@@ -331,7 +312,7 @@ __all__ = [
     "history_info",
     "moment",
     "pause_info",
-    "read_slice",
+    "read_records",
     "state_info",
     "task_info",
 ]

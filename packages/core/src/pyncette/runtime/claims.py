@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 
-from ..abc import PARKED_AT, Lease, Record, RegisterMode, Repository
+from ..abc import PARKED_AT, Completion, Record, RegisterMode, Repository
 from ..clock import Clock, Hold
 from ..errors import RecordDecodeError
 from ..redaction import get_logger
@@ -204,9 +204,9 @@ class Claims:
             reason,
         )
         if record.locked_by is not None:
-            lease = Lease(record.parent, record.name, record.locked_by)
+            change = Completion(record.parent, record.name, record.locked_by, PARKED_AT)
             hold: Hold = self._clock.hold("parking a record", self._owner)
-            self._committer.submit(Pending(lease, PARKED_AT, record.locked_until), hold)
+            self._committer.submit(Pending(change, record.locked_until), hold)
 
 
 def _not_running(run: Run) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import anyio
 
@@ -21,30 +21,23 @@ logger = get_logger("pyncette")
 X = TypeVar("X")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
-    """A commit (reschedule to ``next_at``, or delete when ``None``) or an unlock, waiting to be stored.
+    """A commit (``change`` is the :class:`~pyncette.abc.Completion` to store) or an unlock (``change`` is the
+    :class:`~pyncette.abc.Lease` to let go of), waiting to be stored.
 
     ``owner`` is told the result once stored (``None``: nobody needs it). A run that waits for the
     result (:meth:`Committer.finish`) gets it through ``done`` instead, with a fresh clock hold.
     """
 
-    lease: Lease
-    next_at: datetime | None
+    change: Completion | Lease
     #: When the lease expires; until then nobody else may take the record over.
-    lease_until: datetime | None = None
-    unlock: bool = False
+    lease_until: datetime | None
     owner: object = None
     done: anyio.Event | None = None
     result: bool = False
     hold_back: Hold | None = None
     abandoned: bool = False
-    #: The record's new :attr:`~pyncette.abc.Record.state` (``None``: keep it) and whether to keep the lease.
-    state: str | None = None
-    release: bool = True
-
-    def completion(self) -> Completion:
-        return Completion(self.lease.parent, self.lease.name, self.lease.token, self.next_at, self.state, self.release)
 
 
 class Committer:
@@ -83,19 +76,10 @@ class Committer:
         hold.release()
         self._wakeup.set()
 
-    async def finish(
-        self,
-        lease: Lease,
-        next_at: datetime | None,
-        lease_until: datetime | None,
-        hold: Hold,
-        *,
-        state: str | None = None,
-        release: bool = True,
-    ) -> tuple[bool, Hold]:
+    async def finish(self, change: Completion, lease_until: datetime | None, hold: Hold) -> tuple[bool, Hold]:
         """Commit and wait until it is stored; return whether it was (``False``: the lease was lost) and a
         fresh hold replacing the one handed over, taken the moment the result arrived."""
-        item = Pending(lease, next_at, lease_until, done=anyio.Event(), state=state, release=release)
+        item = Pending(change, lease_until, done=anyio.Event())
         self.submit(item, hold)
         assert item.done is not None
         try:
@@ -114,8 +98,8 @@ class Committer:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
             batch, self._pending = self._pending, []
-            commits = [p for p in batch if not p.unlock]
-            unlocks = [p for p in batch if p.unlock]
+            commits = [p for p in batch if isinstance(p.change, Completion)]
+            unlocks = [p for p in batch if not isinstance(p.change, Completion)]
             if commits:
                 self._resolve(commits, await self._commit(commits))
             if unlocks:
@@ -125,7 +109,7 @@ class Committer:
                 hold.release()
 
     async def _commit(self, items: list[Pending]) -> list[bool]:
-        completions = [item.completion() for item in items]
+        completions = cast("list[Completion]", [item.change for item in items])
         failures = 0
         sent_at = self._clock.now()
 
@@ -149,7 +133,8 @@ class Committer:
         """Whether a commit reported lost after a retry was in fact stored by an earlier attempt."""
         if item.lease_until is not None and sent_at < item.lease_until:
             return True
-        completion = item.completion()
+        completion = item.change
+        assert isinstance(completion, Completion)
         get = partial(self._repository.get, completion.parent, completion.name)
         try:
             return _shows(await retrying(self._clock, "verify commit", get), completion)
@@ -158,7 +143,8 @@ class Committer:
             return False
 
     async def _unlock(self, items: list[Pending]) -> list[bool]:
-        return await self._call("unlock", items, [item.lease for item in items], self._repository.unlock)
+        leases = cast("list[Lease]", [item.change for item in items])
+        return await self._call("unlock", items, leases, self._repository.unlock)
 
     async def _call(
         self, what: str, items: list[Pending], arguments: list[X], call: Callable[[list[X]], Awaitable[list[bool]]]
@@ -167,7 +153,7 @@ class Committer:
             return await retrying(self._clock, what, partial(call, arguments))
         except Exception as exc:
             if len(items) == 1:
-                _log_item_fault(what, items[0].lease.parent, items[0].lease.name, exc)
+                _log_item_fault(what, items[0].change.parent, items[0].change.name, exc)
                 return [False]
         results = []
         for item, argument in zip(items, arguments, strict=True):

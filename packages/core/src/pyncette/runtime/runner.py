@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from .. import events
-from ..abc import PARKED_AT, Lease, PauseRule, Record, Repository
+from ..abc import PARKED_AT, Completion, Lease, PauseRule, Record, Repository
 from ..clock import Clock, Hold
 from ..errors import LeaseLostException, TaskTimeout
 from ..model import AppContext, Context
@@ -35,13 +35,38 @@ class Run:
     """A claimed record and the task it runs, with the clock hold that counts it as work in progress."""
 
     task: StaticTask | Instance
+    #: The claimed record (leased: its ``locked_by`` is this run's lease token).
     record: Record
     hold: Hold | None
-    lease: Lease
+    runner: Runner
     #: The body is over and the outcome is with the committer.
     committing: bool = False
     #: With ``history=``: the run counter as claimed (the slot of this run's entry, modulo the size).
     counted: int | None = None
+    #: Whether heartbeats extend the lease (not once the run let go of its record before its body).
+    guarded: bool = True
+    #: A heartbeat found the lease lost.
+    lost: bool = False
+
+    @property
+    def lease(self) -> Lease:
+        """The run's lease (made when needed: most runs only ever commit, through :meth:`completion`)."""
+        record = self.record
+        assert record.locked_by is not None
+        return Lease(record.parent, record.name, record.locked_by)
+
+    def completion(self, next_at: datetime | None, state: str | None = None, *, release: bool = True) -> Completion:
+        """The run's outcome to store: reschedule to ``next_at`` (or delete the record when ``None``), storing
+        ``state`` (``None``: keep the stored one), and let go of the lease unless ``release`` is false."""
+        record = self.record
+        assert record.locked_by is not None
+        return Completion(record.parent, record.name, record.locked_by, next_at, state, release)
+
+    async def heartbeat(self) -> None:
+        """The body's ``context.heartbeat()``: extend the lease, or raise
+        :class:`~pyncette.errors.LeaseLostException` once it is lost."""
+        if self.guarded:
+            await self.runner.extend(self)
 
     def give_hold(self) -> Hold:
         """Hand the hold over (to the committer); the run holds nothing afterwards."""
@@ -88,8 +113,7 @@ class Runner:
     def claimed(self, task: StaticTask | Instance, record: Record) -> Run:
         """A freshly claimed run, counted as work in progress from now on."""
         assert record.locked_by is not None
-        lease = Lease(record.parent, record.name, record.locked_by)
-        run = Run(task, record, self._clock.hold(task.name, self._app_context), lease)
+        run = Run(task, record, self._clock.hold(task.name, self._app_context), self)
         self._slots.taken()
         self.in_flight.add(run)
         return run
@@ -144,24 +168,16 @@ class Runner:
         state, nominal = self._due(run, started)
         if nominal is None:
             return
-        lost = False
-
-        async def heartbeat() -> None:
-            nonlocal lost
-            if not await self._repository.extend(run.lease, lease_until=self._clock.now() + task.lease_duration):
-                lost = True
-                raise LeaseLostException(task)
-
         error: Exception | None = None
         attempt = state.attempt
         try:
-            await self._invoke(self._context(run, heartbeat, nominal, attempt, state.origin), started)
+            await self._invoke(self._context(run, nominal, attempt, state.origin), started)
         except LeaseLostException:
             self._lease_lost(task, nominal)
             return
         except Exception as exc:
             error = exc
-        if lost:
+        if run.lost:
             self._lease_lost(task, nominal)
             return
         if error is None and run.counted is None and not self._on_succeeded and type(task.schedule) is OnceSchedule:
@@ -193,26 +209,24 @@ class Runner:
             if task.failure_mode is FailureMode.NONE:  # the lease expires, then the run is retried
                 if run.counted is not None:  # but the history counts this try: store the counter, keep the lease
                     after = self._counted(run, state.finished(outcome, started=started, finished=finished, error=error))
-                    at = run.record.scheduled_at
-                    pending = Pending(run.lease, at, run.record.locked_until, owner=run, state=after.encode())
-                    self._submit(run, replace(pending, release=False))
+                    self._submit(run, run.completion(run.record.scheduled_at, after.encode(), release=False))
                 return
             if task.failure_mode is FailureMode.UNLOCK:
-                self._submit(run, Pending(run.lease, None, run.record.locked_until, unlock=True, owner=run))
+                self._submit(run, run.lease)
                 return
             after = state.finished(outcome, started=started, finished=finished, error=error)
             self._commit(run, self._following(task, nominal, finished), after)
             return
         failures = state.failures + 1
         if isinstance(error, retry.retry_on) and failures < retry.attempts:
-            retry_at = finished + retry.delay(failures, run_key(run.lease.parent, run.lease.name, nominal))
+            retry_at = finished + retry.delay(failures, run_key(run.record.parent, run.record.name, nominal))
             if self._listeners.wants(events.Retrying):
                 self._listeners.emit(events.Retrying(task, nominal, finished, state.attempt, error, retry_at))
             after = state.finished(
                 outcome, started=started, finished=finished, failures=failures, nominal=nominal, error=error
             )
             text = self._counted(run, after).encode()
-            self._submit(run, Pending(run.lease, retry_at, run.record.locked_until, owner=run, state=text))
+            self._submit(run, run.completion(retry_at, text))
             return
         once = isinstance(task.schedule, OnceSchedule)
         action = retry.on_exhausted or ("delete" if once else "skip")
@@ -232,7 +246,7 @@ class Runner:
             {"note": f"retries exhausted: {summary(error)}", "by": "pyncette", "at": self._clock.now().isoformat()},
             ensure_ascii=False,
         )
-        rule = PauseRule(run.lease.parent, run.lease.name, False, info)
+        rule = PauseRule(run.record.parent, run.record.name, False, info)
         try:
             await self._repository.pause(rule, now=self._clock.now())
         except NotImplementedError:
@@ -289,7 +303,7 @@ class Runner:
                 last_error=None if error is None else summary(error),
             )
             stored_state = self._counted(run, after).encode()
-            self._submit(run, Pending(run.lease, regular, run.record.locked_until, owner=run, state=stored_state))
+            self._submit(run, run.completion(regular, stored_state))
         if run.counted is not None:
             await self._remember(run, at, started, finished, 1, error)
 
@@ -297,9 +311,8 @@ class Runner:
         """Commit a run that is not retried before its body starts (at-most-once, triggered); ``False`` (and
         nothing is to run) when the lease was lost meanwhile."""
         task = run.task
-        stored, run.hold = await self._committer.finish(
-            run.lease, next_at, run.record.locked_until, run.give_hold(), state=state, release=release
-        )
+        change = run.completion(next_at, state, release=release)
+        stored, run.hold = await self._committer.finish(change, run.record.locked_until, run.give_hold())
         if not stored:
             logger.warning("Not running %r: its lease was lost before it started", task)
             return False
@@ -316,16 +329,10 @@ class Runner:
         """Run the body once, not retried (``kind`` says why, for the log); heartbeats extend the lease only
         while the run holds it (``guarded``). Returns whether the lease was lost, the error, the end time."""
         task = run.task
-
-        async def heartbeat() -> None:
-            if guarded and not await self._repository.extend(
-                run.lease, lease_until=self._clock.now() + task.lease_duration
-            ):
-                raise LeaseLostException(task)
-
+        run.guarded = guarded
         error: Exception | None = None
         try:
-            await self._invoke(self._context(run, heartbeat, scheduled, 1, origin), started)
+            await self._invoke(self._context(run, scheduled, 1, origin), started)
         except LeaseLostException:
             self._lease_lost(task, scheduled)
             return True, None, self._clock.now()
@@ -353,10 +360,9 @@ class Runner:
         """Hand the outcome to the committer: reschedule to the nominal time ``next_at`` (with its jitter
         offset) or delete the record, storing ``state``."""
         if next_at is None:
-            self._submit(run, Pending(run.lease, None, run.record.locked_until, owner=run))
+            self._submit(run, run.completion(None))
             return
-        stored_at, text = self._stored_form(run, next_at, state)
-        self._submit(run, Pending(run.lease, stored_at, run.record.locked_until, owner=run, state=text))
+        self._submit(run, run.completion(*self._stored_form(run, next_at, state)))
 
     def _stored_form(self, run: Run, next_at: datetime | None, state: RunState) -> tuple[datetime | None, str | None]:
         """The stored due time of the nominal ``next_at`` and the state text to store with it (none when the
@@ -364,7 +370,7 @@ class Runner:
         if next_at is None:
             return None, None
         state = self._counted(run, state)
-        offset = run.task.policies.offset(run.lease.parent, run.lease.name, next_at)
+        offset = run.task.policies.offset(run.record.parent, run.record.name, next_at)
         if offset and next_at < PARKED_AT - offset:
             return next_at + offset, replace(state, nominal=next_at).encode()
         return next_at, state.encode()
@@ -395,31 +401,24 @@ class Runner:
         finally:
             hold.release()
 
-    def _submit(self, run: Run, pending: Pending) -> None:
-        # The committer settles the run once its outcome is stored; the slot stays taken until then, but
-        # this worker moves on.
+    def _submit(self, run: Run, change: Completion | Lease) -> None:
+        """Hand ``change`` (an outcome to store, or the lease to let go of) to the committer. It settles the run
+        once that is stored; the slot stays taken until then, but this worker moves on."""
         run.committing = True
         self._slots.body_done()
-        self._committer.submit(pending, run.give_hold())
+        self._committer.submit(Pending(change, run.record.locked_until, owner=run), run.give_hold())
 
-    def _context(
-        self,
-        run: Run,
-        heartbeat: Callable[[], Any],
-        nominal: datetime,
-        attempt: int,
-        origin: dict[str, str] | None = None,
-    ) -> Context:
+    async def extend(self, run: Run) -> None:
+        """A heartbeat of ``run``: extend its lease by the task's lease duration."""
         task = run.task
-        context = Context(
-            app_context=self._app_context,
-            task=task,
-            scheduled_at=nominal.astimezone(task.tz),
-            args=task.extra_args,
-            attempt=attempt,
-            _heartbeat=heartbeat,
-            _origin=origin,
-            **self._values,
+        if not await self._repository.extend(run.lease, lease_until=self._clock.now() + task.lease_duration):
+            run.lost = True
+            raise LeaseLostException(task)
+
+    def _context(self, run: Run, nominal: datetime, attempt: int, origin: dict[str, str] | None) -> Context:
+        task = run.task
+        context = Context._of_run(
+            self._app_context, task, nominal.astimezone(task.tz), attempt, run, origin, self._values
         )
         if self._on_started:
             self._listeners.emit(events.Started(task, nominal, self._clock.now(), attempt))
@@ -529,14 +528,15 @@ class Runner:
         run = item.owner
         if not isinstance(run, Run):
             if not ok:
-                logger.warning("Could not park record %s/%s (its lease was lost)", item.lease.parent, item.lease.name)
+                logger.warning("Could not park record %s/%s (its lease was lost)", item.change.parent, item.change.name)
             return
         task = run.task
-        if item.unlock:
+        change = item.change
+        if not isinstance(change, Completion):  # an unlock
             if isinstance(task, StaticTask):
                 self._agenda.static_due[task.name] = self._clock.now() + self._description.poll_interval
         elif ok:
-            self._agenda.planned(task, item.next_at)
+            self._agenda.planned(task, change.next_at)
         else:
             logger.warning("Task %r ran but its lease had been lost; its result was not committed", task)
         self._settle(run)

@@ -28,6 +28,8 @@ OLD_DDL = (
     "state TEXT, PRIMARY KEY (parent, name)) WITHOUT ROWID"
 )
 OLD_INDEX = "CREATE INDEX {t}_ready ON {t} (parent, ready_at)"
+#: The claim index of the layout with pause rules up to 2026-12-01 (the ``paused`` flag inside a full index).
+FLAGGED_INDEX = "CREATE INDEX {t}_ready ON {t} (parent, paused, ready_at)"
 
 
 def _micros(moment: datetime) -> int:
@@ -83,12 +85,45 @@ async def test_a_table_of_the_earlier_layout_is_upgraded(tmp_path: Path) -> None
 
     with sqlite3.connect(database) as db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
-        indexed = [row[2] for row in db.execute("PRAGMA index_info(tasks_ready)")]
-        indexes = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'")]
     db.close()
     assert columns.count("paused") == 1 and columns.count("state") == 1
-    assert indexed == ["parent", "paused", "ready_at"]
-    assert sorted(indexes) == ["tasks", "tasks_ready"]
+    _assert_current_indexes(database)
+
+
+def _assert_current_indexes(database: Path) -> None:
+    with sqlite3.connect(database) as db:
+        ready = [row[2] for row in db.execute("PRAGMA index_info(tasks_ready)")]
+        held = [row[2] for row in db.execute("PRAGMA index_info(tasks_held)")]
+        partial = dict(db.execute("SELECT name, partial FROM pragma_index_list('tasks') WHERE origin = 'c'").fetchall())
+        indexes = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'tasks'")]
+    db.close()
+    assert (ready, held) == (["parent", "ready_at"], ["parent", "name"])
+    assert partial == {"tasks_ready": 1, "tasks_held": 1}
+    assert sorted(indexes) == ["tasks", "tasks_held", "tasks_ready"]
+
+
+async def test_a_table_with_the_flag_in_its_claim_index_is_upgraded(tmp_path: Path) -> None:
+    database = tmp_path / "flagged.db"
+    at = _micros(T0)
+    async with _open(database) as repo:  # today's layout, then its claim index as it was until 2026-12-01
+        assert all(
+            await repo.register([Record("p", n, None, T0) for n in ["a1", "a2", "b"]], now=T0, mode=RegisterMode.CREATE)
+        )
+        assert await repo.pause(PauseRule("p", "a", True), now=T0) == 2
+    with sqlite3.connect(database) as db:
+        db.execute("DROP INDEX tasks_ready")
+        db.execute("DROP INDEX tasks_held")
+        db.execute(FLAGGED_INDEX.format(t="tasks"))
+        db.execute(
+            "INSERT INTO tasks (parent, name, scheduled_at, ready_at, paused) VALUES ('p', 'c', ?, ?, 0)", (at, at)
+        )
+    db.close()
+
+    async with _open(database) as repo:
+        assert await _claim(repo) == ["b", "c"]  # the held records stay held
+        assert await repo.resume("p", "a", prefix=True, now=T0) is True
+        assert await _claim(repo, now=T0 + LEASE, token="t2") == ["a1", "a2", "b", "c"]
+    _assert_current_indexes(database)
 
 
 async def test_claims_never_read_held_records(tmp_path: Path) -> None:
@@ -103,20 +138,26 @@ async def test_claims_never_read_held_records(tmp_path: Path) -> None:
             await repo.register([Record("p", "r099x", None, T0)], now=T0, mode=RegisterMode.CREATE)
             await repo.pause(PauseRule("p", "r1", True), now=T0)
             await repo.resume("p", "r1", prefix=True, now=T0)
+            await repo.pause(PauseRule("p", "", True), now=T0)
+            await repo.resume("p", "", prefix=True, now=T0)
         finally:
             repo._db.set_trace_callback(None)
 
-        def plan(start: str) -> str:
-            [sql] = [s for s in statements if s.startswith(start)]
+        def plan(start: str, which: int = 0) -> str:
+            sql = [s for s in statements if s.startswith(start)][which]
             return " / ".join(str(row[3]) for row in repo._db.execute(f"EXPLAIN QUERY PLAN {sql}"))
 
-        # The claim reads the index range of claimable records only: held ones sit at paused = 1.
-        assert plan("SELECT").startswith("SEARCH tasks USING INDEX tasks_ready (parent=? AND paused=? AND ready_at<?)")
-        # Registering looks the rules up by primary key; pausing and resuming a prefix read its key range.
+        # The claim reads the range of a partial index of the claimable records only: held ones are not in it.
+        assert plan("SELECT").startswith("SEARCH tasks USING INDEX tasks_ready (parent=? AND ready_at<?)")
+        # Registering looks the rules up by primary key; pausing a prefix reads its key range.
         assert "SEARCH r USING PRIMARY KEY (parent=? AND match<?)" in plan("INSERT INTO tasks (")
         assert plan("UPDATE tasks SET paused = 1").startswith(
             "SEARCH tasks USING PRIMARY KEY (parent=? AND name>? AND name<?)"
         )
+        # Resuming reads the held records only (of the prefix, or of the whole task).
+        resume = "UPDATE tasks INDEXED BY tasks_held"
+        assert plan(resume, 0).startswith("SEARCH tasks USING INDEX tasks_held (parent=? AND name>? AND name<?)")
+        assert plan(resume, 1).startswith("SEARCH tasks USING INDEX tasks_held (parent=?)")
 
 
 @pytest.mark.parametrize("encoding", ["UTF-8", "UTF-16le"])

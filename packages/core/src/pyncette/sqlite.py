@@ -18,21 +18,24 @@ Schema (``{table}`` is ``sqlite_table_name``)::
         paused INTEGER NOT NULL DEFAULT 0,  -- 1 while a pause rule matches the record
         PRIMARY KEY (parent, name)
     ) WITHOUT ROWID;
-    CREATE INDEX {table}_ready ON {table} (parent, paused, ready_at);
+    CREATE INDEX {table}_ready ON {table} (parent, ready_at) WHERE paused = 0;  -- what claims read
+    CREATE INDEX {table}_held ON {table} (parent, name) WHERE paused = 1;  -- what resume reads
     CREATE TABLE {table}_pauses (  -- the pause rules
         parent TEXT NOT NULL, match TEXT NOT NULL, prefix INTEGER NOT NULL, info TEXT,
         PRIMARY KEY (parent, match, prefix)
     ) WITHOUT ROWID;
 
-A claim reads the index range ``parent = ? AND paused = 0 AND ready_at <= now``, so held records cost it
-nothing. ``pause`` stores the rule and flags the records it matches with one ``UPDATE``; ``resume`` deletes it
-and recomputes the flag of those records from the remaining rules with one ``UPDATE``; each is one
-``BEGIN IMMEDIATE`` transaction. A record inserted by ``register`` gets its flag from an indexed ``EXISTS``
+A claim reads the range ``parent = ? AND ready_at <= now`` of the partial index of the records not held, so
+held records cost it nothing (and the index is no wider than before pausing existed). ``pause`` stores the
+rule and flags the records it matches with one ``UPDATE``; ``resume`` deletes it and recomputes the flag of
+the held records it matched from the remaining rules with one ``UPDATE``; each is one ``BEGIN IMMEDIATE``
+transaction. A record inserted by ``register`` gets its flag from an indexed ``EXISTS``
 over the rules of its parent, in the same ``INSERT``. Rules match as plain text (byte prefixes of the
 stored text, never ``LIKE``/``GLOB`` patterns).
 
 A table created by an earlier 2.x version is upgraded when opened: it gets the ``state`` and ``paused``
-columns (``ALTER TABLE ... ADD COLUMN``), its index is rebuilt with ``paused`` and the rules table is created.
+columns (``ALTER TABLE ... ADD COLUMN``), its claim index is rebuilt as the partial index above, and the
+``_held`` index and the rules table are created.
 """
 
 from __future__ import annotations
@@ -80,8 +83,9 @@ _CORRUPT = "(typeof(scheduled_at) != 'integer' OR typeof(locked_until) NOT IN ('
 
 #: The pause rules table of records table ``{table}``.
 _RULES = "{table}_pauses"
-#: The columns of the claim index ``{table}_ready``, in order.
-_READY_COLUMNS = ["parent", "paused", "ready_at"]
+#: The claim index ``{table}_ready`` as it is created, and its columns in order.
+_READY_INDEX = "CREATE INDEX {table}_ready ON {table} (parent, ready_at) WHERE paused = 0"
+_READY_COLUMNS = ["parent", "ready_at"]
 
 T = TypeVar("T")
 
@@ -131,6 +135,15 @@ def _matching(match: str, prefix: bool, utf8: bool) -> tuple[str, list[object]]:
 def _to_int(moment: datetime) -> int:
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _claimed(parent: str, row: tuple[Any, ...], lease_until: datetime, token: str) -> Record:
+    """A claimed record from ``(name, spec, scheduled_at, state)`` (its lease is the claim's)."""
+    name, spec, scheduled_at, state = row
+    try:
+        return Record(parent, name, spec, _from_int(scheduled_at), lease_until, token, None, state)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return Record(parent, name, spec, PARKED_AT, lease_until, token, f"bad scheduled_at: {exc}", state)
 
 
 def _from_int(micros: object) -> datetime:
@@ -236,16 +249,16 @@ class SqliteRepository(Repository):
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 rows = db.execute(
-                    f"SELECT {self._COLUMNS} FROM {t} WHERE parent = ? AND paused = 0 AND ready_at <= ? "
-                    "ORDER BY ready_at LIMIT ?",
+                    f"SELECT name, spec, scheduled_at, state FROM {t} WHERE parent = ? AND paused = 0 "
+                    "AND ready_at <= ? ORDER BY ready_at LIMIT ?",
                     (parent, now_i, limit),
                 ).fetchall()
                 db.executemany(
                     f"UPDATE {t} SET locked_until = ?, locked_by = ?, ready_at = max(scheduled_at, ?) "
                     "WHERE parent = ? AND name = ?",
-                    [(until_i, token, until_i, parent, row[1]) for row in rows],
+                    [(until_i, token, until_i, parent, row[0]) for row in rows],
                 )
-            return [self._row((*row[:4], until_i, token, row[6])) for row in rows]
+            return [_claimed(parent, row, lease_until, token) for row in rows]
 
         return await self._call("claim", work)
 
@@ -373,9 +386,10 @@ class SqliteRepository(Repository):
                 )
                 if cursor.rowcount == 0:
                     return False
-                # The records the rule matched are held still when another rule matches them.
+                # The records the rule matched are held still when another rule matches them. Only held records
+                # are read (the planner, knowing no counts, would read every record of the parent instead).
                 db.execute(
-                    f"UPDATE {t} SET paused = {_held(self._rules, f'{t}.parent', f'{t}.name')} "
+                    f"UPDATE {t} INDEXED BY {t}_held SET paused = {_held(self._rules, f'{t}.parent', f'{t}.name')} "
                     f"WHERE parent = ? AND paused = 1 AND {condition}",
                     (parent, *params),
                 )
@@ -541,8 +555,10 @@ def _create_or_upgrade(db: sqlite3.Connection, table: str, database: str) -> Non
     """Create the tables, or bring ones created by an earlier 2.x version up to date, in one transaction.
 
     The earlier layouts lack the ``state`` column (nullable: old rows read as no state), the ``paused`` column
-    (old rows are not held), the rules table, and have the index ``{table}_ready`` on ``(parent, ready_at)``;
-    it is rebuilt with ``paused``. ``BEGIN IMMEDIATE`` makes processes opening the file together take turns.
+    (old rows are not held), the rules table and the ``{table}_held`` index, and have the index
+    ``{table}_ready`` on ``(parent, ready_at)`` over every row or on ``(parent, paused, ready_at)``; it is
+    rebuilt as a partial index of the rows not held. ``BEGIN IMMEDIATE`` makes processes opening the file
+    together take turns.
     """
     rules = _RULES.format(table=table)
     with db:
@@ -558,9 +574,13 @@ def _create_or_upgrade(db: sqlite3.Connection, table: str, database: str) -> Non
         if "paused" not in columns:
             db.execute(f"ALTER TABLE {table} ADD COLUMN paused INTEGER NOT NULL DEFAULT 0")
         indexed = [str(row[0]) for row in db.execute("SELECT name FROM pragma_index_info(?)", (f"{table}_ready",))]
-        if indexed != _READY_COLUMNS:
+        partial = db.execute(
+            "SELECT partial FROM pragma_index_list(?) WHERE name = ?", (table, f"{table}_ready")
+        ).fetchall()
+        if indexed != _READY_COLUMNS or partial != [(1,)]:
             db.execute(f"DROP INDEX IF EXISTS {table}_ready")
-            db.execute(f"CREATE INDEX {table}_ready ON {table} ({', '.join(_READY_COLUMNS)})")
+            db.execute(_READY_INDEX.format(table=table))
+        db.execute(f"CREATE INDEX IF NOT EXISTS {table}_held ON {table} (parent, name) WHERE paused = 1")
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {rules} (parent TEXT NOT NULL, match TEXT NOT NULL, "
             "prefix INTEGER NOT NULL, info TEXT, PRIMARY KEY (parent, match, prefix)) WITHOUT ROWID"

@@ -882,13 +882,7 @@ def _add_backends(commands: Commands) -> None:
 
 
 def _add_tasks(commands: Commands) -> None:
-    # Options shared by `tasks` and its actions are accepted before or after the action.
-    common = argparse.ArgumentParser(add_help=False)
-    _backend_arguments(common, suppress=True)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    common.add_argument(
-        "--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="log level on stderr (default: WARNING)"
-    )
+    common = _tasks_common_options()
     tasks = commands.add_parser(
         "tasks",
         parents=[common],
@@ -921,14 +915,32 @@ def _add_tasks(commands: Commands) -> None:
 
     describe = control("describe", cmd_tasks_describe, "show a task or an instance, its pause and its next runs")
     describe.add_argument("--next", type=int, metavar="N", default=5, help="how many next runs (default 5)")
-    pause = control("pause", cmd_tasks_pause, "pause a task, a template, an instance or a prefix, in every process")
-    pause.add_argument("--prefix", metavar="TEXT", help="pause the instances whose name starts with TEXT")
-    pause.add_argument("--note", metavar="TEXT", help="why (shown by describe and pauses)")
-    pause.add_argument("--by", metavar="WHO", help="who pauses (default: user@host)")
+    _pause_arguments(
+        control("pause", cmd_tasks_pause, "pause a task, a template, an instance or a prefix, in every process")
+    )
     resume = control("resume", cmd_tasks_resume, "remove the pause stored with the same arguments")
     resume.add_argument("--prefix", metavar="TEXT", help="the prefix given to pause")
     control("pauses", cmd_tasks_pauses, "list the pauses of a task or template", instance=False)
     control("run", cmd_tasks_run, "run a task or instance once now, keeping its schedule (exit status 3: running)")
+    _add_tasks_prune(actions, common)
+    _schedule_arguments(
+        action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
+    )
+    action("unschedule", cmd_tasks_unschedule, "remove an instance")
+
+
+def _tasks_common_options() -> argparse.ArgumentParser:
+    """The options of `tasks` that its actions share, so that they are accepted before or after the action."""
+    common = argparse.ArgumentParser(add_help=False)
+    _backend_arguments(common, suppress=True)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument(
+        "--log-level", metavar="LEVEL", default=argparse.SUPPRESS, help="log level on stderr (default: WARNING)"
+    )
+    return common
+
+
+def _add_tasks_prune(actions: Commands, common: argparse.ArgumentParser) -> None:
     prune = actions.add_parser(
         "prune",
         parents=[common],
@@ -938,10 +950,6 @@ def _add_tasks(commands: Commands) -> None:
     )
     prune.add_argument("--delete", action="store_true", help="delete them (default: only list)")
     prune.set_defaults(handler=cmd_tasks_prune)
-    _schedule_arguments(
-        action("schedule", cmd_tasks_schedule, "create or update an instance (an existing one keeps the sooner run)")
-    )
-    action("unschedule", cmd_tasks_unschedule, "remove an instance")
 
 
 def _add_migrate(commands: Commands) -> None:
@@ -962,6 +970,12 @@ def _add_migrate(commands: Commands) -> None:
     migrate.add_argument("--json", action="store_true", help="print the report as JSON")
     migrate.add_argument("--log-level", metavar="LEVEL", default=None, help="log level on stderr (default: WARNING)")
     migrate.set_defaults(handler=cmd_migrate)
+
+
+def _pause_arguments(pause: argparse.ArgumentParser) -> None:
+    pause.add_argument("--prefix", metavar="TEXT", help="pause the instances whose name starts with TEXT")
+    pause.add_argument("--note", metavar="TEXT", help="why (shown by describe and pauses)")
+    pause.add_argument("--by", metavar="WHO", help="who pauses (default: user@host)")
 
 
 def _schedule_arguments(schedule: argparse.ArgumentParser) -> None:

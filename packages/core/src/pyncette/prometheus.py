@@ -42,7 +42,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -62,7 +62,7 @@ from ._http import Response, serve_http
 from .abc import Completion, Lease, Record, RegisterMode, Repository
 from .app import Pyncette
 from .errors import ConfigurationError, LeaseLostException
-from .model import AppContext, Context, NextFunc
+from .model import AppContext, Context, MiddlewareFunc, NextFunc
 from .runtime import PyncetteContext
 
 logger = logging.getLogger("pyncette")
@@ -217,17 +217,31 @@ class Metrics:
                 ["task", "event"],
                 registry=registry,
             ),
-            legacy_tasks=OperationFamilies.create("tasks", ["task_name"], registry),
-            legacy_repository=OperationFamilies.create("repository_ops", ["operation", "task_name"], registry),
-            legacy_ticks=OperationFamilies.create("ticks", [], registry),
-            legacy_staleness=Histogram(
-                "pyncette_tasks_staleness_seconds",
-                "Time between a run's scheduled time and its start (Pyncette 1.x name)",
-                ["task_name"],
-                buckets=_STALENESS_BUCKETS,
-                registry=registry,
-            ),
+            **_legacy_families(registry),
         )
+
+
+class _LegacyFamilies(TypedDict):
+    legacy_tasks: OperationFamilies
+    legacy_repository: OperationFamilies
+    legacy_ticks: OperationFamilies
+    legacy_staleness: Histogram
+
+
+def _legacy_families(registry: CollectorRegistry) -> _LegacyFamilies:
+    """The Pyncette 1.x families of :class:`Metrics`, with 1.x's names, labels and staleness buckets."""
+    return {
+        "legacy_tasks": OperationFamilies.create("tasks", ["task_name"], registry),
+        "legacy_repository": OperationFamilies.create("repository_ops", ["operation", "task_name"], registry),
+        "legacy_ticks": OperationFamilies.create("ticks", [], registry),
+        "legacy_staleness": Histogram(
+            "pyncette_tasks_staleness_seconds",
+            "Time between a run's scheduled time and its start (Pyncette 1.x name)",
+            ["task_name"],
+            buckets=_STALENESS_BUCKETS,
+            registry=registry,
+        ),
+    }
 
 
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
@@ -370,17 +384,38 @@ def use_prometheus(
     (any path, in fact) is served on ``bind_address:port`` while the app context is open; ``port=0``
     picks a free port, readable as ``ctx.prometheus_port``.
     """
-    flags: dict[str, object] = {
-        "measure_repository": measure_repository,
-        "measure_ticks": measure_ticks,
-        "measure_tasks": measure_tasks,
-    }
+    _check_switches(measure_repository=measure_repository, measure_ticks=measure_ticks, measure_tasks=measure_tasks)
+    target = registry if registry is not None else REGISTRY
+    metrics = metrics_for(target)
+
+    def on_tick(ctx: AppContext, seconds: float) -> None:
+        metrics.tick_duration.observe(seconds)
+
+    if measure_tasks:
+        app.use_middleware(_task_middleware(metrics))
+        on_policy_event = _policy_event_listener(metrics)
+        for kind in _POLICY_EVENTS:
+            app.on(kind, on_policy_event)
+    if measure_ticks:
+        app.use_tick_listener(on_tick)
+        app.use_fixture(TICKS_FIXTURE, _ticks_fixture(metrics.legacy_ticks))
+    if measure_repository:
+        app.use_repository_wrapper(lambda repository: InstrumentedRepository(repository, metrics))
+    if port is not None:
+        app.use_fixture(PORT_ATTRIBUTE, _metrics_server(target, port, bind_address))
+    return metrics
+
+
+def _check_switches(**flags: object) -> None:
+    """Reject a switch that is not a bool (``use_prometheus(app, 9090)`` passes the port as one)."""
     for flag, value in flags.items():
         if not isinstance(value, bool):
             hint = " (the metrics port is keyword-only: port=...)" if flag == "measure_repository" else ""
             raise ConfigurationError(f"invalid {flag} {value!r}: must be True or False{hint}")
-    target = registry if registry is not None else REGISTRY
-    metrics = metrics_for(target)
+
+
+def _task_middleware(metrics: Metrics) -> MiddlewareFunc:
+    """Measure each task run: lag, duration and outcome (2.x), and the 1.x ``tasks`` and staleness families."""
 
     async def prometheus_middleware(context: Context, call_next: NextFunc) -> None:
         label = _task_label(context)
@@ -403,26 +438,16 @@ def use_prometheus(
             metrics.run_duration.labels(label).observe((clock.now() - started).total_seconds())
             metrics.runs.labels(label, outcome).inc()
 
-    def on_tick(ctx: AppContext, seconds: float) -> None:
-        metrics.tick_duration.observe(seconds)
+    return prometheus_middleware
 
+
+def _policy_event_listener(metrics: Metrics) -> Callable[[events.Event], None]:
     def on_policy_event(event: events.Event) -> None:
         task = event.task
         label = task.template.name if task.template is not None else task.name
         metrics.policy_events.labels(label, _POLICY_EVENTS[type(event)]).inc(getattr(event, "count", 1))
 
-    if measure_tasks:
-        app.use_middleware(prometheus_middleware)
-        for kind in _POLICY_EVENTS:
-            app.on(kind, on_policy_event)
-    if measure_ticks:
-        app.use_tick_listener(on_tick)
-        app.use_fixture(TICKS_FIXTURE, _ticks_fixture(metrics.legacy_ticks))
-    if measure_repository:
-        app.use_repository_wrapper(lambda repository: InstrumentedRepository(repository, metrics))
-    if port is not None:
-        app.use_fixture(PORT_ATTRIBUTE, _metrics_server(target, port, bind_address))
-    return metrics
+    return on_policy_event
 
 
 def _ticks_fixture(families: OperationFamilies) -> Callable[[PyncetteContext], AsyncIterator[None]]:

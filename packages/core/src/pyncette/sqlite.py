@@ -146,6 +146,22 @@ def _claimed(parent: str, row: tuple[Any, ...], lease_until: datetime, token: st
         return Record(parent, name, spec, PARKED_AT, lease_until, token, f"bad scheduled_at: {exc}", state)
 
 
+def _record(row: tuple[Any, ...]) -> Record:
+    """Decode a row of ``parent, name, spec, scheduled_at, locked_until, locked_by, state``; one that cannot be
+    decoded comes back with ``corrupt`` set (see the contract)."""
+    parent, name, spec, scheduled_at, locked_until, locked_by, state = row
+    try:
+        until = None if locked_until is None else _from_int(locked_until)
+    except (TypeError, ValueError, OverflowError) as exc:
+        reason = f"bad locked_until: {exc}"
+        return Record(parent, name, spec, PARKED_AT, None, locked_by, corrupt=reason, state=state)
+    try:
+        return Record(parent, name, spec, _from_int(scheduled_at), until, locked_by, state=state)
+    except (TypeError, ValueError, OverflowError) as exc:
+        reason = f"bad scheduled_at: {exc}"
+        return Record(parent, name, spec, PARKED_AT, until, locked_by, corrupt=reason, state=state)
+
+
 def _from_int(micros: object) -> datetime:
     if not isinstance(micros, int):
         raise TypeError(f"expected integer microseconds, found {type(micros).__name__} {str(micros)[:40]!r}")
@@ -160,6 +176,83 @@ def _database(value: object) -> str:
     return value
 
 
+def _register_statements(t: str, rules: str) -> tuple[str, str, str]:
+    """``register``'s statements: overwrite (``FORCE``), insert when missing, and update an existing record."""
+    # An inserted record is held when a rule matches it; an existing one keeps its flag (its name is the same).
+    insert = (
+        f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state, paused) "
+        f"VALUES (?, ?, ?, ?, ?, ?, {_held(rules, '?', '?')}) "
+    )
+    force = (
+        f"{insert}ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
+        "scheduled_at = excluded.scheduled_at, ready_at = excluded.scheduled_at, "
+        "locked_until = NULL, locked_by = NULL, state = excluded.state"
+    )
+    # The sooner time wins unless a lease is live. A row whose time fields cannot be decoded is overwritten as if
+    # it were missing.
+    update = (
+        f"UPDATE {t} SET spec = ?, "
+        f"scheduled_at = CASE WHEN {_CORRUPT} THEN ? ELSE min(scheduled_at, ?) END, "
+        f"ready_at = CASE WHEN {_CORRUPT} THEN ? "
+        "ELSE max(min(scheduled_at, ?), coalesce(locked_until, 0)) END, "
+        f"locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_until END, "
+        f"locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_by END, "
+        f"state = CASE WHEN {_CORRUPT} THEN ? ELSE state END "
+        "WHERE parent = ? AND name = ? "
+        f"AND (locked_until IS NULL OR locked_until <= ? OR {_CORRUPT})"
+    )
+    return force, f"{insert}ON CONFLICT (parent, name) DO NOTHING", update
+
+
+class _Statements:
+    """The statements of :class:`SqliteRepository` whose text depends on its tables only, built once."""
+
+    def __init__(self, t: str, rules: str) -> None:
+        columns = "parent, name, spec, scheduled_at, locked_until, locked_by, state"
+        self.register_force, self.register_new, self.register_update = _register_statements(t, rules)
+        self.claim_due = (
+            f"SELECT name, spec, scheduled_at, state FROM {t} WHERE parent = ? AND paused = 0 "
+            "AND ready_at <= ? ORDER BY ready_at LIMIT ?"
+        )
+        self.claim_lease = (
+            f"UPDATE {t} SET locked_until = ?, locked_by = ?, ready_at = max(scheduled_at, ?) "
+            "WHERE parent = ? AND name = ?"
+        )
+        self.commit_delete = f"DELETE FROM {t} WHERE parent = ? AND name = ? AND locked_by = ?"
+        self.commit_release = (
+            f"UPDATE {t} SET scheduled_at = ?, ready_at = ?, locked_until = NULL, locked_by = NULL, "
+            "state = coalesce(?, state) WHERE parent = ? AND name = ? AND locked_by = ?"
+        )
+        self.commit_keep = (
+            f"UPDATE {t} SET scheduled_at = ?, ready_at = max(?, coalesce(locked_until, 0)), "
+            "state = coalesce(?, state) WHERE parent = ? AND name = ? AND locked_by = ?"
+        )
+        self.unlock = (
+            f"UPDATE {t} SET locked_until = NULL, locked_by = NULL, ready_at = scheduled_at "
+            "WHERE parent = ? AND name = ? AND locked_by = ?"
+        )
+        self.extend = (
+            f"UPDATE {t} SET locked_until = ?, ready_at = max(scheduled_at, ?) "
+            "WHERE parent = ? AND name = ? AND locked_by = ?"
+        )
+        self.delete = f"DELETE FROM {t} WHERE parent = ? AND name = ?"
+        self.get = f"SELECT {columns} FROM {t} WHERE parent = ? AND name = ?"
+        self.list_page = f"SELECT {columns} FROM {t} WHERE parent = ? AND name > ? ORDER BY name LIMIT ?"
+        self.add_rule = (
+            f"INSERT INTO {rules} (parent, match, prefix, info) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (parent, match, prefix) DO UPDATE SET info = excluded.info"
+        )
+        self.remove_rule = f"DELETE FROM {rules} WHERE parent = ? AND match = ? AND prefix = ?"
+        self.pauses = f"SELECT match, prefix, info FROM {rules} WHERE parent = ?"
+        self.reschedule = (
+            f"UPDATE {t} SET scheduled_at = ?, ready_at = max(?, coalesce(locked_until, 0)), "
+            "state = coalesce(?, state) WHERE parent = ? AND name = ? AND scheduled_at = ? "
+            "AND (locked_until IS NULL OR locked_until <= ?)"
+        )
+        self.write_raw_spec = f"UPDATE {t} SET spec = ? WHERE parent = ? AND name = ?"
+        self.corrupt = f"UPDATE {t} SET scheduled_at = 'garbage' WHERE parent = ? AND name = ?"
+
+
 class SqliteRepository(Repository):
     """Records in one table of a SQLite file."""
 
@@ -169,37 +262,16 @@ class SqliteRepository(Repository):
         self._rules = _RULES.format(table=table)
         self._utf8 = utf8  # the database stores text as UTF-8 (see _matching)
         self._lock = anyio.Lock()
+        self._sql = _Statements(table, self._rules)
 
     async def _call(self, what: str, func: Callable[[sqlite3.Connection], T]) -> T:
         async with self._lock:
             with map_exceptions(_ERRORS, f"sqlite {what}"):
                 return await anyio.to_thread.run_sync(func, self._db)
 
-    @staticmethod
-    def _row(row: tuple[Any, ...]) -> Record:
-        """Decode a row; one that cannot be decoded comes back with ``corrupt`` set (see the contract)."""
-        parent, name, spec, scheduled_at, locked_until, locked_by, state = row
-        try:
-            until = None if locked_until is None else _from_int(locked_until)
-        except (TypeError, ValueError, OverflowError) as exc:
-            reason = f"bad locked_until: {exc}"
-            return Record(parent, name, spec, PARKED_AT, None, locked_by, corrupt=reason, state=state)
-        try:
-            return Record(parent, name, spec, _from_int(scheduled_at), until, locked_by, state=state)
-        except (TypeError, ValueError, OverflowError) as exc:
-            reason = f"bad scheduled_at: {exc}"
-            return Record(parent, name, spec, PARKED_AT, until, locked_by, corrupt=reason, state=state)
-
-    _COLUMNS = "parent, name, spec, scheduled_at, locked_until, locked_by, state"
-
     async def register(self, records: Sequence[Record], *, now: datetime, mode: RegisterMode) -> list[bool]:
-        t = self._table
+        sql = self._sql
         now_i = _to_int(now)
-        # An inserted record is held when a rule matches it; an existing one keeps its flag (its name is the same).
-        insert = (
-            f"INSERT INTO {t} (parent, name, spec, scheduled_at, ready_at, state, paused) "
-            f"VALUES (?, ?, ?, ?, ?, ?, {_held(self._rules, '?', '?')}) "
-        )
 
         def work(db: sqlite3.Connection) -> list[bool]:
             results = []
@@ -207,63 +279,36 @@ class SqliteRepository(Repository):
                 db.execute("BEGIN IMMEDIATE")
                 for r in records:
                     at = _to_int(r.scheduled_at)
+                    inserted = (r.parent, r.name, r.spec, at, at, r.state, r.parent, r.name, r.name, r.name)
                     if mode is RegisterMode.FORCE:
-                        db.execute(
-                            f"{insert}ON CONFLICT (parent, name) DO UPDATE SET spec = excluded.spec, "
-                            "scheduled_at = excluded.scheduled_at, ready_at = excluded.scheduled_at, "
-                            "locked_until = NULL, locked_by = NULL, state = excluded.state",
-                            (r.parent, r.name, r.spec, at, at, r.state, r.parent, r.name, r.name, r.name),
-                        )
+                        db.execute(sql.register_force, inserted)
                         results.append(True)
                         continue
-                    cursor = db.execute(
-                        f"{insert}ON CONFLICT (parent, name) DO NOTHING",
-                        (r.parent, r.name, r.spec, at, at, r.state, r.parent, r.name, r.name, r.name),
-                    )
+                    cursor = db.execute(sql.register_new, inserted)
                     if cursor.rowcount == 1 or mode is RegisterMode.CREATE:
                         results.append(cursor.rowcount == 1)
                         continue
-                    # A row whose time fields cannot be decoded is overwritten as if it were missing.
-                    cursor = db.execute(
-                        f"UPDATE {t} SET spec = ?, "
-                        f"scheduled_at = CASE WHEN {_CORRUPT} THEN ? ELSE min(scheduled_at, ?) END, "
-                        f"ready_at = CASE WHEN {_CORRUPT} THEN ? "
-                        "ELSE max(min(scheduled_at, ?), coalesce(locked_until, 0)) END, "
-                        f"locked_until = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_until END, "
-                        f"locked_by = CASE WHEN {_CORRUPT} THEN NULL ELSE locked_by END, "
-                        f"state = CASE WHEN {_CORRUPT} THEN ? ELSE state END "
-                        "WHERE parent = ? AND name = ? "
-                        f"AND (locked_until IS NULL OR locked_until <= ? OR {_CORRUPT})",
-                        (r.spec, at, at, at, at, r.state, r.parent, r.name, now_i),
-                    )
+                    cursor = db.execute(sql.register_update, (r.spec, at, at, at, at, r.state, r.parent, r.name, now_i))
                     results.append(cursor.rowcount == 1)
             return results
 
         return await self._call("register", work)
 
     async def claim(self, parent: str, *, now: datetime, limit: int, lease_until: datetime, token: str) -> list[Record]:
-        t = self._table
+        sql = self._sql
         now_i, until_i = _to_int(now), _to_int(lease_until)
 
         def work(db: sqlite3.Connection) -> list[Record]:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                rows = db.execute(
-                    f"SELECT name, spec, scheduled_at, state FROM {t} WHERE parent = ? AND paused = 0 "
-                    "AND ready_at <= ? ORDER BY ready_at LIMIT ?",
-                    (parent, now_i, limit),
-                ).fetchall()
-                db.executemany(
-                    f"UPDATE {t} SET locked_until = ?, locked_by = ?, ready_at = max(scheduled_at, ?) "
-                    "WHERE parent = ? AND name = ?",
-                    [(until_i, token, until_i, parent, row[0]) for row in rows],
-                )
+                rows = db.execute(sql.claim_due, (parent, now_i, limit)).fetchall()
+                db.executemany(sql.claim_lease, [(until_i, token, until_i, parent, row[0]) for row in rows])
             return [_claimed(parent, row, lease_until, token) for row in rows]
 
         return await self._call("claim", work)
 
     async def commit(self, completions: Sequence[Completion]) -> list[bool]:
-        t = self._table
+        sql = self._sql
 
         def work(db: sqlite3.Connection) -> list[bool]:
             results = []
@@ -271,20 +316,11 @@ class SqliteRepository(Repository):
                 db.execute("BEGIN IMMEDIATE")
                 for c in completions:
                     if c.next_at is None:
-                        cursor = db.execute(
-                            f"DELETE FROM {t} WHERE parent = ? AND name = ? AND locked_by = ?",
-                            (c.parent, c.name, c.token),
-                        )
+                        cursor = db.execute(sql.commit_delete, (c.parent, c.name, c.token))
                     else:
                         at = _to_int(c.next_at)
-                        lease = (
-                            "ready_at = ?, locked_until = NULL, locked_by = NULL"
-                            if c.release
-                            else "ready_at = max(?, coalesce(locked_until, 0))"
-                        )
                         cursor = db.execute(
-                            f"UPDATE {t} SET scheduled_at = ?, {lease}, state = coalesce(?, state) "
-                            "WHERE parent = ? AND name = ? AND locked_by = ?",
+                            sql.commit_release if c.release else sql.commit_keep,
                             (at, at, c.state, c.parent, c.name, c.token),
                         )
                     results.append(cursor.rowcount == 1)
@@ -293,34 +329,24 @@ class SqliteRepository(Repository):
         return await self._call("commit", work)
 
     async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
-        t = self._table
+        sql = self._sql
 
         def work(db: sqlite3.Connection) -> list[bool]:
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 return [
-                    db.execute(
-                        f"UPDATE {t} SET locked_until = NULL, locked_by = NULL, ready_at = scheduled_at "
-                        "WHERE parent = ? AND name = ? AND locked_by = ?",
-                        (lease.parent, lease.name, lease.token),
-                    ).rowcount
-                    == 1
-                    for lease in leases
+                    db.execute(sql.unlock, (lease.parent, lease.name, lease.token)).rowcount == 1 for lease in leases
                 ]
 
         return await self._call("unlock", work)
 
     async def extend(self, lease: Lease, *, lease_until: datetime) -> bool:
-        t = self._table
+        sql = self._sql
         until_i = _to_int(lease_until)
 
         def work(db: sqlite3.Connection) -> bool:
             with db:
-                cursor = db.execute(
-                    f"UPDATE {t} SET locked_until = ?, ready_at = max(scheduled_at, ?) "
-                    "WHERE parent = ? AND name = ? AND locked_by = ?",
-                    (until_i, until_i, lease.parent, lease.name, lease.token),
-                )
+                cursor = db.execute(sql.extend, (until_i, until_i, lease.parent, lease.name, lease.token))
             return cursor.rowcount == 1
 
         return await self._call("extend", work)
@@ -328,27 +354,22 @@ class SqliteRepository(Repository):
     async def delete(self, parent: str, name: str) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             with db:
-                cursor = db.execute(f"DELETE FROM {self._table} WHERE parent = ? AND name = ?", (parent, name))
+                cursor = db.execute(self._sql.delete, (parent, name))
             return cursor.rowcount == 1
 
         return await self._call("delete", work)
 
     async def get(self, parent: str, name: str) -> Record | None:
         def work(db: sqlite3.Connection) -> Record | None:
-            row = db.execute(
-                f"SELECT {self._COLUMNS} FROM {self._table} WHERE parent = ? AND name = ?", (parent, name)
-            ).fetchone()
-            return None if row is None else self._row(row)
+            row = db.execute(self._sql.get, (parent, name)).fetchone()
+            return None if row is None else _record(row)
 
         return await self._call("get", work)
 
     async def list_page(self, parent: str, *, limit: int, continuation: str | None) -> tuple[list[Record], str | None]:
         def work(db: sqlite3.Connection) -> list[Record]:
-            rows = db.execute(
-                f"SELECT {self._COLUMNS} FROM {self._table} WHERE parent = ? AND name > ? ORDER BY name LIMIT ?",
-                (parent, continuation or "", limit + 1),
-            ).fetchall()
-            return [self._row(row) for row in rows]
+            rows = db.execute(self._sql.list_page, (parent, continuation or "", limit + 1)).fetchall()
+            return [_record(row) for row in rows]
 
         records = await self._call("list", work)
         if len(records) > limit:
@@ -361,11 +382,7 @@ class SqliteRepository(Repository):
         def work(db: sqlite3.Connection) -> int:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute(
-                    f"INSERT INTO {self._rules} (parent, match, prefix, info) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (parent, match, prefix) DO UPDATE SET info = excluded.info",
-                    (rule.parent, rule.match, int(rule.prefix), rule.info),
-                )
+                db.execute(self._sql.add_rule, (rule.parent, rule.match, int(rule.prefix), rule.info))
                 cursor = db.execute(
                     f"UPDATE {self._table} SET paused = 1 WHERE parent = ? AND {condition}", (rule.parent, *params)
                 )
@@ -380,10 +397,7 @@ class SqliteRepository(Repository):
         def work(db: sqlite3.Connection) -> bool:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                cursor = db.execute(
-                    f"DELETE FROM {self._rules} WHERE parent = ? AND match = ? AND prefix = ?",
-                    (parent, match, int(prefix)),
-                )
+                cursor = db.execute(self._sql.remove_rule, (parent, match, int(prefix)))
                 if cursor.rowcount == 0:
                     return False
                 # The records the rule matched are held still when another rule matches them. Only held records
@@ -399,7 +413,7 @@ class SqliteRepository(Repository):
 
     async def pauses(self, parent: str) -> list[PauseRule]:
         def work(db: sqlite3.Connection) -> list[PauseRule]:
-            rows = db.execute(f"SELECT match, prefix, info FROM {self._rules} WHERE parent = ?", (parent,))
+            rows = db.execute(self._sql.pauses, (parent,))
             return [PauseRule(parent, match, bool(prefix), info) for match, prefix, info in rows]
 
         return await self._call("pauses", work)
@@ -411,12 +425,7 @@ class SqliteRepository(Repository):
 
         def work(db: sqlite3.Connection) -> bool:
             with db:
-                cursor = db.execute(
-                    f"UPDATE {self._table} SET scheduled_at = ?, ready_at = max(?, coalesce(locked_until, 0)), "
-                    "state = coalesce(?, state) WHERE parent = ? AND name = ? AND scheduled_at = ? "
-                    "AND (locked_until IS NULL OR locked_until <= ?)",
-                    (at, at, state, parent, name, expected_i, now_i),
-                )
+                cursor = db.execute(self._sql.reschedule, (at, at, state, parent, name, expected_i, now_i))
             return cursor.rowcount == 1
 
         return await self._call("reschedule", work)
@@ -448,16 +457,14 @@ class SqliteRepository(Repository):
     async def write_raw_spec(self, parent: str, name: str, raw: str) -> None:
         def work(db: sqlite3.Connection) -> None:
             with db:
-                db.execute(f"UPDATE {self._table} SET spec = ? WHERE parent = ? AND name = ?", (raw, parent, name))
+                db.execute(self._sql.write_raw_spec, (raw, parent, name))
 
         await self._call("write_raw_spec", work)
 
     async def corrupt(self, parent: str, name: str) -> None:
         def work(db: sqlite3.Connection) -> None:
             with db:
-                db.execute(
-                    f"UPDATE {self._table} SET scheduled_at = 'garbage' WHERE parent = ? AND name = ?", (parent, name)
-                )
+                db.execute(self._sql.corrupt, (parent, name))
 
         await self._call("corrupt", work)
 

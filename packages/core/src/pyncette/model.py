@@ -184,8 +184,8 @@ class AppContext(Protocol):
     ) -> ListTasksResponse: ...
 
 
-class _Run(Protocol):
-    """What a context needs of the runtime's run: a way to extend its lease."""
+class RunHandle(Protocol):
+    """What a context needs of the run it belongs to (the runtime's): a way to extend its lease."""
 
     async def heartbeat(self) -> None: ...
 
@@ -218,7 +218,7 @@ class Context:
         task: Task,
         scheduled_at: datetime,
         attempt: int,
-        run: _Run,
+        run: RunHandle,
         origin: dict[str, str] | None,
         values: Mapping[str, Any],
     ) -> Context:
@@ -242,7 +242,7 @@ class Context:
             await self._run.heartbeat()
 
     #: The run this context belongs to (set by the runtime): what :meth:`heartbeat` extends.
-    _run: _Run | None = None
+    _run: RunHandle | None = None
     #: Trace propagation headers of the call that scheduled the instance (see :mod:`pyncette.otel`).
     _origin: dict[str, str] | None = None
 

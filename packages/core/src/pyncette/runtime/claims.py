@@ -15,8 +15,9 @@ from ..task import DynamicTask, StaticTask
 from .agenda import Agenda
 from .committer import Committer, Pending
 from .description import AppDescription
+from .inflight import InFlight
 from .retries import Backoff
-from .runner import Run, Runner
+from .run import Run
 from .slots import Slots
 
 logger = get_logger("pyncette")
@@ -34,7 +35,7 @@ class Claims:
         clock: Clock,
         agenda: Agenda,
         slots: Slots,
-        runner: Runner,
+        in_flight: InFlight,
         committer: Committer,
         stopping: Callable[[], bool],
     ) -> None:
@@ -44,7 +45,7 @@ class Claims:
         self._clock = clock
         self._agenda = agenda
         self._slots = slots
-        self._runner = runner
+        self._in_flight = in_flight
         self._committer = committer
         self._stopping = stopping
         #: Where claimed runs go (the worker pool, once the loop runs).
@@ -141,7 +142,7 @@ class Claims:
         if claimed and not claimed[0].corrupt:
             self._agenda.static_due[task.name] = None
             self._agenda.static_running[task.name] = claim_at + task.lease_duration
-            self.start(self._runner.claimed(task, claimed[0]))
+            self.start(self._in_flight.claimed(task, claimed[0]))
             return None
         if probe and not claimed:
             assert due is not None
@@ -186,7 +187,7 @@ class Claims:
             except RecordDecodeError as exc:
                 self._park(record, str(exc))
                 continue
-            self.start(self._runner.claimed(instance, record))
+            self.start(self._in_flight.claimed(instance, record))
         if len(claimed) < limit:
             return None
         if self._slots.free() > 0:

@@ -27,6 +27,7 @@ from .alarm import Alarm
 from .claims import Claims
 from .committer import Committer, Pending
 from .description import AppDescription
+from .inflight import InFlight
 from .retries import retrying
 from .runner import Runner
 from .slots import Slots
@@ -60,14 +61,10 @@ class Scheduler:
         self._repository = repository
         self._clock = clock
         self.alarm = Alarm(clock, app_context)
-        limit = description.concurrency_limit
-        if description.body_limit is not None:
-            # Fewer bodies at once: claim no more than that either, so no claimed run waits with its lease ticking.
-            limit = min(limit, description.body_limit)
-        self.slots = Slots(limit, self.alarm.ring)
+        self.slots = Slots(_claim_limit(description), self.alarm.ring)
         self.agenda = Agenda(self.alarm, len(description.static_tasks))
         self._committer = Committer(repository, clock, self._stored, app_context)
-        self.runner = Runner(
+        self.in_flight = InFlight(
             app_context=app_context,
             description=description,
             repository=repository,
@@ -75,6 +72,13 @@ class Scheduler:
             committer=self._committer,
             agenda=self.agenda,
             slots=self.slots,
+        )
+        self.runner = Runner(
+            app_context=app_context,
+            description=description,
+            repository=repository,
+            clock=clock,
+            in_flight=self.in_flight,
             values=values,
         )
         self.claims = Claims(
@@ -84,7 +88,7 @@ class Scheduler:
             clock=clock,
             agenda=self.agenda,
             slots=self.slots,
-            runner=self.runner,
+            in_flight=self.in_flight,
             committer=self._committer,
             stopping=self._stopping,
         )
@@ -94,7 +98,7 @@ class Scheduler:
         self.last_tick: datetime | None = None
 
     def _stored(self, item: Pending, ok: bool) -> None:
-        self.runner.stored(item, ok)
+        self.in_flight.stored(item, ok)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -192,8 +196,7 @@ class Scheduler:
             tg.cancel_scope.cancel()
         if timed_out:
             runs = sorted(
-                f"{run.task.canonical_name} (due {run.record.scheduled_at.isoformat()})"
-                for run in self.runner.in_flight
+                f"{run.task.canonical_name} (due {run.record.scheduled_at.isoformat()})" for run in self.in_flight.runs
             )
             logger.error(
                 "Shutdown timed out after %s: %d run(s) left without a stored outcome: %s",
@@ -202,6 +205,14 @@ class Scheduler:
                 ", ".join(runs[:20]) + (" ..." if len(runs) > 20 else ""),
             )
         return not timed_out
+
+
+def _claim_limit(description: AppDescription) -> int:
+    """How many runs may be claimed and running at once."""
+    if description.body_limit is None:
+        return description.concurrency_limit
+    # Fewer bodies at once: claim no more than that either, so no claimed run waits with its lease ticking.
+    return min(description.concurrency_limit, description.body_limit)
 
 
 __all__ = ["Scheduler", "ShutdownTimeout"]

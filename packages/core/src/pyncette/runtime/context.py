@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from .. import events
-from ..abc import PARKED_AT, Record, RegisterMode, Repository
+from ..abc import PARKED_AT, Record, Repository
 from ..clock import Clock
-from ..errors import ConfigurationError, RecordDecodeError, TaskLockedException
+from ..errors import ConfigurationError, RecordDecodeError
 from ..model import HistoryEntry, ListTasksResponse, Orphan, Pause, TaskDescription, TaskState, validate_context_names
 from ..redaction import get_logger
-from ..runstate import RunState, decode
-from ..task import DynamicTask, Instance, Task
-from .batching import GroupCommit
+from ..runstate import decode
+from ..task import Instance, Task
 from .control import Control, RunNow, record_key
 from .description import AppDescription
+from .registration import Registrar, template_of
 from .scheduler import Scheduler
 
 logger = get_logger("pyncette")
-
-#: Records per register call when scheduling in bulk.
-REGISTER_CHUNK = 1000
 
 
 class PyncetteContext:
@@ -49,15 +45,8 @@ class PyncetteContext:
         self._values = values
         self._scheduler = Scheduler(self, description, repository, clock, values)
         self._control = Control(description, repository, clock, self._scheduler.agenda.planned)
-        # Concurrent calls share round trips (see pyncette.runtime.batching).
-        self._registrations: GroupCommit[Record, RegisterMode] = GroupCommit(
-            lambda mode, records, now: repository.register(records, now=now, mode=mode)
-        )
-        self._deletions: GroupCommit[tuple[str, str], None] = GroupCommit(
-            lambda _, keys, now: repository.delete_many(keys)
-        )
-        #: Per template, the options, instance and spec last built by schedule_tasks (reused for equal options).
-        self._prototypes: dict[DynamicTask, tuple[dict[str, Any], Instance, str]] = {}
+        # Writes and removes dynamic instances (see pyncette.runtime.registration).
+        self._registrar = Registrar(description, repository, clock, self._scheduler.agenda.planned)
 
     # -- running ----------------------------------------------------------------------------------
 
@@ -105,16 +94,7 @@ class PyncetteContext:
         ``force=True``, which overwrites it and its lease (the running one then cannot commit).
         Concurrent calls share storage round trips (see :mod:`pyncette.runtime.batching`).
         """
-        template = _template(task)
-        now = self.clock.now()
-        instance, spec, first = self._prototype(template, instance_name, options, now)
-        parent, name = instance.storage_key()
-        record = Record(parent, name, spec, first, state=self._origin_state())
-        [written] = await self._registrations.submit((record,), kind=_mode(force), now=now)
-        self._announce(((instance, record, written),), now)
-        if not written:
-            raise _locked(task, [instance])
-        return instance
+        return await self._registrar.schedule(task, instance_name, force, options)
 
     async def schedule_tasks(
         self, task: Task, instances: Mapping[str, Mapping[str, Any]], *, force: bool = False
@@ -125,76 +105,14 @@ class PyncetteContext:
         written; if some were running (and ``force`` is false), :class:`TaskLockedException` is raised
         afterwards, naming them.
         """
-        template = _template(task)
-        now = self.clock.now()
-        concrete: list[Instance] = []
-        records: list[Record] = []
-        state = self._origin_state()
-        # Bulk callers usually give many instances the same options: build and encode those once.
-        previous: Mapping[str, Any] | None = None
-        prototype: Instance | None = None
-        spec, first = "", now
-        for instance_name, options in instances.items():
-            if prototype is None or options != previous:
-                instance, spec, first = self._prototype(template, instance_name, options, now)
-                prototype, previous = instance, options
-            else:
-                instance = prototype.renamed(instance_name)
-            parent, name = instance.storage_key()
-            concrete.append(instance)
-            records.append(Record(parent, name, spec, first, state=state))
-        mode = _mode(force)
-        written: list[bool] = []
-        for start in range(0, len(records), REGISTER_CHUNK):
-            written.extend(
-                await self._registrations.submit(records[start : start + REGISTER_CHUNK], kind=mode, now=now)
-            )
-        self._announce(zip(concrete, records, written, strict=True), now)
-        locked = [t for t, ok in zip(concrete, written, strict=True) if not ok]
-        if locked:
-            raise _locked(task, locked)
-        return concrete
-
-    def _prototype(
-        self, template: DynamicTask, instance_name: str, options: Mapping[str, Any], now: datetime
-    ) -> tuple[Instance, str, datetime]:
-        """The instance, its encoded spec and its first run; reuses what the previous call built from equal
-        (immutable) options, as web apps registering one instance per request mostly pass."""
-        last = self._prototypes.get(template)
-        if last is not None and options == last[0]:
-            instance, spec = last[1].renamed(instance_name), last[2]
-        else:
-            instance = template.instantiate(instance_name, **dict(options))
-            spec = instance.to_spec()
-            if _immutable(options):
-                self._prototypes[template] = (dict(options), instance, spec)
-        assert instance.schedule is not None
-        return instance, spec, instance.schedule.first(now)
-
-    def _origin_state(self) -> str | None:
-        """The record state naming where the registration came from, when the app captures that."""
-        capture = self.description.capture_origin
-        origin = capture() if capture is not None else None
-        return RunState(origin=origin).encode() if origin else None
-
-    def _announce(self, registered: Iterable[tuple[Instance, Record, bool]], now: datetime) -> None:
-        """Tell the loop about the registered instances, and listeners about the ones written."""
-        planned = self._scheduler.agenda.planned
-        listeners = self.description.listeners
-        announce = listeners.wants(events.Scheduled)
-        for instance, record, written in registered:
-            planned(instance, record.scheduled_at)
-            if announce and written:
-                listeners.emit(events.Scheduled(instance, record.scheduled_at, now))
+        return await self._registrar.schedule_many(task, instances, force)
 
     async def unschedule_task(self, task: Task, instance_name: str | None = None) -> None:
         """Remove a dynamic instance (pass the instance, or the template and the instance name).
 
         Concurrent calls share storage round trips, as :meth:`schedule_task` calls do.
         """
-        if not task.dynamic:
-            raise ConfigurationError(f"{task!r} is a static task; only dynamic instances can be unscheduled")
-        await self._deletions.submit((record_key(task, instance_name),), kind=None, now=self.clock.now())
+        await self._registrar.unschedule(task, instance_name)
 
     async def get_task(self, task: Task, instance_name: str | None = None) -> TaskState | None:
         """The stored state of a static task or a dynamic instance, or ``None``.
@@ -210,7 +128,7 @@ class PyncetteContext:
         record = await self.repository.get(parent, name)
         if record is None:
             return None
-        concrete = task if not task.dynamic else (task.template or _template(task)).from_record(record)
+        concrete = task if not task.dynamic else (task.template or template_of(task)).from_record(record)
         return record, TaskState.from_record(concrete, record)
 
     async def describe_task(
@@ -292,7 +210,7 @@ class PyncetteContext:
     ) -> ListTasksResponse:
         """Page through every instance of a dynamic task (order unspecified); undecodable ones are skipped
         (and logged)."""
-        template = _template(task, "listed")
+        template = template_of(task, "listed")
         page_size = limit if limit is not None else self.description.batch_size
         if not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"invalid limit {limit!r}: must be an integer >= 1")
@@ -316,7 +234,7 @@ class PyncetteContext:
         included (with :attr:`~pyncette.abc.Record.corrupt` set): at most ``limit`` (every partition in
         turn), and the token of the next page, ``None`` after the last. Tokens are those of :meth:`list_tasks`.
         """
-        template = _template(task, "listed")
+        template = template_of(task, "listed")
         if not isinstance(limit, int) or limit < 1:
             raise ConfigurationError(f"invalid limit {limit!r}: must be an integer >= 1")
         parents = template.all_parents()
@@ -343,30 +261,6 @@ def _position(token: str | None, parents: int) -> tuple[int, str | None]:
     if not isinstance(index, int) or not 0 <= index < parents or not (inner is None or isinstance(inner, str)):
         raise ConfigurationError(f"invalid continuation_token {token!r}: not a position of this task")
     return index, inner
-
-
-_IMMUTABLE = (str, int, float, bool, type(None), datetime, timedelta)
-
-
-def _immutable(options: Mapping[str, Any]) -> bool:
-    """Whether ``options`` cannot change behind our back (so an instance built from them may be reused)."""
-    return all(isinstance(value, _IMMUTABLE) for value in options.values())
-
-
-def _locked(task: Task, locked: list[Instance]) -> TaskLockedException:
-    """The error for instances that were not written because they are running."""
-    names = ", ".join(t.name for t in locked[:10]) + (" ..." if len(locked) > 10 else "")
-    return TaskLockedException(locked[0], f"{len(locked)} instance(s) of {task.name!r} are running: {names}")
-
-
-def _mode(force: bool) -> RegisterMode:
-    return RegisterMode.FORCE if force else RegisterMode.UPDATE
-
-
-def _template(task: Task, action: str = "scheduled") -> DynamicTask:
-    if not isinstance(task, DynamicTask):
-        raise ConfigurationError(f"{task!r} is not a dynamic task; only dynamic tasks have instances {action}")
-    return task
 
 
 __all__ = ["PyncetteContext"]

@@ -180,6 +180,42 @@ async def test_at_most_once_runs_when_its_lost_commit_answer_is_followed_by_othe
     assert ran == [1, 3, 4]
 
 
+class CommitsDownFor(MemoryRepository):
+    """Storage refuses commits (``BackendError``) until ``until`` on the app's clock; claims work throughout."""
+
+    def __init__(self, clock: VirtualClock, until: datetime) -> None:
+        super().__init__()
+        self.clock = clock
+        self.until = until
+        self.refused = 0
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        if self.clock.now() < self.until:
+            self.refused += 1
+            raise BackendError("commits unavailable")
+        return await super().commit(completions)
+
+
+async def test_a_static_run_whose_commit_is_held_up_past_its_lease_is_not_run_again_here() -> None:
+    clock = VirtualClock(START)
+    repository = CommitsDownFor(clock, START + timedelta(seconds=40))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
+    ran: list[float] = []
+
+    @app.task(interval=timedelta(seconds=5), lease_duration=timedelta(seconds=10))
+    async def tick(context: Context) -> None:
+        ran.append((context.scheduled_at - START).total_seconds())
+
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await clock.advance(timedelta(seconds=60))
+    assert repository.refused > 3
+    # The run due at 5 s is over, its commit retried until 40 s: long past its lease (15 s), this process still
+    # knows its outcome, so it waits for the commit instead of claiming the 5 s run again (no run twice). Then
+    # the runs go on: 10 s, 15 s, ... each once.
+    assert ran == sorted(set(ran))
+    assert ran[:2] == [5, 10] and ran[-1] == 60
+
+
 async def test_records_that_cannot_be_decoded_leak_no_slot_and_shutdown_completes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

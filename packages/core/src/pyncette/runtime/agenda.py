@@ -23,7 +23,8 @@ class Agenda:
         self._static_tasks = static_tasks
         #: Static task name -> its next due time (``None``: unknown, ask storage).
         self.static_due: dict[str, datetime | None] = {}
-        #: Static tasks running here -> their lease expiry: not claimed again until it passes.
+        #: Static tasks running here -> their lease expiry: not claimed again until it passes (or, once the
+        #: run's outcome is with the committer, until it is stored: see :meth:`InFlight.submit`).
         self.static_running: dict[str, datetime] = {}
         #: Static task name -> when storage was last asked about it.
         self.static_looked: dict[str, datetime] = {}

@@ -97,6 +97,10 @@ class InFlight:
         """Hand ``change`` (an outcome to store, or the lease to let go of) to the committer. It settles the run
         once that is stored; the slot stays taken until then, but the worker moves on."""
         run.committing = True
+        if isinstance(run.task, StaticTask):
+            # This process knows the run's outcome: it does not claim the task again, even once the lease has
+            # expired, before the outcome is stored (a commit held up by storage faults would else run it twice).
+            self._agenda.static_running[run.task.name] = PARKED_AT
         self._slots.body_done()
         self._committer.submit(Pending(change, run.record.locked_until, owner=run), run.give_hold())
 

@@ -21,8 +21,8 @@ import anyio
 import pytest
 
 import pyncette
-from pyncette import Context, ExecutionMode, Pyncette
-from pyncette.abc import Completion, Record
+from pyncette import Context, ExecutionMode, FailureMode, Pyncette
+from pyncette.abc import Completion, Lease, Record
 from pyncette.errors import BackendError, ConfigurationError, leaf_exception
 from pyncette.healthcheck import use_healthcheck_server
 from pyncette.memory import MemoryRepository
@@ -214,6 +214,48 @@ async def test_a_static_run_whose_commit_is_held_up_past_its_lease_is_not_run_ag
     # the runs go on: 10 s, 15 s, ... each once.
     assert ran == sorted(set(ran))
     assert ran[:2] == [5, 10] and ran[-1] == 60
+
+
+class UnlocksDownFor(MemoryRepository):
+    """Storage refuses unlocks (``BackendError``) until ``until`` on the app's clock; everything else works."""
+
+    def __init__(self, clock: VirtualClock, until: datetime) -> None:
+        super().__init__()
+        self.clock = clock
+        self.until = until
+        self.refused = 0
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        if self.clock.now() < self.until:
+            self.refused += 1
+            raise BackendError("unlocks unavailable")
+        return await super().unlock(leases)
+
+
+async def test_unlocks_that_storage_keeps_refusing_do_not_hold_up_commits() -> None:
+    clock = VirtualClock(START)
+    repository = UnlocksDownFor(clock, START + timedelta(seconds=40))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
+    late: list[float] = []
+    tries: Counter[str] = Counter()
+
+    @app.task(interval=timedelta(seconds=5), lease_duration=timedelta(seconds=10))
+    async def tick(context: Context) -> None:
+        late.append((clock.now() - context.scheduled_at).total_seconds())
+
+    @app.dynamic_task(failure_mode=FailureMode.UNLOCK)
+    async def flaky(context: Context) -> None:
+        tries[context.task.name] += 1
+        if tries[context.task.name] == 1:
+            raise RuntimeError("first try fails (expected)")
+
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await ctx.schedule_task(flaky, "f", execute_at=START)
+        await clock.advance(timedelta(seconds=60))
+    assert repository.refused > 3
+    assert tries["f"] == 2  # its unlock landed once storage took unlocks again, and it ran again
+    # Every run of the static task started on time: its commits did not wait behind the unlock's retries.
+    assert len(late) == 12 and max(late) < 1
 
 
 async def test_records_that_cannot_be_decoded_leak_no_slot_and_shutdown_completes(

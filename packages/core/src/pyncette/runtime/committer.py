@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -40,8 +40,21 @@ class Pending:
     abandoned: bool = False
 
 
+class _Lane:
+    """One kind of storage call (commits, or unlocks): what waits for it, and the clock hold while it has work."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending: list[Pending] = []
+        self.wakeup = anyio.Event()
+        self.hold: Hold | None = None
+
+
 class Committer:
     """Batches commits and unlocks. It holds the clock while it has work (a virtual clock waits for it).
+
+    Commits and unlocks go in two lanes, each storing what came meanwhile in one call at a time: an unlock call
+    that storage keeps failing (retried with backoff) does not hold up the commits behind it, and the reverse.
 
     A call can fail after storage applied it (the connection dropped before the answer), and its retry then
     finds the lease gone. So after a retry, an item reported lost counts as stored when the successful
@@ -59,22 +72,17 @@ class Committer:
         self._clock = clock
         self._owner = owner
         self._on_stored = on_stored
-        self._pending: list[Pending] = []
-        self._wakeup = anyio.Event()
-        self._hold: Hold | None = None
-
-    @property
-    def pending(self) -> Sequence[Pending]:
-        """What is waiting to be stored (for reports at shutdown)."""
-        return self._pending
+        self._commits = _Lane("commits")
+        self._unlocks = _Lane("unlocks")
 
     def submit(self, item: Pending, hold: Hold) -> None:
         """Queue ``item``, taking over the caller's clock hold (the committer holds the clock from now on)."""
-        self._pending.append(item)
-        if self._hold is None:
-            self._hold = self._clock.hold("committer", self._owner)
+        lane = self._commits if isinstance(item.change, Completion) else self._unlocks
+        lane.pending.append(item)
+        if lane.hold is None:
+            lane.hold = self._clock.hold(f"committer ({lane.name})", self._owner)
         hold.release()
-        self._wakeup.set()
+        lane.wakeup.set()
 
     async def finish(self, change: Completion, lease_until: datetime | None, hold: Hold) -> tuple[bool, Hold]:
         """Commit and wait until it is stored; return whether it was (``False``: the lease was lost) and a
@@ -94,18 +102,18 @@ class Committer:
 
     async def run(self) -> None:
         """Store what is submitted, until cancelled."""
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._serve, self._unlocks, self._unlock)
+            await self._serve(self._commits, self._commit)
+
+    async def _serve(self, lane: _Lane, store: Callable[[list[Pending]], Awaitable[list[bool]]]) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            batch, self._pending = self._pending, []
-            commits = [p for p in batch if isinstance(p.change, Completion)]
-            unlocks = [p for p in batch if not isinstance(p.change, Completion)]
-            if commits:
-                self._resolve(commits, await self._commit(commits))
-            if unlocks:
-                self._resolve(unlocks, await self._unlock(unlocks))
-            if not self._pending and self._hold is not None:
-                hold, self._hold = self._hold, None
+            await lane.wakeup.wait()
+            lane.wakeup = anyio.Event()
+            batch, lane.pending = lane.pending, []
+            self._resolve(batch, await store(batch))
+            if not lane.pending and lane.hold is not None:
+                hold, lane.hold = lane.hold, None
                 hold.release()
 
     async def _commit(self, items: list[Pending]) -> list[bool]:

@@ -216,6 +216,27 @@ async def test_a_static_run_whose_commit_is_held_up_past_its_lease_is_not_run_ag
     assert ran[:2] == [5, 10] and ran[-1] == 60
 
 
+async def test_commit_retries_speed_up_before_the_lease_ends_so_a_short_outage_makes_no_second_run() -> None:
+    clock = VirtualClock(START)
+    repository = CommitsDownFor(clock, START + timedelta(seconds=8.5))
+    app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
+    ran: list[datetime] = []
+
+    @app.dynamic_task(lease_duration=timedelta(seconds=10))
+    async def job(context: Context) -> None:
+        ran.append(clock.now())
+
+    async with app.create(clock=clock) as ctx, running(ctx):
+        await ctx.schedule_task(job, "once", execute_at=START)
+        await clock.advance(timedelta(seconds=30))
+        left = (await ctx.list_tasks(job)).tasks
+    # Doubling backoff alone would retry at 0.2, 0.6, 1.4, 3.0, 6.2 and then 12.6 s: past the lease, when the
+    # instance had been claimed and run again. Retries at most half the time left to the lease land at 9.05 s.
+    assert repository.refused >= 6
+    assert ran == [START]
+    assert left == []
+
+
 class UnlocksDownFor(MemoryRepository):
     """Storage refuses unlocks (``BackendError``) until ``until`` on the app's clock; everything else works."""
 

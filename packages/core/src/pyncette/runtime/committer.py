@@ -157,8 +157,10 @@ class Committer:
     async def _call(
         self, what: str, items: list[Pending], arguments: list[X], call: Callable[[list[X]], Awaitable[list[bool]]]
     ) -> list[bool]:
+        # Retried sooner as a lease of the batch nears its end (see retrying).
+        leases = [item.lease_until for item in items if item.lease_until is not None]
         try:
-            return await retrying(self._clock, what, partial(call, arguments))
+            return await retrying(self._clock, what, partial(call, arguments), deadlines=leases)
         except Exception as exc:
             if len(items) == 1:
                 _log_item_fault(what, items[0].change.parent, items[0].change.name, exc)

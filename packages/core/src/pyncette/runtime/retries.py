@@ -12,7 +12,7 @@ holds up the others; the committer retries its calls (:func:`retrying`), since r
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -26,17 +26,27 @@ logger = get_logger("pyncette")
 
 #: The longest wait between two attempts of a storage call that failed with BackendError.
 MAX_BACKOFF = 30.0
+#: The shortest wait between two attempts, however close a deadline (see :func:`retrying`).
+MIN_BACKOFF = 0.1
 #: The longest a piece of work is kept away after a call about it raised something unexpected.
 MAX_FAULT_BACKOFF = timedelta(minutes=5)
 
 
 async def retrying(
-    clock: Clock, what: str, call: Callable[[], Awaitable[T]], pause: Callable[[float], Awaitable[None]] | None = None
+    clock: Clock,
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    pause: Callable[[float], Awaitable[None]] | None = None,
+    *,
+    deadlines: Sequence[datetime] = (),
 ) -> T:
     """Call storage until it succeeds, backing off while it raises :class:`BackendError`.
 
     Other exceptions propagate at once. The caller holds the clock: the backoff sleeps on it, or
-    through ``pause(seconds)`` when given (which may raise to stop retrying).
+    through ``pause(seconds)`` when given (which may raise to stop retrying). ``deadlines`` are the lease
+    expiries of what the call stores (past one, the call may come too late for that record): a wait is at
+    most half the time left until the next of them, and at least :data:`MIN_BACKOFF`, so that a short run
+    of transient faults does not outlast a lease.
     """
     attempt = 0
     while True:
@@ -45,6 +55,10 @@ async def retrying(
         except BackendError as exc:
             attempt += 1
             delay = min(MAX_BACKOFF, 0.1 * math.pow(2, min(attempt, 20)))
+            now = clock.now()
+            upcoming = [deadline for deadline in deadlines if deadline > now]
+            if upcoming:
+                delay = min(delay, max(MIN_BACKOFF, (min(upcoming) - now).total_seconds() / 2))
             logger.warning("Storage call %r failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, exc)
             await (pause or clock.sleep)(delay)
 

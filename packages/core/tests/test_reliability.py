@@ -180,25 +180,34 @@ async def test_at_most_once_runs_when_its_lost_commit_answer_is_followed_by_othe
     assert ran == [1, 3, 4]
 
 
-class CommitsDownFor(MemoryRepository):
-    """Storage refuses commits (``BackendError``) until ``until`` on the app's clock; claims work throughout."""
+class DownFor(MemoryRepository):
+    """Storage refuses one kind of call, ``"commit"`` or ``"unlock"`` (``BackendError``), until ``until`` on the
+    app's clock; every other call works."""
 
-    def __init__(self, clock: VirtualClock, until: datetime) -> None:
+    def __init__(self, clock: VirtualClock, until: datetime, refuses: str) -> None:
         super().__init__()
         self.clock = clock
         self.until = until
+        self.refuses_call = refuses
         self.refused = 0
 
-    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
-        if self.clock.now() < self.until:
+    def _gate(self, call: str) -> None:
+        if call == self.refuses_call and self.clock.now() < self.until:
             self.refused += 1
-            raise BackendError("commits unavailable")
+            raise BackendError(f"{call} unavailable")
+
+    async def commit(self, completions: Sequence[Completion]) -> list[bool]:
+        self._gate("commit")
         return await super().commit(completions)
+
+    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
+        self._gate("unlock")
+        return await super().unlock(leases)
 
 
 async def test_a_static_run_whose_commit_is_held_up_past_its_lease_is_not_run_again_here() -> None:
     clock = VirtualClock(START)
-    repository = CommitsDownFor(clock, START + timedelta(seconds=40))
+    repository = DownFor(clock, START + timedelta(seconds=40), "commit")
     app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
     ran: list[float] = []
 
@@ -218,7 +227,7 @@ async def test_a_static_run_whose_commit_is_held_up_past_its_lease_is_not_run_ag
 
 async def test_commit_retries_speed_up_before_the_lease_ends_so_a_short_outage_makes_no_second_run() -> None:
     clock = VirtualClock(START)
-    repository = CommitsDownFor(clock, START + timedelta(seconds=8.5))
+    repository = DownFor(clock, START + timedelta(seconds=8.5), "commit")
     app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
     ran: list[datetime] = []
 
@@ -237,25 +246,9 @@ async def test_commit_retries_speed_up_before_the_lease_ends_so_a_short_outage_m
     assert left == []
 
 
-class UnlocksDownFor(MemoryRepository):
-    """Storage refuses unlocks (``BackendError``) until ``until`` on the app's clock; everything else works."""
-
-    def __init__(self, clock: VirtualClock, until: datetime) -> None:
-        super().__init__()
-        self.clock = clock
-        self.until = until
-        self.refused = 0
-
-    async def unlock(self, leases: Sequence[Lease]) -> list[bool]:
-        if self.clock.now() < self.until:
-            self.refused += 1
-            raise BackendError("unlocks unavailable")
-        return await super().unlock(leases)
-
-
 async def test_unlocks_that_storage_keeps_refusing_do_not_hold_up_commits() -> None:
     clock = VirtualClock(START)
-    repository = UnlocksDownFor(clock, START + timedelta(seconds=40))
+    repository = DownFor(clock, START + timedelta(seconds=40), "unlock")
     app = Pyncette(repository_factory=shared_repository(repository), poll_interval=timedelta(seconds=1))
     late: list[float] = []
     tries: Counter[str] = Counter()

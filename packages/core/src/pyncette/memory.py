@@ -41,7 +41,7 @@ class _Parent:
         return any(rule.matches(name) for rule in self.rules.values())
 
 
-def _leased(
+def _copy(
     record: Record, scheduled_at: datetime, until: datetime | None, token: str | None, state: str | None
 ) -> Record:
     """A copy of ``record`` with these fields changed: what claims and commits store, one per record.
@@ -139,7 +139,7 @@ class MemoryRepository(Repository):
             if group.versions.get(name) != version or name not in group.records:
                 continue
             stored = group.records[name]
-            record = _leased(stored, stored.scheduled_at, lease_until, token, stored.state)
+            record = _copy(stored, stored.scheduled_at, lease_until, token, stored.state)
             self._store(group, record)
             claimed.append(record)
         return claimed
@@ -166,7 +166,7 @@ class MemoryRepository(Repository):
             else:
                 state = record.state if item.state is None else item.state
                 locked_until, locked_by = (None, None) if item.release else (record.locked_until, record.locked_by)
-                self._store(group, _leased(record, item.next_at, locked_until, locked_by, state))
+                self._store(group, _copy(record, item.next_at, locked_until, locked_by, state))
             results.append(True)
         return results
 

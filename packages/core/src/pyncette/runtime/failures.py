@@ -45,15 +45,15 @@ class Failures:
         if self._listeners.wants(events.Failed):
             self._listeners.emit(events.Failed(task, nominal, finished, state.attempt, error))
         retry = task.policies.retry
-        after = state.finished(outcome, started=started, finished=finished, error=error)
         if retry is None:  # Pyncette 1.x's failure modes
+            if task.failure_mode is FailureMode.UNLOCK:
+                self._in_flight.submit(run, run.lease)
+                return
+            after = state.finished(outcome, started=started, finished=finished, error=error)
             if task.failure_mode is FailureMode.NONE:  # the lease expires, then the run is retried
                 if run.counted is not None:  # but the history counts this try: store the counter, keep the lease
                     text = self._in_flight.counted(run, after).encode()
                     self._in_flight.submit(run, run.completion(run.record.scheduled_at, text, release=False))
-                return
-            if task.failure_mode is FailureMode.UNLOCK:
-                self._in_flight.submit(run, run.lease)
                 return
             self._in_flight.commit(run, self._timing.following(task, nominal, finished), after)
             return
@@ -76,7 +76,7 @@ class Failures:
         if action == "pause":
             await self._pause(run, error)
             next_at = next_at or nominal  # a once-off instance keeps its run, to be tried again on resume
-        self._in_flight.commit(run, next_at, after)
+        self._in_flight.commit(run, next_at, state.finished(outcome, started=started, finished=finished, error=error))
 
     async def _pause(self, run: Run, error: Exception) -> None:
         """Pause the record whose retries are exhausted (``on_exhausted="pause"``), before its commit so that

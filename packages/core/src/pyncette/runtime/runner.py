@@ -230,4 +230,4 @@ class Runner:
             hold.release()
 
 
-__all__ = ["Run", "Runner"]
+__all__ = ["Runner"]
